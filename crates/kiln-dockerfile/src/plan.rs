@@ -1,0 +1,866 @@
+//! From a typed Dockerfile and build options to a build plan: ARG scoping, FROM expansion,
+//! stage references resolved (stage or image), the dependency graph, `--target` pruning and
+//! each needed stage's instructions expanded with what is known before any image is pulled.
+
+use crate::dockerfile::{Dockerfile, Stage};
+use crate::error::{suggest, Error, ErrorKind, Located, Warning};
+use crate::expand::Expander;
+use crate::instructions::{Command, Instruction, Word};
+use crate::parser::Directives;
+use crate::reference::check_image_reference;
+use crate::shell::Lexer;
+use crate::span::{Pos, Span};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// An `os/arch[/variant]` platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Platform {
+    /// e.g. `linux`.
+    pub os: String,
+    /// e.g. `amd64`, `arm64`.
+    pub architecture: String,
+    /// e.g. `v7`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The platform kiln runs on.
+    pub fn host() -> Platform {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "arm" => "arm",
+            "powerpc64" => "ppc64le",
+            "s390x" => "s390x",
+            "riscv64" => "riscv64",
+            other => other,
+        };
+        Platform {
+            os: "linux".into(),
+            architecture: architecture.into(),
+            variant: None,
+        }
+    }
+
+    /// Parses `os/arch[/variant]` (also `arch` alone, meaning linux), normalising architecture
+    /// aliases as containerd does (`x86_64`→`amd64`, `aarch64`→`arm64`).
+    pub fn parse(text: &str) -> Result<Platform, String> {
+        let parts: Vec<&str> = text.split('/').collect();
+        let lower = |s: &str| s.to_ascii_lowercase();
+        let (os, arch, variant) = match parts.as_slice() {
+            [arch] if !arch.is_empty() => ("linux".to_string(), lower(arch), None),
+            [os, arch] if !os.is_empty() && !arch.is_empty() => (lower(os), lower(arch), None),
+            [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
+                (lower(os), lower(arch), Some(lower(variant)))
+            }
+            _ => {
+                return Err(format!(
+                    "invalid platform {text:?}: expected os/arch[/variant], e.g. linux/arm64"
+                ))
+            }
+        };
+        let valid = |s: &str| {
+            s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        };
+        if !valid(&os) || !valid(&arch) || !variant.as_deref().is_none_or(valid) {
+            return Err(format!(
+                "invalid platform {text:?}: expected os/arch[/variant], e.g. linux/arm64"
+            ));
+        }
+        let (architecture, variant) = match (arch.as_str(), variant) {
+            ("x86_64" | "x86-64", v) => ("amd64".to_string(), v),
+            ("aarch64", v) => ("arm64".to_string(), v),
+            ("arm64", Some(v)) if v == "v8" => ("arm64".to_string(), None),
+            ("armhf", None) => ("arm".to_string(), Some("v7".to_string())),
+            ("armel", None) => ("arm".to_string(), Some("v6".to_string())),
+            ("arm", None) => ("arm".to_string(), Some("v7".to_string())),
+            ("i386", v) => ("386".to_string(), v),
+            (a, v) => (a.to_string(), v),
+        };
+        Ok(Platform {
+            os,
+            architecture,
+            variant,
+        })
+    }
+
+    /// The automatic platform ARGs with `prefix` `TARGET` or `BUILD`.
+    fn args(&self, prefix: &str) -> [(String, String); 4] {
+        [
+            (format!("{prefix}PLATFORM"), self.to_string()),
+            (format!("{prefix}OS"), self.os.clone()),
+            (format!("{prefix}ARCH"), self.architecture.clone()),
+            (
+                format!("{prefix}VARIANT"),
+                self.variant.clone().unwrap_or_default(),
+            ),
+        ]
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Build args every Dockerfile may use without declaring them; kept out of image history.
+pub const PROXY_ARGS: [&str; 10] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// What the planner needs besides the Dockerfile.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// `--build-arg NAME=value`.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`: the stage to build (default: the last).
+    pub target: Option<String>,
+    /// The platform the build runs on.
+    pub build_platform: Platform,
+    /// The platform the image is for.
+    pub target_platform: Platform,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            build_args: BTreeMap::new(),
+            target: None,
+            build_platform: Platform::host(),
+            target_platform: Platform::host(),
+        }
+    }
+}
+
+/// Where an ARG's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArgSource {
+    /// `--build-arg`.
+    BuildArg,
+    /// The default after `=`.
+    Default,
+    /// The global ARG of the same name (declared before the first FROM).
+    Global,
+    /// An automatic platform ARG (TARGETPLATFORM, BUILDARCH, …).
+    Platform,
+    /// Declared without a value and none given: unset.
+    Unset,
+}
+
+/// An ARG as resolved for the build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArgValue {
+    /// The name.
+    pub name: String,
+    /// The value, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Where the value came from.
+    pub source: ArgSource,
+    /// The ARG instruction's line.
+    pub line: usize,
+}
+
+/// What a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Base {
+    /// `FROM scratch`: an empty filesystem and config.
+    Scratch,
+    /// A registry image.
+    Image {
+        /// The reference as written after expansion (normalised later by the registry client).
+        reference: String,
+    },
+    /// An earlier stage of this Dockerfile.
+    Stage {
+        /// Its index.
+        index: usize,
+        /// Its name.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+}
+
+/// Another stage or an image that a stage reads files from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Source {
+    /// An earlier stage.
+    Stage {
+        /// Its index.
+        index: usize,
+    },
+    /// An image (`COPY --from=nginx:1.25`).
+    Image {
+        /// The reference.
+        reference: String,
+    },
+}
+
+/// A stage in the plan, expanded as far as is known before images are pulled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedStage {
+    /// Position in the file (what `--from=N` means).
+    pub index: usize,
+    /// Name after AS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// What it starts from.
+    pub base: Base,
+    /// The FROM image word as written, before expansion.
+    pub base_written: String,
+    /// `FROM --platform=` after expansion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// FROM to the end of the stage.
+    pub span: Span,
+    /// Stages this one needs built first (base and `--from` sources), sorted.
+    pub depends_on: Vec<usize>,
+    /// Images read by `COPY --from=image` or `RUN --mount=from=image`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
+    /// ARGs declared in the stage, with their values.
+    pub args: Vec<ArgValue>,
+    /// Variables the stage's expansions referenced (sorted).
+    pub uses: Vec<String>,
+    /// Variables referenced but unknown before the build: unset, or perhaps set by the base
+    /// image's ENV (kept as written in `instructions`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<String>,
+    /// The instructions after FROM, expanded.
+    pub instructions: Vec<Instruction>,
+}
+
+/// A stage `--target` made unnecessary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedStage {
+    /// Its index.
+    pub index: usize,
+    /// Its name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The plan of a build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// The Dockerfile's name.
+    pub file: String,
+    /// Parser directives.
+    pub directives: Directives,
+    /// The platform the build runs on.
+    pub build_platform: String,
+    /// The platform of the image.
+    pub target_platform: String,
+    /// Index of the stage whose image is the result.
+    pub target: usize,
+    /// Global ARGs (before the first FROM) with their values.
+    pub global_args: Vec<ArgValue>,
+    /// Names of the proxy build args given (values withheld: they may hold credentials).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub proxy_args: Vec<String>,
+    /// Stages to build, in file order.
+    pub stages: Vec<PlannedStage>,
+    /// Stages the target does not need.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_stages: Vec<SkippedStage>,
+    /// Stages grouped in waves: every stage of a wave depends only on earlier waves, so a wave's
+    /// stages can be built in parallel.
+    pub build_order: Vec<Vec<usize>>,
+    /// Warnings (parse-time and plan-time).
+    pub warnings: Vec<Warning>,
+}
+
+/// A simple ordered environment: the variables visible to expansion at a point of a stage.
+#[derive(Debug, Clone, Default)]
+struct Env {
+    vars: BTreeMap<String, String>,
+    /// True when the stage's base image may define variables kiln cannot see yet.
+    base_unknown: bool,
+}
+
+impl crate::shell::EnvGetter for Env {
+    fn get(&self, name: &str) -> Option<String> {
+        self.vars.get(name).cloned()
+    }
+}
+
+/// Plans a build of `dockerfile` with `options`.
+pub fn plan(dockerfile: &Dockerfile, options: &PlanOptions) -> Result<Plan, Error> {
+    Planner::new(dockerfile, options)
+        .run()
+        .map_err(|e| e.into_error(&dockerfile.file))
+}
+
+struct Planner<'a> {
+    df: &'a Dockerfile,
+    options: &'a PlanOptions,
+    escape: char,
+    warnings: Vec<Warning>,
+    /// Global ARG values by name (platform args included), for FROM lines and stage ARGs.
+    meta: BTreeMap<String, Option<String>>,
+    consumed: BTreeSet<String>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(df: &'a Dockerfile, options: &'a PlanOptions) -> Self {
+        Planner {
+            df,
+            options,
+            escape: df.directives.escape,
+            warnings: df.warnings.clone(),
+            meta: BTreeMap::new(),
+            consumed: BTreeSet::new(),
+        }
+    }
+
+    fn run(mut self) -> Result<Plan, Located> {
+        let global_args = self.global_args()?;
+        let mut bases = Vec::with_capacity(self.df.stages.len());
+        let mut platforms = Vec::with_capacity(self.df.stages.len());
+        for stage in &self.df.stages {
+            let (base, platform) = self.resolve_from(stage)?;
+            bases.push(base);
+            platforms.push(platform);
+        }
+        let mut deps: Vec<(BTreeSet<usize>, Vec<String>)> =
+            Vec::with_capacity(self.df.stages.len());
+        for (stage, base) in self.df.stages.iter().zip(&bases) {
+            let mut stage_deps = BTreeSet::new();
+            let mut images = Vec::new();
+            if let Base::Stage { index, .. } = base {
+                stage_deps.insert(*index);
+            }
+            for source in self.sources(stage)? {
+                match source {
+                    Source::Stage { index } => {
+                        stage_deps.insert(index);
+                    }
+                    Source::Image { reference } => {
+                        if !images.contains(&reference) {
+                            images.push(reference)
+                        }
+                    }
+                }
+            }
+            deps.push((stage_deps, images));
+        }
+        let target = self.target()?;
+        let mut needed = BTreeSet::new();
+        let mut stack = vec![target];
+        while let Some(i) = stack.pop() {
+            if needed.insert(i) {
+                stack.extend(deps[i].0.iter().copied());
+            }
+        }
+        let mut planned: Vec<PlannedStage> = Vec::with_capacity(needed.len());
+        let mut final_envs: BTreeMap<usize, Env> = BTreeMap::new();
+        for &i in &needed {
+            let stage = &self.df.stages[i];
+            let env = match &bases[i] {
+                Base::Scratch => Env::default(),
+                Base::Image { .. } => Env {
+                    vars: BTreeMap::new(),
+                    base_unknown: true,
+                },
+                Base::Stage { index, .. } => final_envs.get(index).cloned().unwrap_or_default(),
+            };
+            let (planned_stage, env) =
+                self.stage(stage, bases[i].clone(), platforms[i].clone(), &deps[i], env)?;
+            final_envs.insert(i, env);
+            planned.push(planned_stage);
+        }
+        self.unused_build_args();
+        let build_order = waves(&needed, &deps);
+        let skipped_stages = self
+            .df
+            .stages
+            .iter()
+            .filter(|s| !needed.contains(&s.index))
+            .map(|s| SkippedStage {
+                index: s.index,
+                name: s.name.clone(),
+            })
+            .collect();
+        let proxy_args = PROXY_ARGS
+            .iter()
+            .filter(|a| self.options.build_args.contains_key(**a))
+            .map(|a| a.to_string())
+            .collect();
+        Ok(Plan {
+            file: self.df.file.clone(),
+            directives: self.df.directives.clone(),
+            build_platform: self.options.build_platform.to_string(),
+            target_platform: self.options.target_platform.to_string(),
+            target,
+            global_args,
+            proxy_args,
+            stages: planned,
+            skipped_stages,
+            build_order,
+            warnings: self.warnings,
+        })
+    }
+
+    fn meta_env(&self) -> Env {
+        Env {
+            vars: self
+                .meta
+                .iter()
+                .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+                .collect(),
+            base_unknown: false,
+        }
+    }
+
+    /// Global ARGs, each default expanded with the platform args and the global ARGs before it.
+    fn global_args(&mut self) -> Result<Vec<ArgValue>, Located> {
+        for (k, v) in self
+            .options
+            .target_platform
+            .args("TARGET")
+            .into_iter()
+            .chain(self.options.build_platform.args("BUILD"))
+        {
+            self.meta.insert(k, Some(v));
+        }
+        let mut values = Vec::new();
+        for instruction in &self.df.global_args {
+            let Command::Arg { args } = &instruction.command else {
+                continue;
+            };
+            for decl in args {
+                self.consumed.insert(decl.name.clone());
+                let (value, source) = if let Some(v) = self.options.build_args.get(&decl.name) {
+                    (Some(v.clone()), ArgSource::BuildArg)
+                } else if let Some(default) = &decl.default {
+                    let env = self.meta_env();
+                    let mut expander = Expander::new(self.escape, &env, false);
+                    (
+                        Some(expander.word(default, "ARG")?.value),
+                        ArgSource::Default,
+                    )
+                } else if is_platform_arg(&decl.name) {
+                    (
+                        self.meta.get(&decl.name).cloned().flatten(),
+                        ArgSource::Platform,
+                    )
+                } else {
+                    (None, ArgSource::Unset)
+                };
+                self.meta.insert(decl.name.clone(), value.clone());
+                values.push(ArgValue {
+                    name: decl.name.clone(),
+                    value,
+                    source,
+                    line: instruction.span.start.line,
+                });
+            }
+        }
+        Ok(values)
+    }
+
+    /// Expands FROM's image and platform with the global ARGs and classifies the base.
+    fn resolve_from(&mut self, stage: &Stage) -> Result<(Base, Option<String>), Located> {
+        let Command::From {
+            image, platform, ..
+        } = &stage.from.command
+        else {
+            unreachable!("a stage starts with FROM");
+        };
+        let env = self.meta_env();
+        let mut expander = Expander::new(self.escape, &env, false);
+        let name = expander.word(image, "FROM")?;
+        let platform = platform
+            .as_ref()
+            .map(|p| expander.word(p, "FROM"))
+            .transpose()?;
+        for unset in &expander.unset {
+            self.warnings.push(Warning {
+                pos: stage.from.span.start,
+                rule: "UndefinedArgInFrom",
+                message: format!(
+                    "FROM uses ${unset}, which is not a global ARG (declare `ARG {unset}` before the first FROM)"
+                ),
+            });
+        }
+        if name.value.is_empty() {
+            return Err(Located::new(
+                image.pos,
+                Some("FROM"),
+                ErrorKind::Stage(format!("base name ({}) should not be blank", image.value)),
+            ));
+        }
+        let platform = match platform {
+            Some(p) => Some(
+                Platform::parse(&p.value)
+                    .map_err(|reason| {
+                        Located::new(
+                            p.pos,
+                            Some("FROM"),
+                            ErrorKind::InvalidFlagValue {
+                                flag: "platform".into(),
+                                value: p.value.clone(),
+                                reason,
+                            },
+                        )
+                    })?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let base = if name.value == "scratch" {
+            Base::Scratch
+        } else {
+            match self.stage_by_name(&name.value, stage.index, image.pos, "FROM")? {
+                Some(index) => Base::Stage {
+                    index,
+                    name: self.df.stages[index].name.clone(),
+                },
+                None => {
+                    check_image_reference(&name.value).map_err(|reason| {
+                        Located::new(
+                            image.pos,
+                            Some("FROM"),
+                            ErrorKind::Stage(format!(
+                                "invalid base image {:?}: {reason}",
+                                name.value
+                            )),
+                        )
+                    })?;
+                    Base::Image {
+                        reference: name.value,
+                    }
+                }
+            }
+        };
+        Ok((base, platform))
+    }
+
+    /// Looks a name up among the stages: an earlier stage's index, `None` for an image, an
+    /// error for the stage itself or a later stage.
+    fn stage_by_name(
+        &self,
+        name: &str,
+        current: usize,
+        pos: Pos,
+        keyword: &str,
+    ) -> Result<Option<usize>, Located> {
+        let lower = name.to_ascii_lowercase();
+        let Some(found) = self
+            .df
+            .stages
+            .iter()
+            .find(|s| s.name.as_deref() == Some(lower.as_str()))
+        else {
+            return Ok(None);
+        };
+        if found.index == current {
+            return Err(Located::new(
+                pos,
+                Some(keyword),
+                ErrorKind::Stage(format!(
+                    "circular dependency: stage {lower:?} refers to itself"
+                )),
+            ));
+        }
+        if found.index > current {
+            return Err(Located::new(
+                pos,
+                Some(keyword),
+                ErrorKind::Stage(format!(
+                    "stage {lower:?} is defined later (line {}); a stage can only use stages defined before it",
+                    found.from.span.start.line
+                )),
+            ));
+        }
+        Ok(Some(found.index))
+    }
+
+    /// Stages and images a stage reads with `COPY --from` and `RUN --mount=from=`.
+    fn sources(&self, stage: &Stage) -> Result<Vec<Source>, Located> {
+        let mut out = Vec::new();
+        for instruction in &stage.instructions {
+            let keyword = instruction.keyword();
+            let refs: Vec<(String, Pos)> = match &instruction.command {
+                Command::Copy(args) => args.from.iter().map(|w| (w.value.clone(), w.pos)).collect(),
+                Command::Run { mounts, .. } => mounts
+                    .iter()
+                    .filter_map(|m| {
+                        let pos = m.spec.as_ref().map_or(instruction.span.start, |s| s.pos);
+                        m.from.clone().map(|f| (f, pos))
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for (reference, pos) in refs {
+                out.push(self.source(&reference, stage.index, pos, keyword)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn source(
+        &self,
+        reference: &str,
+        current: usize,
+        pos: Pos,
+        keyword: &str,
+    ) -> Result<Source, Located> {
+        let err = |message: String| Located::new(pos, Some(keyword), ErrorKind::Stage(message));
+        if reference.contains('$') {
+            return Err(err(format!(
+                "--from={reference} doesn't support variable expansion: define an alias stage \
+                 (`FROM ${{IMAGE}} AS src`) and use --from=src"
+            )));
+        }
+        if reference.is_empty() {
+            return Err(err("--from needs a stage name, stage index or image".into()));
+        }
+        if let Ok(index) = reference.parse::<usize>() {
+            return match index {
+                i if i == current => Err(err(format!("circular dependency: --from={i} is this stage"))),
+                i if i > current && i < self.df.stages.len() => Err(err(format!(
+                    "--from={i} refers to a stage defined later; a stage can only use stages defined before it"
+                ))),
+                i if i < current => Ok(Source::Stage { index: i }),
+                i => Err(err(format!(
+                    "--from={i}: there is no stage {i} (the Dockerfile has {} stages, numbered from 0)",
+                    self.df.stages.len()
+                ))),
+            };
+        }
+        match self.stage_by_name(reference, current, pos, keyword)? {
+            Some(index) => Ok(Source::Stage { index }),
+            None => {
+                check_image_reference(reference).map_err(|reason| {
+                    let names: Vec<&str> = self.df.stages.iter().filter_map(|s| s.name.as_deref()).collect();
+                    let hint = suggest(reference, names.iter().copied())
+                        .map(|s| format!(" (did you mean stage {s:?}?)"))
+                        .unwrap_or_default();
+                    err(format!(
+                        "--from={reference} is neither a stage name nor a valid image reference: {reason}{hint}"
+                    ))
+                })?;
+                Ok(Source::Image {
+                    reference: reference.to_string(),
+                })
+            }
+        }
+    }
+
+    fn target(&self) -> Result<usize, Located> {
+        let Some(target) = &self.options.target else {
+            return Ok(self.df.stages.len() - 1);
+        };
+        let lower = target.to_ascii_lowercase();
+        if let Some(stage) = self
+            .df
+            .stages
+            .iter()
+            .find(|s| s.name.as_deref() == Some(lower.as_str()))
+        {
+            return Ok(stage.index);
+        }
+        let names: Vec<&str> = self
+            .df
+            .stages
+            .iter()
+            .filter_map(|s| s.name.as_deref())
+            .collect();
+        let hint = match suggest(target, names.iter().copied()) {
+            Some(s) => format!(" (did you mean {s:?}?)"),
+            None if names.is_empty() => {
+                " (no stage has a name: add `AS name` to a FROM line)".into()
+            }
+            None => format!(" (stages: {})", names.join(", ")),
+        };
+        Err(Located::new(
+            Pos { line: 0, column: 0 },
+            None,
+            ErrorKind::Stage(format!("target stage {target:?} could not be found{hint}")),
+        ))
+    }
+
+    /// Walks a needed stage: ARG scoping, ENV, and expansion of every instruction.
+    fn stage(
+        &mut self,
+        stage: &Stage,
+        base: Base,
+        platform: Option<String>,
+        deps: &(BTreeSet<usize>, Vec<String>),
+        mut env: Env,
+    ) -> Result<(PlannedStage, Env), Located> {
+        let mut args = Vec::new();
+        let mut used = BTreeSet::new();
+        let mut unresolved = BTreeSet::new();
+        let mut instructions = Vec::with_capacity(stage.instructions.len());
+        for instruction in &stage.instructions {
+            let command = match &instruction.command {
+                Command::Arg { args: decls } => {
+                    let mut expanded = Vec::with_capacity(decls.len());
+                    for decl in decls {
+                        self.consumed.insert(decl.name.clone());
+                        let (value, source) = if let Some(v) =
+                            self.options.build_args.get(&decl.name)
+                        {
+                            (Some(v.clone()), ArgSource::BuildArg)
+                        } else if let Some(default) = &decl.default {
+                            let mut expander = Expander::new(self.escape, &env, env.base_unknown);
+                            let value = expander.word(default, "ARG")?.value;
+                            used.extend(expander.used);
+                            unresolved.extend(expander.unset);
+                            (Some(value), ArgSource::Default)
+                        } else {
+                            match self.meta.get(&decl.name) {
+                                Some(Some(v)) if is_platform_arg(&decl.name) => {
+                                    (Some(v.clone()), ArgSource::Platform)
+                                }
+                                Some(Some(v)) => (Some(v.clone()), ArgSource::Global),
+                                _ => (None, ArgSource::Unset),
+                            }
+                        };
+                        if let Some(v) = &value {
+                            env.vars.insert(decl.name.clone(), v.clone());
+                        }
+                        args.push(ArgValue {
+                            name: decl.name.clone(),
+                            value: value.clone(),
+                            source,
+                            line: instruction.span.start.line,
+                        });
+                        expanded.push(crate::instructions::ArgDecl {
+                            name: decl.name.clone(),
+                            default: value.map(|v| {
+                                Word::new(
+                                    v,
+                                    decl.default.as_ref().map_or(Pos::default(), |d| d.pos),
+                                )
+                            }),
+                        });
+                    }
+                    Command::Arg { args: expanded }
+                }
+                other => {
+                    let mut expander = Expander::new(self.escape, &env, env.base_unknown);
+                    let expanded = expander.command(other)?;
+                    used.extend(expander.used);
+                    unresolved.extend(expander.unset);
+                    self.warnings.append(&mut expander.warnings);
+                    if let Command::Env { env: pairs } = &expanded {
+                        for kv in pairs {
+                            env.vars
+                                .insert(kv.key.value.clone(), kv.value.value.clone());
+                        }
+                    }
+                    expanded
+                }
+            };
+            instructions.push(Instruction {
+                span: instruction.span,
+                original: instruction.original.clone(),
+                command,
+            });
+        }
+        let _ = Lexer::new(self.escape);
+        let written = match &stage.from.command {
+            Command::From { image, .. } => image.value.clone(),
+            _ => String::new(),
+        };
+        Ok((
+            PlannedStage {
+                index: stage.index,
+                name: stage.name.clone(),
+                base,
+                base_written: written,
+                platform,
+                span: stage.span(),
+                depends_on: deps.0.iter().copied().collect(),
+                images: deps.1.clone(),
+                args,
+                uses: used.into_iter().collect(),
+                unresolved: unresolved.into_iter().collect(),
+                instructions,
+            },
+            env,
+        ))
+    }
+
+    fn unused_build_args(&mut self) {
+        let unused: Vec<&str> = self
+            .options
+            .build_args
+            .keys()
+            .filter(|k| {
+                !self.consumed.contains(*k)
+                    && !PROXY_ARGS.contains(&k.as_str())
+                    && !is_platform_arg(k)
+            })
+            .map(String::as_str)
+            .collect();
+        if !unused.is_empty() {
+            self.warnings.push(Warning {
+                pos: Pos { line: 0, column: 0 },
+                rule: "UnusedBuildArgs",
+                message: format!(
+                    "build-arg{} [{}] not consumed: no ARG in the stages being built declares {}",
+                    if unused.len() == 1 { " was" } else { "s were" },
+                    unused.join(", "),
+                    if unused.len() == 1 { "it" } else { "them" }
+                ),
+            });
+        }
+    }
+}
+
+fn is_platform_arg(name: &str) -> bool {
+    ["TARGET", "BUILD"].iter().any(|prefix| {
+        name.strip_prefix(prefix)
+            .is_some_and(|rest| matches!(rest, "PLATFORM" | "OS" | "ARCH" | "VARIANT"))
+    })
+}
+
+/// Groups needed stages into waves by dependency depth.
+fn waves(needed: &BTreeSet<usize>, deps: &[(BTreeSet<usize>, Vec<String>)]) -> Vec<Vec<usize>> {
+    let mut depth: BTreeMap<usize, usize> = BTreeMap::new();
+    // Dependencies always point to earlier stages, so one pass in index order suffices.
+    for &i in needed {
+        let d = deps[i]
+            .0
+            .iter()
+            .filter_map(|d| depth.get(d))
+            .map(|d| d + 1)
+            .max()
+            .unwrap_or(0);
+        depth.insert(i, d);
+    }
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for (i, d) in depth {
+        if out.len() <= d {
+            out.resize(d + 1, Vec::new());
+        }
+        out[d].push(i);
+    }
+    out
+}

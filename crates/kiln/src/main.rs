@@ -1,0 +1,55 @@
+//! The `kiln` command line. Library crates never print; this binary owns the terminal, turns
+//! errors into messages and exit codes, and holds no build logic of its own.
+
+mod context_fs;
+mod outline;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// kiln builds OCI container images from a Dockerfile, with no daemon and no privileges.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// Print the parsed, expanded build plan of a Dockerfile (stages, instructions, args).
+    Outline(outline::OutlineArgs),
+}
+
+/// Exit codes: 0 success, 1 the input (Dockerfile, context) is wrong, 2 usage error (clap).
+const EXIT_INPUT_ERROR: u8 = 1;
+
+#[allow(clippy::print_stderr)]
+fn main() -> ExitCode {
+    let program = std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+    if program == "executor" {
+        eprintln!(
+            "error: kiln's kaniko-compatible executor (`kiln build`) is not implemented yet; \
+             only `kiln outline` is available in this version"
+        );
+        return ExitCode::from(EXIT_INPUT_ERROR);
+    }
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Commands::Outline(args) => outline::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_INPUT_ERROR)
+        }
+    }
+}

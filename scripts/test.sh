@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs kiln's whole test suite. Installs (apt-get) what the tests need first, so it works on a
+# fresh Debian machine with a Rust toolchain (>= 1.85). Run as root or with sudo available.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo not found: install Rust >= 1.85 (e.g. with rustup) first" >&2
+    exit 1
+fi
+
+# The Dockerfile frontend's tests need nothing beyond the toolchain yet. Registry and build
+# tests (docker-registry, skopeo, umoci, busybox-static) add their packages here.
+packages=()
+missing=()
+for p in "${packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
+fi
+
+cargo test --workspace --locked
