@@ -91,7 +91,12 @@ pub struct Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.pos.line, self.pos.column)?;
+        if self.pos.line == 0 {
+            // Not tied to a line (e.g. a --target that names no stage).
+            write!(f, "{}: ", self.file)?;
+        } else {
+            write!(f, "{}:{}:{}: ", self.file, self.pos.line, self.pos.column)?;
+        }
         if let Some(instruction) = &self.instruction {
             write!(f, "{instruction}: ")?;
         }

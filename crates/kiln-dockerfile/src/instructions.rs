@@ -549,8 +549,8 @@ impl Typer<'_> {
                     })?;
                     mounts.push(mount.with_spec(spec));
                 }
-                let network = choice(flags.text("network"), "network", &["default", "none", "host"])?;
-                let security = choice(flags.text("security"), "security", &["sandbox", "insecure"])?;
+                let network = choice(flags.text("network"), "network", &["default", "none", "host"], keyword)?;
+                let security = choice(flags.text("security"), "security", &["sandbox", "insecure"], keyword)?;
                 Command::Run {
                     command,
                     heredocs: node.heredocs.clone(),
@@ -734,13 +734,13 @@ fn command_line(args: &Args) -> Option<CommandLine> {
     }
 }
 
-fn choice(value: Option<Word>, flag: &str, allowed: &[&str]) -> Result<Option<String>, Located> {
+fn choice(value: Option<Word>, flag: &str, allowed: &[&str], keyword: &str) -> Result<Option<String>, Located> {
     match value {
         None => Ok(None),
         Some(w) if allowed.contains(&w.value.as_str()) => Ok(Some(w.value)),
         Some(w) => Err(Located::new(
             w.pos,
-            None,
+            Some(keyword),
             ErrorKind::InvalidFlagValue {
                 flag: flag.into(),
                 value: w.value,

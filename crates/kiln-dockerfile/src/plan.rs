@@ -8,7 +8,6 @@ use crate::expand::Expander;
 use crate::instructions::{Command, Instruction, Word};
 use crate::parser::Directives;
 use crate::reference::check_image_reference;
-use crate::shell::Lexer;
 use crate::span::{Pos, Span};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -242,7 +241,7 @@ pub struct PlannedStage {
     pub images: Vec<String>,
     /// ARGs declared in the stage, with their values.
     pub args: Vec<ArgValue>,
-    /// Variables the stage's expansions referenced (sorted).
+    /// Variables the stage's expansions referenced, its FROM line's included (sorted).
     pub uses: Vec<String>,
     /// Variables referenced but unknown before the build: unset, or perhaps set by the base
     /// image's ENV (kept as written in `instructions`).
@@ -339,10 +338,12 @@ impl<'a> Planner<'a> {
         let global_args = self.global_args()?;
         let mut bases = Vec::with_capacity(self.df.stages.len());
         let mut platforms = Vec::with_capacity(self.df.stages.len());
+        let mut from_uses = Vec::with_capacity(self.df.stages.len());
         for stage in &self.df.stages {
-            let (base, platform) = self.resolve_from(stage)?;
+            let (base, platform, uses) = self.resolve_from(stage)?;
             bases.push(base);
             platforms.push(platform);
+            from_uses.push(uses);
         }
         let mut deps: Vec<(BTreeSet<usize>, Vec<String>)> =
             Vec::with_capacity(self.df.stages.len());
@@ -482,7 +483,7 @@ impl<'a> Planner<'a> {
     }
 
     /// Expands FROM's image and platform with the global ARGs and classifies the base.
-    fn resolve_from(&mut self, stage: &Stage) -> Result<(Base, Option<String>), Located> {
+    fn resolve_from(&mut self, stage: &Stage) -> Result<(Base, Option<String>, BTreeSet<String>), Located> {
         let Command::From {
             image, platform, ..
         } = &stage.from.command
@@ -555,7 +556,7 @@ impl<'a> Planner<'a> {
                 }
             }
         };
-        Ok((base, platform))
+        Ok((base, platform, expander.used))
     }
 
     /// Looks a name up among the stages: an earlier stage's index, `None` for an image, an
@@ -783,7 +784,6 @@ impl<'a> Planner<'a> {
                 command,
             });
         }
-        let _ = Lexer::new(self.escape);
         let written = match &stage.from.command {
             Command::From { image, .. } => image.value.clone(),
             _ => String::new(),
