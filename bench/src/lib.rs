@@ -18,5 +18,9 @@ pub fn time_runs(runs: usize, mut f: impl FnMut()) -> Vec<Duration> {
 /// Median, min and max of sorted durations, in milliseconds.
 pub fn summary_ms(sorted: &[Duration]) -> (f64, f64, f64) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    (ms(sorted[sorted.len() / 2]), ms(sorted[0]), ms(sorted[sorted.len() - 1]))
+    (
+        ms(sorted[sorted.len() / 2]),
+        ms(sorted[0]),
+        ms(sorted[sorted.len() - 1]),
+    )
 }

@@ -10,7 +10,9 @@ use std::fmt::Write;
 /// A Dockerfile of `stages` stages, each with 40 instructions of every common kind: ARG/ENV
 /// expansion, continuations with comments, heredocs, RUN --mount, COPY --from earlier stages.
 fn generate(stages: usize) -> String {
-    let mut d = String::from("# syntax=docker/dockerfile:1\nARG BASE=debian:bookworm-slim\nARG VERSION=1.0\n");
+    let mut d = String::from(
+        "# syntax=docker/dockerfile:1\nARG BASE=debian:bookworm-slim\nARG VERSION=1.0\n",
+    );
     for s in 0..stages {
         writeln!(d, "FROM ${{BASE}} AS stage{s}").unwrap();
         writeln!(d, "ARG VERSION\nARG N{s}=value-{s}").unwrap();
@@ -26,14 +28,34 @@ fn generate(stages: usize) -> String {
             if s > 0 {
                 writeln!(d, "COPY --from=stage{} /out/ /in/{i}/", s - 1).unwrap();
             }
-            writeln!(d, "LABEL org.example.stage=\"{s}\" org.example.step={i} version=${{VERSION}}").unwrap();
-            writeln!(d, "RUN <<EOF\nset -e\necho building {s}.{i}\nmake -j2 all\nEOF").unwrap();
-            writeln!(d, "COPY <<CONF /etc/app-{i}.conf\nname=${{N{s}}}\nversion=$VERSION\nCONF").unwrap();
+            writeln!(
+                d,
+                "LABEL org.example.stage=\"{s}\" org.example.step={i} version=${{VERSION}}"
+            )
+            .unwrap();
+            writeln!(
+                d,
+                "RUN <<EOF\nset -e\necho building {s}.{i}\nmake -j2 all\nEOF"
+            )
+            .unwrap();
+            writeln!(
+                d,
+                "COPY <<CONF /etc/app-{i}.conf\nname=${{N{s}}}\nversion=$VERSION\nCONF"
+            )
+            .unwrap();
             writeln!(d, "EXPOSE 80{i:02}/tcp 90{i:02}/udp").unwrap();
             writeln!(d, "USER 1000:1000").unwrap();
         }
-        writeln!(d, "HEALTHCHECK --interval=30s --timeout=3s CMD curl -f http://localhost/ || exit 1").unwrap();
-        writeln!(d, "ENTRYPOINT [\"/usr/bin/app\", \"--stage\", \"{s}\"]\nCMD [\"serve\"]").unwrap();
+        writeln!(
+            d,
+            "HEALTHCHECK --interval=30s --timeout=3s CMD curl -f http://localhost/ || exit 1"
+        )
+        .unwrap();
+        writeln!(
+            d,
+            "ENTRYPOINT [\"/usr/bin/app\", \"--stage\", \"{s}\"]\nCMD [\"serve\"]"
+        )
+        .unwrap();
     }
     d
 }
@@ -44,7 +66,9 @@ fn main() {
         Some(n) => vec![n.parse().expect("STAGES must be a number")],
         None => vec![10, 100, 1000],
     };
-    let runs: usize = args.get(2).map_or(11, |r| r.parse().expect("RUNS must be a number"));
+    let runs: usize = args
+        .get(2)
+        .map_or(11, |r| r.parse().expect("RUNS must be a number"));
     let amd64 = Platform::parse("linux/amd64").unwrap();
     let options = PlanOptions {
         build_platform: amd64.clone(),
@@ -58,7 +82,11 @@ fn main() {
         let df = Dockerfile::parse(&text, "Dockerfile").expect("generated Dockerfile parses");
         let instructions: usize = df.stages.iter().map(|s| s.instructions.len() + 1).sum();
         let p = plan(&df, &options).expect("generated Dockerfile plans");
-        assert_eq!(p.stages.len(), stages, "every stage is needed by the last one");
+        assert_eq!(
+            p.stages.len(),
+            stages,
+            "every stage is needed by the last one"
+        );
         let times = time_runs(runs, || {
             let df = Dockerfile::parse(&text, "Dockerfile").unwrap();
             std::hint::black_box(plan(&df, &options).unwrap());

@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 /// Expands instruction words against an environment, recording which variables were used.
 pub struct Expander<'a> {
     lexer: Lexer,
+    keep_unset: bool,
     env: &'a dyn EnvGetter,
     /// Variables referenced that had a value.
     pub used: BTreeSet<String>,
@@ -28,6 +29,7 @@ impl<'a> Expander<'a> {
     pub fn new(escape: char, env: &'a dyn EnvGetter, keep_unset: bool) -> Self {
         Expander {
             lexer: Lexer::new(escape).skip_unset_env(keep_unset),
+            keep_unset,
             env,
             used: BTreeSet::new(),
             unset: BTreeSet::new(),
@@ -68,6 +70,19 @@ impl<'a> Expander<'a> {
                 ))
             }
         }
+    }
+
+    /// Expands one word and splits the result into words as a shell would.
+    fn split_word(&mut self, word: &Word, keyword: &str) -> Result<Vec<Word>, Located> {
+        // Expanding first records the variables used and reports errors with positions.
+        self.word(word, keyword)?;
+        let words = self
+            .lexer
+            .process_words(&word.value, self.env)
+            .map_err(|e| {
+                Located::new(word.pos, Some(keyword), ErrorKind::Expansion(e.to_string()))
+            })?;
+        Ok(words.into_iter().map(|w| Word::new(w, word.pos)).collect())
     }
 
     fn words(&mut self, words: &[Word], keyword: &str) -> Result<Vec<Word>, Located> {
@@ -128,7 +143,13 @@ impl<'a> Expander<'a> {
                 env: self.pairs(env, keyword)?,
             },
             Command::Expose { ports } => {
-                let ports = self.words(ports, keyword)?;
+                // EXPOSE splits expanded words (BuildKit's ProcessWords): `EXPOSE $PORTS`
+                // with PORTS="80 443" exposes two ports.
+                let mut split = Vec::with_capacity(ports.len());
+                for port in ports {
+                    split.extend(self.split_word(port, keyword)?);
+                }
+                let ports = split;
                 for port in &ports {
                     self.check_port(port)?;
                 }
@@ -187,7 +208,10 @@ impl<'a> Expander<'a> {
     }
 
     fn copy(&mut self, args: &CopyArgs, keyword: &str) -> Result<CopyArgs, Located> {
-        let heredoc_lexer = Lexer::new('\\').skip_process_quotes(true);
+        // BuildKit expands heredoc bodies with a backslash escape and quotes kept as text.
+        let heredoc_lexer = Lexer::new('\\')
+            .skip_process_quotes(true)
+            .skip_unset_env(self.keep_unset);
         let mut inline = Vec::with_capacity(args.inline.len());
         for source in &args.inline {
             let mut source = source.clone();
@@ -353,19 +377,20 @@ const SIGNALS: [&str; 31] = [
     "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM",
 ];
 
-/// moby's `signal.ParseSignal` for Linux: a number, or a name with or without `SIG`.
+/// moby's `signal.ParseSignal` for Linux: a non-zero number, or a name from its signal map
+/// with or without `SIG`.
 fn valid_signal(value: &str) -> bool {
     if let Ok(n) = value.parse::<u32>() {
-        return (1..=64).contains(&n);
+        return n != 0;
     }
     let upper = value.to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
     if SIGNALS.contains(&name) || matches!(name, "WINCH" | "XCPU" | "XFSZ" | "RTMIN" | "RTMAX") {
         return true;
     }
-    let offset = |rest: &str| rest.parse::<u32>().is_ok_and(|n| (1..=15).contains(&n));
-    name.strip_prefix("RTMIN+").is_some_and(offset)
-        || name.strip_prefix("RTMAX-").is_some_and(offset)
+    let within = |rest: &str, max: u32| rest.parse::<u32>().is_ok_and(|n| (1..=max).contains(&n));
+    name.strip_prefix("RTMIN+").is_some_and(|r| within(r, 15))
+        || name.strip_prefix("RTMAX-").is_some_and(|r| within(r, 14))
 }
 
 #[cfg(test)]
@@ -374,10 +399,10 @@ mod tests {
 
     #[test]
     fn signals() {
-        for ok in ["SIGTERM", "term", "9", "SIGRTMIN+3", "SIGWINCH"] {
+        for ok in ["SIGTERM", "term", "9", "99", "SIGRTMIN+3", "SIGWINCH"] {
             assert!(valid_signal(ok), "{ok}");
         }
-        for bad in ["SIGFOO", "0", "65", "RTMIN+20", ""] {
+        for bad in ["SIGFOO", "0", "RTMIN+20", "RTMAX-15", ""] {
             assert!(!valid_signal(bad), "{bad}");
         }
     }

@@ -241,8 +241,12 @@ pub enum Command {
     Onbuild {
         /// The trigger as written after ONBUILD (stored in the image config).
         expression: String,
-        /// The trigger, parsed and checked.
-        trigger: Box<Instruction>,
+        /// The trigger, parsed and checked (absent when it does not parse: see `error`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        trigger: Option<Box<Instruction>>,
+        /// Why the trigger does not parse; it fails when an image built from this one runs it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     /// `STOPSIGNAL signal`.
     Stopsignal {
@@ -411,8 +415,12 @@ struct Flags {
 }
 
 impl Flags {
+    /// A text flag's value; an empty value (`--from=`) means unset, as in BuildKit.
     fn text(&mut self, name: &str) -> Option<Word> {
-        self.values.remove(name).and_then(|mut v| v.pop())
+        self.values
+            .remove(name)
+            .and_then(|mut v| v.pop())
+            .filter(|w| !w.value.is_empty())
     }
     fn list(&mut self, name: &str) -> Vec<Word> {
         self.values.remove(name).unwrap_or_default()
@@ -533,10 +541,13 @@ impl Typer<'_> {
                 }
             }
             "RUN" => {
-                let command = command_line(&node.args).ok_or_else(|| syntax("RUN requires at least one argument".into()))?;
+                // A bare RUN is BuildKit's `/bin/sh -c ""`.
+                let command = command_line(&node.args).unwrap_or(CommandLine::Shell(String::new()));
                 let mut mounts = Vec::new();
                 for spec in flags.list("mount") {
-                    let mount = Mount::parse(&spec.value, None).map_err(|reason| {
+                    // As in BuildKit, only the CSV syntax is checked here; the fields are checked
+                    // once expanded, in the stages the build needs.
+                    let mount = Mount::parse_unexpanded(&spec.value).map_err(|reason| {
                         Located::new(
                             spec.pos,
                             Some(keyword),
@@ -560,7 +571,8 @@ impl Typer<'_> {
                 }
             }
             "CMD" | "ENTRYPOINT" => {
-                let command = command_line(&node.args).unwrap_or(CommandLine::Exec(Vec::new()));
+                // Bare CMD/ENTRYPOINT are shell form with an empty command, as in BuildKit.
+                let command = command_line(&node.args).unwrap_or(CommandLine::Shell(String::new()));
                 if keyword == "CMD" {
                     Command::Cmd { command }
                 } else {
@@ -626,11 +638,14 @@ impl Typer<'_> {
             "ADD" | "COPY" => Command::copy_like(keyword, copy_args(node, keyword, &mut flags)?),
             "VOLUME" => {
                 let paths: Vec<Word> = match &node.args {
-                    Args::Json(items) => items.iter().map(|s| Word::new(s.clone(), keyword_pos)).collect(),
+                    Args::Json(items) => items.iter().map(|s| Word::new(s.trim(), keyword_pos)).collect(),
                     args => raw_words(args).iter().map(word).collect(),
                 };
                 if paths.is_empty() {
                     return Err(syntax("VOLUME requires at least one argument".into()));
+                }
+                if paths.iter().any(|p| p.value.is_empty()) {
+                    return Err(syntax("VOLUME specified can not be an empty string".into()));
                 }
                 Command::Volume { paths }
             }
@@ -679,14 +694,33 @@ impl Typer<'_> {
                 }
                 let mut sub = (**sub).clone();
                 sub.heredocs = node.heredocs.clone();
-                let mut trigger = self.instruction(&sub)?;
-                trigger.span = Span {
-                    start: sub.pos(sub.keyword_offset),
-                    end: node.span.end,
+                // BuildKit stores any other trigger unchecked and fails only in the image that
+                // runs it; kiln checks it now but only warns, so such a Dockerfile still builds.
+                let (trigger, error) = match self.instruction(&sub) {
+                    Ok(mut trigger) => {
+                        trigger.span = Span {
+                            start: sub.pos(sub.keyword_offset),
+                            end: node.span.end,
+                        };
+                        (Some(Box::new(trigger)), None)
+                    }
+                    Err(e) => {
+                        let message = match &e.instruction {
+                            Some(i) => format!("{i}: {}", e.kind),
+                            None => e.kind.to_string(),
+                        };
+                        self.warnings.push(Warning {
+                            pos: e.pos,
+                            rule: "InvalidOnbuildTrigger",
+                            message: format!("this ONBUILD trigger will fail in any image built from this one: {message}"),
+                        });
+                        (None, Some(message))
+                    }
                 };
                 Command::Onbuild {
-                    expression: node.line[sub.keyword_offset..].trim_end().to_string(),
-                    trigger: Box::new(trigger),
+                    expression: onbuild_expression(node, &sub),
+                    trigger,
+                    error,
                 }
             }
             "HEALTHCHECK" => Command::Healthcheck {
@@ -712,6 +746,18 @@ impl Command {
     }
 }
 
+/// The trigger text stored in the image config: the instruction after ONBUILD and, as BuildKit
+/// writes it, each heredoc's body and terminator on the following lines.
+fn onbuild_expression(node: &Node, sub: &Node) -> String {
+    let mut expression = node.line[sub.keyword_offset..].trim_end().to_string();
+    for heredoc in &node.heredocs {
+        expression.push('\n');
+        expression.push_str(&heredoc.content);
+        expression.push_str(&heredoc.name);
+    }
+    expression
+}
+
 fn raw_words(args: &Args) -> &[RawWord] {
     match args {
         Args::Words(w) => w,
@@ -734,7 +780,12 @@ fn command_line(args: &Args) -> Option<CommandLine> {
     }
 }
 
-fn choice(value: Option<Word>, flag: &str, allowed: &[&str], keyword: &str) -> Result<Option<String>, Located> {
+fn choice(
+    value: Option<Word>,
+    flag: &str,
+    allowed: &[&str],
+    keyword: &str,
+) -> Result<Option<String>, Located> {
     match value {
         None => Ok(None),
         Some(w) if allowed.contains(&w.value.as_str()) => Ok(Some(w.value)),
@@ -773,23 +824,18 @@ fn copy_args(node: &Node, keyword: &str, flags: &mut Flags) -> Result<CopyArgs, 
         ));
     }
     let dest = words.pop().unwrap_or_else(|| Word::new("", keyword_pos));
-    if !node.json && matches!(crate::parser::parse_heredoc(&dest.value), Ok(Some(_))) {
+    // BuildKit checks JSON-form arguments for heredoc markers too.
+    if matches!(crate::parser::parse_heredoc(&dest.value), Ok(Some(_))) {
         return Err(Located::new(
             dest.pos,
             Some(keyword),
-            ErrorKind::Syntax(format!(
-                "{keyword}: a heredoc cannot be used as a destination"
-            )),
+            ErrorKind::Syntax("a heredoc cannot be used as a destination".to_string()),
         ));
     }
     let mut sources = Vec::new();
     let mut inline = Vec::new();
     for source in words {
-        let marker = if node.json {
-            None
-        } else {
-            crate::parser::parse_heredoc(&source.value).ok().flatten()
-        };
+        let marker = crate::parser::parse_heredoc(&source.value).ok().flatten();
         match marker {
             Some(marker) => {
                 let body = node.heredocs.iter().find(|h| h.name == marker.name);
@@ -802,22 +848,8 @@ fn copy_args(node: &Node, keyword: &str, flags: &mut Flags) -> Result<CopyArgs, 
             None => sources.push(source),
         }
     }
+    // --chmod is checked once expanded, in the stages the build needs (as BuildKit does).
     let chmod = flags.text("chmod");
-    if let Some(mode) = &chmod {
-        if !mode.value.contains('$') {
-            crate::mount::parse_chmod(&mode.value).map_err(|reason| {
-                Located::new(
-                    mode.pos,
-                    Some(keyword),
-                    ErrorKind::InvalidFlagValue {
-                        flag: "chmod".into(),
-                        value: mode.value.clone(),
-                        reason,
-                    },
-                )
-            })?;
-        }
-    }
     Ok(CopyArgs {
         sources,
         inline,
@@ -847,11 +879,7 @@ fn health(node: &Node, flags: &mut Flags) -> Result<Health, ErrorKind> {
                     "HEALTHCHECK NONE takes no arguments".into(),
                 ));
             }
-            if !flags.values.is_empty() {
-                return Err(ErrorKind::Syntax(
-                    "HEALTHCHECK NONE takes no options".into(),
-                ));
-            }
+            // BuildKit never reads options on NONE; they are ignored.
             Ok(Health::None)
         }
         "CMD" => {

@@ -118,22 +118,7 @@ impl Mount {
     /// expanded first; without one, values that hold a `$` are checked only after expansion.
     pub fn parse(spec: &str, mut expand: Option<FieldExpander<'_>>) -> Result<Mount, String> {
         let fields = parse_csv_record(spec)?;
-        let mut m = Mount {
-            kind: MountType::Bind,
-            target: None,
-            source: None,
-            from: None,
-            readonly: true,
-            id: None,
-            sharing: None,
-            mode: None,
-            uid: None,
-            gid: None,
-            required: false,
-            size: None,
-            env: None,
-            spec: None,
-        };
+        let mut m = Mount::unchecked();
         let mut readonly_given = false;
         for field in fields {
             let (key, value) = match field.split_once('=') {
@@ -170,17 +155,8 @@ impl Mount {
             let value = match expand.as_mut() {
                 Some(f) => f(&value)?,
                 None => {
-                    if key == "from" && value.contains('$') {
-                        return Err("'from' doesn't support variable expansion, define an alias stage instead \
-                                    (FROM ${IMAGE} AS src, then from=src)"
-                            .into());
-                    }
                     if value.contains('$') {
-                        // Checked once expanded.
-                        if key == "type" {
-                            return Err("the mount type cannot come from a variable".into());
-                        }
-                        continue;
+                        return Err(format!("{key}={value} is checked once expanded"));
                     }
                     value
                 }
@@ -218,9 +194,6 @@ impl Mount {
                 }
                 "id" => m.id = Some(value),
                 "sharing" => {
-                    if m.kind != MountType::Cache {
-                        return Err(format!("invalid cache sharing set for {} mount", m.kind.name()));
-                    }
                     if !matches!(value.to_ascii_lowercase().as_str(), "shared" | "private" | "locked") {
                         return Err(format!("unsupported cache sharing {value:?}: expected shared, private or locked"));
                     }
@@ -229,19 +202,12 @@ impl Mount {
                 "mode" => {
                     m.mode = Some(
                         u32::from_str_radix(&value, 8)
-                            .ok()
-                            .filter(|v| *v <= 0o7777)
-                            .ok_or_else(|| format!("invalid value {value} for mode: expected octal, e.g. 0644"))?,
+                            .map_err(|_| format!("invalid value {value} for mode: expected octal, e.g. 0644"))?,
                     )
                 }
                 "uid" => m.uid = Some(value.parse().map_err(|_| format!("invalid value {value} for uid"))?),
                 "gid" => m.gid = Some(value.parse().map_err(|_| format!("invalid value {value} for gid"))?),
-                "env" => {
-                    if m.kind != MountType::Secret {
-                        return Err(format!("unexpected key 'env' for mount type '{}'", m.kind.name()));
-                    }
-                    m.env = Some(value)
-                }
+                "env" => m.env = Some(value),
                 _ => {
                     let hint = crate::error::suggest(&key, MOUNT_KEYS)
                         .map(|s| format!(" (did you mean {s}?)"))
@@ -252,6 +218,12 @@ impl Mount {
         }
         if !readonly_given {
             m.readonly = !matches!(m.kind, MountType::Cache | MountType::Tmpfs);
+        }
+        if m.sharing.is_some() && m.kind != MountType::Cache {
+            return Err(format!(
+                "invalid cache sharing set for {} mount",
+                m.kind.name()
+            ));
         }
         let file_info_allowed = matches!(
             m.kind,
@@ -276,6 +248,11 @@ impl Mount {
                 if m.from.is_some() {
                     return Err("secret mount should not have a from".into());
                 }
+                if m.source.is_none() && m.target.is_none() && m.id.is_none() {
+                    return Err(
+                        "invalid secret mount: one of id, source or target is required".into(),
+                    );
+                }
                 if m.source.is_some() && m.id.is_some() {
                     return Err("both source and id can't be set on a secret mount".into());
                 }
@@ -285,39 +262,66 @@ impl Mount {
                         .clone()
                         .or_else(|| m.target.as_deref().map(|t| base_name(t).to_string()));
                 }
-                if m.id.is_none() && m.env.is_none() {
-                    return Err(
-                        "invalid secret mount: one of id, source, target or env is required".into(),
-                    );
-                }
                 if m.target.is_none() && m.env.is_none() {
-                    m.target = m.id.as_ref().map(|id| format!("/run/secrets/{id}"));
+                    m.target =
+                        m.id.as_deref()
+                            .map(|id| format!("/run/secrets/{}", base_name(id)));
                 }
             }
             MountType::Ssh => {
-                if m.from.is_some() {
-                    return Err("ssh mount should not have a from".into());
-                }
                 if m.id.is_none() {
                     m.id = Some("default".into());
                 }
             }
-            MountType::Bind | MountType::Cache | MountType::Tmpfs => {
-                if m.target.as_deref().is_none_or(str::is_empty) && expand.is_some() {
-                    return Err(format!(
-                        "a {} mount needs a target (target=/path)",
-                        m.kind.name()
-                    ));
-                }
-                if m.target.is_none() && !spec.contains('$') {
-                    return Err(format!(
-                        "a {} mount needs a target (target=/path)",
-                        m.kind.name()
-                    ));
+            // Without a target, bind/cache/tmpfs mount at the working directory (BuildKit
+            // resolves an empty target against WORKDIR and refuses only `/`).
+            MountType::Bind | MountType::Cache | MountType::Tmpfs => {}
+        }
+        Ok(m)
+    }
+
+    /// What the parser checks before expansion, as BuildKit does: the CSV syntax and that
+    /// `from=` holds no variable. The fields are checked when the stage is expanded
+    /// ([`Mount::parse`] with an expander); until then a spec that does not validate yet (it
+    /// may use variables) is kept with only its `from` read.
+    pub fn parse_unexpanded(spec: &str) -> Result<Mount, String> {
+        let fields = parse_csv_record(spec)?;
+        let mut from = None;
+        for field in &fields {
+            if let Some((key, value)) = field.split_once('=') {
+                if key.eq_ignore_ascii_case("from") {
+                    if value.find('$').is_some_and(|i| i + 1 < value.len()) {
+                        return Err("'from' doesn't support variable expansion, define an alias stage instead \
+                                    (FROM ${IMAGE} AS src, then from=src)"
+                            .into());
+                    }
+                    from = Some(value.to_string());
                 }
             }
         }
-        Ok(m)
+        Ok(Mount::parse(spec, None).unwrap_or(Mount {
+            from,
+            ..Mount::unchecked()
+        }))
+    }
+
+    fn unchecked() -> Mount {
+        Mount {
+            kind: MountType::Bind,
+            target: None,
+            source: None,
+            from: None,
+            readonly: true,
+            id: None,
+            sharing: None,
+            mode: None,
+            uid: None,
+            gid: None,
+            required: false,
+            size: None,
+            env: None,
+            spec: None,
+        }
     }
 
     pub(crate) fn with_spec(mut self, spec: Word) -> Self {
@@ -483,6 +487,8 @@ mod tests {
         assert!(m.readonly);
         let m = Mount::parse("type=secret,id=npmrc", None).unwrap();
         assert_eq!(m.target.as_deref(), Some("/run/secrets/npmrc"));
+        let m = Mount::parse("type=secret,id=aws/credentials", None).unwrap();
+        assert_eq!(m.target.as_deref(), Some("/run/secrets/credentials"));
         let m = Mount::parse("type=secret,target=/root/.netrc", None).unwrap();
         assert_eq!(m.id.as_deref(), Some(".netrc"));
         let m = Mount::parse("type=ssh", None).unwrap();
@@ -493,15 +499,17 @@ mod tests {
 
     #[test]
     fn mount_errors() {
-        assert!(Mount::parse("type=bind", None).is_err());
+        assert!(Mount::parse("type=secret,env=FOO", None).is_err());
         assert!(Mount::parse("type=nfs,target=/x", None).is_err());
         assert!(Mount::parse("type=bind,target=/x,mode=0755", None).is_err());
         assert!(Mount::parse("type=cache,target=/x,sharing=weird", None).is_err());
-        assert!(Mount::parse("type=bind,target=/x,from=$X", None).is_err());
+        assert!(Mount::parse_unexpanded("type=bind,target=/x,from=$X").is_err());
+        assert!(Mount::parse_unexpanded("type=$T,target=/x").is_ok());
         assert!(Mount::parse("type=bind,targte=/x", None)
             .unwrap_err()
             .contains("did you mean target"));
         assert!(Mount::parse("type=cache,target=/x,required", None).is_err());
+        assert!(Mount::parse("sharing=locked,type=cache,target=/x", None).is_ok());
         assert!(Mount::parse("", None).is_err());
         assert!(Mount::parse("\"type=bind,target=/x", None).is_err());
     }

@@ -245,8 +245,8 @@ fn physical_lines(text: &str) -> Vec<PhysLine<'_>> {
     let mut lines = Vec::new();
     let mut offset = 0;
     for raw in text.split_inclusive('\n') {
-        let body = raw.strip_suffix('\n').unwrap_or(raw);
-        let body = body.strip_suffix('\r').unwrap_or(body);
+        // Like BuildKit's trimNewline: every trailing CR and LF goes.
+        let body = raw.trim_end_matches(['\r', '\n']);
         lines.push(PhysLine {
             offset,
             text: body,
@@ -262,12 +262,13 @@ fn is_comment(line: &str) -> bool {
 }
 
 /// Strips a trailing escape character (and blanks after it). Returns the remaining text and
-/// whether the line ends the instruction.
+/// whether the line ends the instruction. As in BuildKit (`([^\\])\\[ \t]*$|^\\[ \t]*$`), an
+/// escaped escape character (`C:\\`) at the end is not a continuation.
 fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
     let trimmed = line.trim_end_matches([' ', '\t']);
     match trimmed.strip_suffix(escape) {
-        Some(rest) => (rest, false),
-        None => (line, true),
+        Some(rest) if !rest.ends_with(escape) => (rest, false),
+        _ => (line, true),
     }
 }
 
@@ -321,11 +322,7 @@ pub fn parse(text: &str) -> Result<Ast, Located> {
             let next = lines[i];
             i += 1;
             last_line = next;
-            directives.parse_line(
-                next.text.trim_start(),
-                index.pos(next.offset),
-                &mut warnings,
-            )?;
+            // Directives ended with this instruction's first line: nothing to check here.
             if is_comment(next.text) {
                 continue;
             }
@@ -349,7 +346,7 @@ pub fn parse(text: &str) -> Result<Ast, Located> {
                     .into(),
             });
         }
-        let mut node = node_from_line(&line, 0, map, directives.escape)?;
+        let mut node = node_from_line(&line, 0, map, directives.escape, true)?;
         if can_contain_heredoc(&node) && line.contains("<<") {
             let markers = heredocs_from_line(&node)?;
             for marker in markers {
@@ -426,7 +423,10 @@ fn can_contain_heredoc(node: &Node) -> bool {
 
 /// Finds `<<WORD` markers on an instruction line (BuildKit's `heredocsFromLine`).
 fn heredocs_from_line(node: &Node) -> Result<Vec<Heredoc>, Located> {
-    let lexer = Lexer::new('\\').raw_quotes(true).raw_escapes(true);
+    let lexer = Lexer::new('\\')
+        .raw_quotes(true)
+        .raw_escapes(true)
+        .skip_unset_env(true);
     let empty: BTreeMap<String, String> = BTreeMap::new();
     let words = lexer.process_words(&node.line, &empty).unwrap_or_default();
     let mut docs = Vec::new();
@@ -495,7 +495,13 @@ pub(crate) fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, String> {
 
 /// Builds a node from `line[start..]` (BuildKit's `newNodeFromLine`). Offsets stay relative to
 /// the whole logical line so ONBUILD triggers map back to the file too.
-fn node_from_line(line: &str, start: usize, map: OffsetMap, escape: char) -> Result<Node, Located> {
+fn node_from_line(
+    line: &str,
+    start: usize,
+    map: OffsetMap,
+    escape: char,
+    allow_trigger: bool,
+) -> Result<Node, Located> {
     let pos_of = |offset: usize| map.pos(line, offset);
     let text = &line[start..];
     let lead = text.len() - text.trim_start_matches(is_space).len();
@@ -573,8 +579,12 @@ fn node_from_line(line: &str, start: usize, map: OffsetMap, escape: char) -> Res
         "onbuild" => {
             if rest.is_empty() {
                 Args::Empty
+            } else if !allow_trigger {
+                // `ONBUILD ONBUILD …`: an error when typed; not parsed further, so a long chain
+                // cannot recurse deeply.
+                text_arg(rest, rest_offset)
             } else {
-                let sub = node_from_line(line, rest_offset, map.clone(), escape)?;
+                let sub = node_from_line(line, rest_offset, map.clone(), escape, false)?;
                 Args::Sub(Box::new(sub))
             }
         }

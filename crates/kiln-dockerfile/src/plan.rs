@@ -45,45 +45,69 @@ impl Platform {
         }
     }
 
-    /// Parses `os/arch[/variant]` (also `arch` alone, meaning linux), normalising architecture
-    /// aliases as containerd does (`x86_64`→`amd64`, `aarch64`→`arm64`).
+    /// Parses `os/arch[/variant]`, `arch`, or a known `os` alone (with this machine's
+    /// architecture), normalising as containerd does (`x86_64`→`amd64`, `aarch64`→`arm64`,
+    /// arm variants `7`→`v7`, `macos`→`darwin`).
     pub fn parse(text: &str) -> Result<Platform, String> {
-        let parts: Vec<&str> = text.split('/').collect();
-        let lower = |s: &str| s.to_ascii_lowercase();
-        let (os, arch, variant) = match parts.as_slice() {
-            [arch] if !arch.is_empty() => ("linux".to_string(), lower(arch), None),
-            [os, arch] if !os.is_empty() && !arch.is_empty() => (lower(os), lower(arch), None),
-            [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
-                (lower(os), lower(arch), Some(lower(variant)))
-            }
-            _ => {
-                return Err(format!(
-                    "invalid platform {text:?}: expected os/arch[/variant], e.g. linux/arm64"
-                ))
-            }
-        };
+        const KNOWN_OS: [&str; 15] = [
+            "aix",
+            "android",
+            "darwin",
+            "dragonfly",
+            "freebsd",
+            "illumos",
+            "ios",
+            "js",
+            "linux",
+            "netbsd",
+            "openbsd",
+            "plan9",
+            "solaris",
+            "wasip1",
+            "windows",
+        ];
+        let bad =
+            || format!("invalid platform {text:?}: expected os/arch[/variant], e.g. linux/arm64");
+        let parts: Vec<String> = text.split('/').map(|p| p.to_ascii_lowercase()).collect();
         let valid = |s: &str| {
-            s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
         };
-        if !valid(&os) || !valid(&arch) || !variant.as_deref().is_none_or(valid) {
-            return Err(format!(
-                "invalid platform {text:?}: expected os/arch[/variant], e.g. linux/arm64"
-            ));
+        if !parts.iter().all(|p| valid(p)) {
+            return Err(bad());
         }
-        let (architecture, variant) = match (arch.as_str(), variant) {
-            ("x86_64" | "x86-64", v) => ("amd64".to_string(), v),
-            ("aarch64", v) => ("arm64".to_string(), v),
-            ("arm64", Some(v)) if v == "v8" => ("arm64".to_string(), None),
-            ("armhf", None) => ("arm".to_string(), Some("v7".to_string())),
-            ("armel", None) => ("arm".to_string(), Some("v6".to_string())),
-            ("arm", None) => ("arm".to_string(), Some("v7".to_string())),
-            ("i386", v) => ("386".to_string(), v),
-            (a, v) => (a.to_string(), v),
+        let os_name = |os: &str| {
+            if os == "macos" {
+                "darwin".to_string()
+            } else {
+                os.to_string()
+            }
+        };
+        let (os, arch, variant) = match parts.as_slice() {
+            [one] if KNOWN_OS.contains(&os_name(one).as_str()) => {
+                (os_name(one), Platform::host().architecture, None)
+            }
+            [arch] => ("linux".to_string(), arch.clone(), None),
+            [os, arch] => (os_name(os), arch.clone(), None),
+            [os, arch, variant] => (os_name(os), arch.clone(), Some(variant.clone())),
+            _ => return Err(bad()),
+        };
+        let (architecture, variant) = match (arch.as_str(), variant.as_deref()) {
+            ("i386", _) => ("386", None),
+            ("x86_64" | "x86-64" | "amd64", None | Some("v1")) => ("amd64", None),
+            ("x86_64" | "x86-64" | "amd64", Some(v)) => ("amd64", Some(v.to_string())),
+            ("aarch64" | "arm64", None | Some("8" | "v8")) => ("arm64", None),
+            ("aarch64" | "arm64", Some(v)) => ("arm64", Some(v.to_string())),
+            ("armhf", _) => ("arm", Some("v7".to_string())),
+            ("armel", _) => ("arm", Some("v6".to_string())),
+            ("arm", None | Some("7" | "v7")) => ("arm", Some("v7".to_string())),
+            ("arm", Some(v @ ("5" | "6" | "8"))) => ("arm", Some(format!("v{v}"))),
+            (a, v) => (a, v.map(str::to_string)),
         };
         Ok(Platform {
             os,
-            architecture,
+            architecture: architecture.to_string(),
             variant,
         })
     }
@@ -111,6 +135,9 @@ impl fmt::Display for Platform {
         Ok(())
     }
 }
+
+/// The PATH a stage gets when its base image sets none (BuildKit's and docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Build args every Dockerfile may use without declaring them; kept out of image history.
 pub const PROXY_ARGS: [&str; 10] = [
@@ -247,6 +274,9 @@ pub struct PlannedStage {
     /// image's ENV (kept as written in `instructions`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unresolved: Vec<String>,
+    /// The ONBUILD triggers of the base stage, expanded: they run first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub onbuild: Vec<Instruction>,
     /// The instructions after FROM, expanded.
     pub instructions: Vec<Instruction>,
 }
@@ -353,7 +383,7 @@ impl<'a> Planner<'a> {
             if let Base::Stage { index, .. } = base {
                 stage_deps.insert(*index);
             }
-            for source in self.sources(stage)? {
+            for source in self.sources(stage, base)? {
                 match source {
                     Source::Stage { index } => {
                         stage_deps.insert(index);
@@ -380,7 +410,11 @@ impl<'a> Planner<'a> {
         for &i in &needed {
             let stage = &self.df.stages[i];
             let env = match &bases[i] {
-                Base::Scratch => Env::default(),
+                // BuildKit gives every stage a PATH when its image has none.
+                Base::Scratch => Env {
+                    vars: BTreeMap::from([("PATH".to_string(), DEFAULT_PATH.to_string())]),
+                    base_unknown: false,
+                },
                 Base::Image { .. } => Env {
                     vars: BTreeMap::new(),
                     base_unknown: true,
@@ -444,6 +478,8 @@ impl<'a> Planner<'a> {
             .into_iter()
             .chain(self.options.build_platform.args("BUILD"))
         {
+            // --build-arg TARGETARCH=… overrides the automatic value (BuildKit's defaultArgs).
+            let v = self.options.build_args.get(&k).cloned().unwrap_or(v);
             self.meta.insert(k, Some(v));
         }
         let mut values = Vec::new();
@@ -462,11 +498,14 @@ impl<'a> Planner<'a> {
                         Some(expander.word(default, "ARG")?.value),
                         ArgSource::Default,
                     )
-                } else if is_platform_arg(&decl.name) {
-                    (
-                        self.meta.get(&decl.name).cloned().flatten(),
-                        ArgSource::Platform,
-                    )
+                } else if let Some(Some(earlier)) = self.meta.get(&decl.name) {
+                    // Re-declaring a global ARG without a value keeps its value.
+                    let source = if is_platform_arg(&decl.name) {
+                        ArgSource::Platform
+                    } else {
+                        ArgSource::Global
+                    };
+                    (Some(earlier.clone()), source)
                 } else {
                     (None, ArgSource::Unset)
                 };
@@ -483,7 +522,10 @@ impl<'a> Planner<'a> {
     }
 
     /// Expands FROM's image and platform with the global ARGs and classifies the base.
-    fn resolve_from(&mut self, stage: &Stage) -> Result<(Base, Option<String>, BTreeSet<String>), Located> {
+    fn resolve_from(
+        &mut self,
+        stage: &Stage,
+    ) -> Result<(Base, Option<String>, BTreeSet<String>), Located> {
         let Command::From {
             image, platform, ..
         } = &stage.from.command
@@ -534,7 +576,7 @@ impl<'a> Planner<'a> {
         let base = if name.value == "scratch" {
             Base::Scratch
         } else {
-            match self.stage_by_name(&name.value, stage.index, image.pos, "FROM")? {
+            match self.stage_by_name(&name.value, stage.index, Reference::From, image.pos)? {
                 Some(index) => Base::Stage {
                     index,
                     name: self.df.stages[index].name.clone(),
@@ -559,14 +601,15 @@ impl<'a> Planner<'a> {
         Ok((base, platform, expander.used))
     }
 
-    /// Looks a name up among the stages: an earlier stage's index, `None` for an image, an
-    /// error for the stage itself or a later stage.
+    /// Looks a name up among the stages (case-insensitively): `Some(index)` for an earlier
+    /// stage; `None` when it names no stage (an image), or names the current stage in FROM
+    /// (`FROM nginx AS nginx` uses the image, as in BuildKit); an error for a later stage.
     fn stage_by_name(
         &self,
         name: &str,
         current: usize,
+        reference: Reference,
         pos: Pos,
-        keyword: &str,
     ) -> Result<Option<usize>, Located> {
         let lower = name.to_ascii_lowercase();
         let Some(found) = self
@@ -577,98 +620,141 @@ impl<'a> Planner<'a> {
         else {
             return Ok(None);
         };
-        if found.index == current {
-            return Err(Located::new(
-                pos,
-                Some(keyword),
-                ErrorKind::Stage(format!(
-                    "circular dependency: stage {lower:?} refers to itself"
-                )),
-            ));
+        let current_stage = &self.df.stages[current];
+        let err = |message: String| {
+            Located::new(pos, Some(reference.keyword()), ErrorKind::Stage(message))
+        };
+        match (found.index.cmp(&current), reference) {
+            (std::cmp::Ordering::Less, _) => Ok(Some(found.index)),
+            (std::cmp::Ordering::Equal, Reference::From) => Ok(None),
+            (std::cmp::Ordering::Equal, _) => Err(err(format!(
+                "circular dependency detected on stage {lower:?}: a stage cannot read its own files"
+            ))),
+            (std::cmp::Ordering::Greater, Reference::From) => Err(err(format!(
+                "stage {lower:?} is defined later (line {}): a stage can only be based on stages defined before it",
+                found.from.span.start.line
+            ))),
+            (std::cmp::Ordering::Greater, _) => Err(err(format!(
+                "cannot copy from stage {lower:?}, it needs to be defined before current stage {:?} (it is at line {})",
+                current_stage.label(),
+                found.from.span.start.line
+            ))),
         }
-        if found.index > current {
-            return Err(Located::new(
-                pos,
-                Some(keyword),
-                ErrorKind::Stage(format!(
-                    "stage {lower:?} is defined later (line {}); a stage can only use stages defined before it",
-                    found.from.span.start.line
-                )),
-            ));
-        }
-        Ok(Some(found.index))
     }
 
-    /// Stages and images a stage reads with `COPY --from` and `RUN --mount=from=`.
-    fn sources(&self, stage: &Stage) -> Result<Vec<Source>, Located> {
+    /// The ONBUILD triggers a stage runs first: those of its base when the base is a stage.
+    fn triggers(&self, base: &Base) -> Result<Vec<Instruction>, Located> {
+        let Base::Stage { index, .. } = base else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
-        for instruction in &stage.instructions {
-            let keyword = instruction.keyword();
-            let refs: Vec<(String, Pos)> = match &instruction.command {
-                Command::Copy(args) => args.from.iter().map(|w| (w.value.clone(), w.pos)).collect(),
-                Command::Run { mounts, .. } => mounts
-                    .iter()
-                    .filter_map(|m| {
-                        let pos = m.spec.as_ref().map_or(instruction.span.start, |s| s.pos);
-                        m.from.clone().map(|f| (f, pos))
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
-            for (reference, pos) in refs {
-                out.push(self.source(&reference, stage.index, pos, keyword)?);
+        for instruction in &self.df.stages[*index].instructions {
+            if let Command::Onbuild { trigger, error, .. } = &instruction.command {
+                match (trigger, error) {
+                    (Some(trigger), _) => out.push((**trigger).clone()),
+                    (None, error) => {
+                        return Err(Located::new(
+                            instruction.span.start,
+                            Some("ONBUILD"),
+                            ErrorKind::Syntax(format!(
+                                "trigger of the base stage cannot run: {}",
+                                error.as_deref().unwrap_or("invalid trigger")
+                            )),
+                        ))
+                    }
+                }
             }
         }
         Ok(out)
     }
 
+    /// Stages and images a stage reads with `COPY --from` and `RUN --mount=from=`, its base's
+    /// ONBUILD triggers included.
+    fn sources(&self, stage: &Stage, base: &Base) -> Result<Vec<Source>, Located> {
+        let mut out = Vec::new();
+        let triggers = self.triggers(base)?;
+        for instruction in triggers.iter().chain(&stage.instructions) {
+            match &instruction.command {
+                Command::Copy(args) => {
+                    if let Some(from) = &args.from {
+                        out.extend(self.source(
+                            &from.value,
+                            stage.index,
+                            Reference::CopyFrom,
+                            from.pos,
+                        )?);
+                    }
+                }
+                Command::Run { mounts, .. } => {
+                    for mount in mounts {
+                        if let Some(from) = &mount.from {
+                            let pos = mount
+                                .spec
+                                .as_ref()
+                                .map_or(instruction.span.start, |s| s.pos);
+                            out.extend(self.source(
+                                from,
+                                stage.index,
+                                Reference::MountFrom,
+                                pos,
+                            )?);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resolves a `--from` (stage name, stage index for COPY only, or image); `None` for
+    /// `scratch`, which reads nothing.
     fn source(
         &self,
         reference: &str,
         current: usize,
+        kind: Reference,
         pos: Pos,
-        keyword: &str,
-    ) -> Result<Source, Located> {
+    ) -> Result<Option<Source>, Located> {
+        let keyword = kind.keyword();
         let err = |message: String| Located::new(pos, Some(keyword), ErrorKind::Stage(message));
-        if reference.contains('$') {
+        if reference.find('$').is_some_and(|i| i + 1 < reference.len()) {
             return Err(err(format!(
                 "--from={reference} doesn't support variable expansion: define an alias stage \
                  (`FROM ${{IMAGE}} AS src`) and use --from=src"
             )));
         }
-        if reference.is_empty() {
-            return Err(err("--from needs a stage name, stage index or image".into()));
+        if reference == "scratch" {
+            return Ok(None);
         }
-        if let Ok(index) = reference.parse::<usize>() {
+        // Only COPY --from takes an index; a mount's from=0 names an image, as in BuildKit.
+        if let (Reference::CopyFrom, Ok(index)) = (kind, reference.parse::<usize>()) {
+            let stages = self.df.stages.len();
             return match index {
-                i if i == current => Err(err(format!("circular dependency: --from={i} is this stage"))),
-                i if i > current && i < self.df.stages.len() => Err(err(format!(
-                    "--from={i} refers to a stage defined later; a stage can only use stages defined before it"
+                i if i == current => Err(err(format!("circular dependency detected: --from={i} is this stage"))),
+                i if i < current => Ok(Some(Source::Stage { index: i })),
+                i if i < stages => Err(err(format!(
+                    "cannot copy from stage {i}, it needs to be defined before current stage {current}"
                 ))),
-                i if i < current => Ok(Source::Stage { index: i }),
                 i => Err(err(format!(
-                    "--from={i}: there is no stage {i} (the Dockerfile has {} stages, numbered from 0)",
-                    self.df.stages.len()
+                    "invalid stage index {i}: the Dockerfile has {stages} stage{}, numbered from 0",
+                    if stages == 1 { "" } else { "s" }
                 ))),
             };
         }
-        match self.stage_by_name(reference, current, pos, keyword)? {
-            Some(index) => Ok(Source::Stage { index }),
-            None => {
-                check_image_reference(reference).map_err(|reason| {
-                    let names: Vec<&str> = self.df.stages.iter().filter_map(|s| s.name.as_deref()).collect();
-                    let hint = suggest(reference, names.iter().copied())
-                        .map(|s| format!(" (did you mean stage {s:?}?)"))
-                        .unwrap_or_default();
-                    err(format!(
-                        "--from={reference} is neither a stage name nor a valid image reference: {reason}{hint}"
-                    ))
-                })?;
-                Ok(Source::Image {
-                    reference: reference.to_string(),
-                })
-            }
+        if let Some(index) = self.stage_by_name(reference, current, kind, pos)? {
+            return Ok(Some(Source::Stage { index }));
         }
+        check_image_reference(reference).map_err(|reason| {
+            let names: Vec<&str> = self.df.stages.iter().filter_map(|s| s.name.as_deref()).collect();
+            let hint = suggest(reference, names.iter().copied())
+                .map(|s| format!(" (did you mean stage {s:?}?)"))
+                .unwrap_or_default();
+            err(format!("--from={reference} is neither a stage name nor a valid image reference: {reason}{hint}"))
+        })?;
+        Ok(Some(Source::Image {
+            reference: reference.to_string(),
+        }))
     }
 
     fn target(&self) -> Result<usize, Located> {
@@ -717,7 +803,13 @@ impl<'a> Planner<'a> {
         let mut used = BTreeSet::new();
         let mut unresolved = BTreeSet::new();
         let mut instructions = Vec::with_capacity(stage.instructions.len());
-        for instruction in &stage.instructions {
+        let triggers = self.triggers(&base)?;
+        let mut onbuild = Vec::with_capacity(triggers.len());
+        let all = triggers
+            .iter()
+            .map(|i| (true, i))
+            .chain(stage.instructions.iter().map(|i| (false, i)));
+        for (is_trigger, instruction) in all {
             let command = match &instruction.command {
                 Command::Arg { args: decls } => {
                     let mut expanded = Vec::with_capacity(decls.len());
@@ -778,11 +870,16 @@ impl<'a> Planner<'a> {
                     expanded
                 }
             };
-            instructions.push(Instruction {
+            let planned = Instruction {
                 span: instruction.span,
                 original: instruction.original.clone(),
                 command,
-            });
+            };
+            if is_trigger {
+                onbuild.push(planned);
+            } else {
+                instructions.push(planned);
+            }
         }
         let written = match &stage.from.command {
             Command::From { image, .. } => image.value.clone(),
@@ -801,6 +898,7 @@ impl<'a> Planner<'a> {
                 args,
                 uses: used.into_iter().collect(),
                 unresolved: unresolved.into_iter().collect(),
+                onbuild,
                 instructions,
             },
             env,
@@ -830,6 +928,24 @@ impl<'a> Planner<'a> {
                     if unused.len() == 1 { "it" } else { "them" }
                 ),
             });
+        }
+    }
+}
+
+/// Where a stage name is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reference {
+    From,
+    CopyFrom,
+    MountFrom,
+}
+
+impl Reference {
+    fn keyword(self) -> &'static str {
+        match self {
+            Reference::From => "FROM",
+            Reference::CopyFrom => "COPY",
+            Reference::MountFrom => "RUN",
         }
     }
 }

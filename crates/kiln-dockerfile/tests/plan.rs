@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 fn options(args: &[(&str, &str)], target: Option<&str>) -> PlanOptions {
     let amd64 = Platform::parse("linux/amd64").unwrap();
     PlanOptions {
-        build_args: args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+        build_args: args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
         target: target.map(str::to_string),
         build_platform: amd64,
         target_platform: Platform::parse("linux/arm/v7").unwrap(),
@@ -33,12 +36,21 @@ fn texts(plan: &Plan, stage: usize) -> Vec<String> {
 
 #[test]
 fn global_args_reach_from_but_not_the_stage_unless_redeclared() {
-    let text = "ARG TAG=1.36\nARG IMG=busybox:${TAG}\nFROM ${IMG}\nENV A=${TAG}\nARG TAG\nENV B=${TAG}\n";
+    let text =
+        "ARG TAG=1.36\nARG IMG=busybox:${TAG}\nFROM ${IMG}\nENV A=${TAG}\nARG TAG\nENV B=${TAG}\n";
     let p = planned(text, &options(&[], None)).unwrap();
-    assert_eq!(p.stages[0].base, Base::Image { reference: "busybox:1.36".into() });
+    assert_eq!(
+        p.stages[0].base,
+        Base::Image {
+            reference: "busybox:1.36".into()
+        }
+    );
     // Before `ARG TAG` inside the stage, TAG is not set (kept as written: the base image's
     // environment is unknown before the pull); after, it has the global value.
-    assert_eq!(texts(&p, 0), ["ENV A=\"${TAG}\"", "ARG TAG=1.36", "ENV B=1.36"]);
+    assert_eq!(
+        texts(&p, 0),
+        ["ENV A=\"${TAG}\"", "ARG TAG=1.36", "ENV B=1.36"]
+    );
     assert_eq!(p.stages[0].args[0].source, ArgSource::Global);
 }
 
@@ -46,7 +58,12 @@ fn global_args_reach_from_but_not_the_stage_unless_redeclared() {
 fn build_args_override_defaults_everywhere() {
     let text = "ARG V=1\nFROM busybox:$V\nARG V\nARG W=default\nRUN echo $V $W\nLABEL v=$V w=$W\n";
     let p = planned(text, &options(&[("V", "2"), ("W", "given")], None)).unwrap();
-    assert_eq!(p.stages[0].base, Base::Image { reference: "busybox:2".into() });
+    assert_eq!(
+        p.stages[0].base,
+        Base::Image {
+            reference: "busybox:2".into()
+        }
+    );
     assert_eq!(texts(&p, 0)[3], "LABEL v=2 w=given");
     // RUN text is never expanded by the builder.
     assert_eq!(texts(&p, 0)[2], "RUN echo $V $W");
@@ -65,7 +82,13 @@ fn platform_args_are_global_and_need_declaring_in_stages() {
 fn a_stage_built_from_another_inherits_its_env_and_args() {
     let text = "FROM scratch AS base\nARG A=1\nENV E=2\nFROM base\nLABEL a=$A e=$E u=$UNSET\n";
     let p = planned(text, &options(&[], None)).unwrap();
-    assert_eq!(p.stages[1].base, Base::Stage { index: 0, name: Some("base".into()) });
+    assert_eq!(
+        p.stages[1].base,
+        Base::Stage {
+            index: 0,
+            name: Some("base".into())
+        }
+    );
     // From scratch, every variable is known: unset ones expand to nothing.
     assert_eq!(texts(&p, 1), ["LABEL a=1 e=2 u=\"\""]);
 }
@@ -89,7 +112,10 @@ fn target_prunes_and_waves_allow_parallel_stages() {
     let text = "FROM busybox AS a\nFROM busybox AS b\nFROM busybox AS unused\nFROM scratch AS final\nCOPY --from=a / /a\nCOPY --from=1 / /b\nRUN --mount=type=bind,from=nginx:1.25,target=/n true\n";
     let p = planned(text, &options(&[], Some("FINAL"))).unwrap();
     assert_eq!(p.target, 3);
-    assert_eq!(p.stages.iter().map(|s| s.index).collect::<Vec<_>>(), [0, 1, 3]);
+    assert_eq!(
+        p.stages.iter().map(|s| s.index).collect::<Vec<_>>(),
+        [0, 1, 3]
+    );
     assert_eq!(p.skipped_stages.len(), 1);
     assert_eq!(p.stages[2].depends_on, [0, 1]);
     assert_eq!(p.stages[2].images, ["nginx:1.25"]);
@@ -101,7 +127,11 @@ fn target_prunes_and_waves_allow_parallel_stages() {
 
 #[test]
 fn copy_from_an_image_is_not_a_stage() {
-    let p = planned("FROM scratch\nCOPY --from=nginx:1.25 /etc/nginx /n\n", &options(&[], None)).unwrap();
+    let p = planned(
+        "FROM scratch\nCOPY --from=nginx:1.25 /etc/nginx /n\n",
+        &options(&[], None),
+    )
+    .unwrap();
     assert!(p.stages[0].depends_on.is_empty());
     assert_eq!(p.stages[0].images, ["nginx:1.25"]);
 }
@@ -111,23 +141,23 @@ fn bad_stage_references_are_errors() {
     let o = options(&[], None);
     assert_eq!(
         planned("FROM busybox AS a\nCOPY --from=b / /\nFROM busybox AS b\n", &o).unwrap_err(),
-        "Dockerfile:2:13: COPY: stage \"b\" is defined later (line 3); a stage can only use stages defined before it"
+        "Dockerfile:2:13: COPY: cannot copy from stage \"b\", it needs to be defined before current stage \"a\" (it is at line 3)"
     );
     assert_eq!(
         planned("FROM busybox AS a\nCOPY --from=a / /\n", &o).unwrap_err(),
-        "Dockerfile:2:13: COPY: circular dependency: stage \"a\" refers to itself"
+        "Dockerfile:2:13: COPY: circular dependency detected on stage \"a\": a stage cannot read its own files"
     );
     assert_eq!(
         planned("FROM busybox\nFROM busybox\nCOPY --from=5 / /\n", &o).unwrap_err(),
-        "Dockerfile:3:13: COPY: --from=5: there is no stage 5 (the Dockerfile has 2 stages, numbered from 0)"
+        "Dockerfile:3:13: COPY: invalid stage index 5: the Dockerfile has 2 stages, numbered from 0"
     );
     assert_eq!(
         planned("FROM busybox\nCOPY --from=1 / /\nFROM busybox\n", &o).unwrap_err(),
-        "Dockerfile:2:13: COPY: --from=1 refers to a stage defined later; a stage can only use stages defined before it"
+        "Dockerfile:2:13: COPY: cannot copy from stage 1, it needs to be defined before current stage 0"
     );
     assert_eq!(
         planned("FROM later\nFROM busybox AS later\n", &o).unwrap_err(),
-        "Dockerfile:1:6: FROM: stage \"later\" is defined later (line 2); a stage can only use stages defined before it"
+        "Dockerfile:1:6: FROM: stage \"later\" is defined later (line 2): a stage can only be based on stages defined before it"
     );
     assert_eq!(
         planned("FROM busybox AS builder\nFROM scratch\nCOPY --from=Bilder / /\n", &o).unwrap_err(),
@@ -150,21 +180,40 @@ fn bad_stage_references_are_errors() {
 #[test]
 fn stage_names_match_case_insensitively() {
     let p = planned("FROM busybox AS Build\nFROM BUILD\n", &options(&[], None)).unwrap();
-    assert_eq!(p.stages[1].base, Base::Stage { index: 0, name: Some("build".into()) });
+    assert_eq!(
+        p.stages[1].base,
+        Base::Stage {
+            index: 0,
+            name: Some("build".into())
+        }
+    );
 }
 
 #[test]
 fn unused_build_args_are_warned_about_but_proxy_args_are_not() {
     let p = planned(
         "FROM busybox\nARG USED\n",
-        &options(&[("USED", "1"), ("UNUSED", "2"), ("HTTP_PROXY", "http://u:secret@proxy:3128")], None),
+        &options(
+            &[
+                ("USED", "1"),
+                ("UNUSED", "2"),
+                ("HTTP_PROXY", "http://u:secret@proxy:3128"),
+            ],
+            None,
+        ),
     )
     .unwrap();
     let warnings: Vec<&str> = p.warnings.iter().map(|w| w.message.as_str()).collect();
-    assert_eq!(warnings, ["build-arg was [UNUSED] not consumed: no ARG in the stages being built declares it"]);
+    assert_eq!(
+        warnings,
+        ["build-arg was [UNUSED] not consumed: no ARG in the stages being built declares it"]
+    );
     assert_eq!(p.proxy_args, ["HTTP_PROXY"]);
     let json = serde_json::to_string(&p).unwrap();
-    assert!(!json.contains("secret"), "proxy values (which may hold credentials) stay out of the plan");
+    assert!(
+        !json.contains("secret"),
+        "proxy values (which may hold credentials) stay out of the plan"
+    );
 }
 
 #[test]
@@ -191,4 +240,128 @@ fn copy_heredoc_bodies_expand_unless_quoted() {
     };
     assert_eq!(copy.inline[0].content, "hello \"world\"\n");
     assert_eq!(copy.inline[1].content, "hello $NAME\n");
+}
+
+#[test]
+fn a_stage_named_like_its_base_image_uses_the_image() {
+    let p = planned("FROM nginx AS nginx\nFROM nginx\n", &options(&[], None)).unwrap();
+    assert_eq!(
+        p.stages[0].base,
+        Base::Image {
+            reference: "nginx".into()
+        }
+    );
+    assert_eq!(
+        p.stages[1].base,
+        Base::Stage {
+            index: 0,
+            name: Some("nginx".into())
+        }
+    );
+}
+
+#[test]
+fn mount_from_names_never_indexes_and_scratch_reads_nothing() {
+    let text =
+        "FROM busybox\nFROM busybox\nRUN --mount=from=0,target=/x true\nCOPY --from=scratch / /\n";
+    let p = planned(text, &options(&[], None)).unwrap();
+    assert!(p.stages[0].depends_on.is_empty());
+    assert_eq!(p.stages[0].images, ["0"]);
+}
+
+#[test]
+fn onbuild_triggers_of_a_base_stage_run_first_with_their_dependencies() {
+    let text = "FROM busybox AS assets\nFROM busybox AS base\nONBUILD ARG MODE=prod\nONBUILD COPY --from=assets /a /a\nONBUILD LABEL mode=$MODE\nFROM base\nLABEL x=1\n";
+    let p = planned(text, &options(&[], None)).unwrap();
+    let last = p.stages.last().unwrap();
+    assert_eq!(last.depends_on, [0, 1]);
+    let triggers: Vec<String> = last.onbuild.iter().map(|i| i.command.to_string()).collect();
+    assert_eq!(
+        triggers,
+        [
+            "ARG MODE=prod",
+            "COPY --from=assets /a /a",
+            "LABEL mode=prod"
+        ]
+    );
+    assert_eq!(texts(&p, 2), ["LABEL x=1"]);
+}
+
+#[test]
+fn invalid_onbuild_triggers_warn_and_fail_only_where_used() {
+    let text = "FROM busybox AS base\nONBUILD COPY onlyone\nFROM busybox\n";
+    let p = planned(text, &options(&[], None)).unwrap();
+    assert!(
+        p.warnings.iter().any(|w| w.rule == "InvalidOnbuildTrigger"),
+        "{:?}",
+        p.warnings
+    );
+    let err = planned(
+        "FROM busybox AS base\nONBUILD COPY onlyone\nFROM base\n",
+        &options(&[], None),
+    )
+    .unwrap_err();
+    assert!(err.starts_with("Dockerfile:2:1: ONBUILD: trigger of the base stage cannot run: COPY: COPY requires at least two"), "{err}");
+}
+
+#[test]
+fn global_arg_redeclared_without_value_keeps_it_and_platform_args_can_be_overridden() {
+    let text = "ARG IMG=busybox\nARG IMG\nFROM $IMG:$TARGETARCH\n";
+    let p = planned(text, &options(&[("TARGETARCH", "riscv64")], None)).unwrap();
+    assert_eq!(
+        p.stages[0].base,
+        Base::Image {
+            reference: "busybox:riscv64".into()
+        }
+    );
+}
+
+#[test]
+fn scratch_stages_have_the_default_path() {
+    let p = planned("FROM scratch\nENV PATH=$PATH:/app\n", &options(&[], None)).unwrap();
+    assert_eq!(
+        texts(&p, 0),
+        ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/app"]
+    );
+}
+
+#[test]
+fn empty_flag_values_mean_unset() {
+    let p = planned(
+        "FROM --platform= busybox\nCOPY --from= --chmod= a /b\n",
+        &options(&[], None),
+    )
+    .unwrap();
+    assert_eq!(p.stages[0].platform, None);
+    assert_eq!(texts(&p, 0), ["COPY a /b"]);
+}
+
+#[test]
+fn mounts_are_checked_once_expanded_and_only_in_needed_stages() {
+    let text = "FROM busybox AS unused\nRUN --mount=type=bogus,target=/x true\nFROM busybox\nARG T=cache\nRUN --mount=type=$T,target=/c true\n";
+    let p = planned(text, &options(&[], None)).unwrap();
+    let kiln_dockerfile::Command::Run { mounts, .. } = &p.stages[0].instructions[1].command else {
+        panic!("not RUN")
+    };
+    assert_eq!(mounts[0].kind, kiln_dockerfile::mount::MountType::Cache);
+    let err = planned(text, &options(&[], Some("unused"))).unwrap_err();
+    assert!(err.starts_with("Dockerfile:2:13: RUN: invalid value \"type=bogus,target=/x\" for --mount: unsupported mount type"), "{err}");
+}
+
+#[test]
+fn platforms_normalise_like_containerd() {
+    let p = |s: &str| Platform::parse(s).unwrap().to_string();
+    assert_eq!(p("linux/x86_64"), "linux/amd64");
+    assert_eq!(p("linux/aarch64"), "linux/arm64");
+    assert_eq!(p("linux/arm64/v8"), "linux/arm64");
+    assert_eq!(p("linux/arm"), "linux/arm/v7");
+    assert_eq!(p("linux/arm/7"), "linux/arm/v7");
+    assert_eq!(p("arm64"), "linux/arm64");
+    assert_eq!(p("macos/arm64"), "darwin/arm64");
+    assert_eq!(
+        p("linux"),
+        format!("linux/{}", Platform::host().architecture)
+    );
+    assert!(Platform::parse("linux//amd64").is_err());
+    assert!(Platform::parse("a/b/c/d").is_err());
 }
