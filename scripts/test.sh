@@ -9,9 +9,9 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-# The Dockerfile frontend's tests need nothing beyond the toolchain yet. Registry and build
-# tests (docker-registry, skopeo, umoci, busybox-static) add their packages here.
-packages=()
+# Registry tests run the real Distribution registry and check images with skopeo and umoci;
+# htpasswd (apache2-utils) and openssl make their credentials and keys.
+packages=(docker-registry skopeo umoci apache2-utils openssl)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,0 +1,552 @@
+//! Credentials as docker and kaniko users already have them: `config.json` (`auths`,
+//! `credHelpers`, `credsStore`) found in `$DOCKER_CONFIG`, `/kaniko/.docker/` or `~/.docker/`,
+//! and `docker-credential-*` helpers speaking docker's stdin/stdout protocol.
+//!
+//! Secret values live in [`Secret`], whose `Debug` and `Display` never show them.
+
+use base64::Engine;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A secret string: shown as `<redacted>` by `Debug` and `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// What to authenticate to one registry with.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Credential {
+    /// No credentials: anonymous token or no auth.
+    #[default]
+    Anonymous,
+    /// A user name and password (or access token used as a password).
+    Basic {
+        /// The user name.
+        username: String,
+        /// The password.
+        password: Secret,
+    },
+    /// An OAuth2 refresh token (`identitytoken`), exchanged at the token endpoint.
+    IdentityToken(Secret),
+    /// A bearer token sent as is (`registrytoken`).
+    RegistryToken(Secret),
+}
+
+/// Why credentials could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialError {
+    /// A config file that exists but cannot be read.
+    #[error("cannot read docker config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A config file that is not valid JSON of docker's shape.
+    #[error("docker config {path} is not valid: {reason}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (never includes secret values).
+        reason: String,
+    },
+    /// A credential helper failed.
+    #[error("credential helper docker-credential-{helper} failed for {registry}: {reason}")]
+    Helper {
+        /// The helper's name (after `docker-credential-`).
+        helper: String,
+        /// The registry asked for.
+        registry: String,
+        /// What happened (the helper's stderr, never its stdout, which holds secrets).
+        reason: String,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ConfigFile {
+    #[serde(default)]
+    auths: BTreeMap<String, AuthEntry>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: BTreeMap<String, String>,
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+struct AuthEntry {
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    identitytoken: Option<String>,
+    #[serde(default)]
+    registrytoken: Option<String>,
+}
+
+impl fmt::Debug for AuthEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthEntry")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A loaded docker `config.json`.
+#[derive(Debug, Default)]
+pub struct DockerConfig {
+    /// Where it was read from (`None`: no config file found).
+    pub path: Option<PathBuf>,
+    file: ConfigFile,
+    helper_dir: Option<PathBuf>,
+}
+
+/// The places docker config files are looked for, in order: `$DOCKER_CONFIG/config.json`,
+/// `/kaniko/.docker/config.json`, `~/.docker/config.json`.
+pub fn default_config_paths() -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    if let Some(dir) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
+        paths.push(PathBuf::from(dir).join("config.json"));
+    }
+    paths.push(PathBuf::from("/kaniko/.docker/config.json"));
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        paths.push(PathBuf::from(home).join(".docker").join("config.json"));
+    }
+    paths
+}
+
+/// The keys under which docker may have stored Docker Hub credentials.
+const DOCKER_HUB_KEYS: [&str; 5] = [
+    "https://index.docker.io/v1/",
+    "index.docker.io",
+    "docker.io",
+    "registry-1.docker.io",
+    "https://registry-1.docker.io",
+];
+
+fn is_docker_hub(registry: &str) -> bool {
+    matches!(
+        registry,
+        "docker.io" | "index.docker.io" | "registry-1.docker.io"
+    )
+}
+
+/// docker's `ConvertToHostname`: `https://host:5000/v2/` → `host:5000`.
+fn hostname_of_key(key: &str) -> &str {
+    let key = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    key.split('/').next().unwrap_or(key)
+}
+
+impl DockerConfig {
+    /// Loads the first config file that exists among `paths` (see [`default_config_paths`]).
+    /// No file at all is not an error: every registry is then anonymous.
+    pub fn locate(paths: &[PathBuf]) -> Result<DockerConfig, CredentialError> {
+        for path in paths {
+            match std::fs::read(path) {
+                Ok(bytes) => return Self::from_bytes(path, &bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::IsADirectory || path.is_dir() => {
+                    return Err(CredentialError::Malformed {
+                        path: path.clone(),
+                        reason: "it is a directory, not a file (mount the secret's config.json item as a file)".into(),
+                    })
+                }
+                Err(source) => {
+                    return Err(CredentialError::Read {
+                        path: path.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(DockerConfig::default())
+    }
+
+    /// Parses a config file's bytes.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<DockerConfig, CredentialError> {
+        let file: ConfigFile =
+            serde_json::from_slice(bytes).map_err(|e| CredentialError::Malformed {
+                path: path.to_path_buf(),
+                // serde_json's message names line and column, never the value.
+                reason: e.to_string(),
+            })?;
+        for (key, entry) in &file.auths {
+            if let Some(auth) = &entry.auth {
+                decode_auth(auth).map_err(|reason| CredentialError::Malformed {
+                    path: path.to_path_buf(),
+                    reason: format!("auths[{key:?}].auth: {reason}"),
+                })?;
+            }
+        }
+        Ok(DockerConfig {
+            path: Some(path.to_path_buf()),
+            file,
+            helper_dir: None,
+        })
+    }
+
+    /// Looks credential helpers up in `dir` instead of `PATH` (tests).
+    pub fn with_helper_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.helper_dir = Some(dir.into());
+        self
+    }
+
+    /// Whether the file has any entry (auth, helper or store) that applies to `registry`.
+    pub fn has_entry_for(&self, registry: &str) -> bool {
+        self.file.creds_store.is_some()
+            || self.helper_for(registry).is_some()
+            || self.auth_entry(registry).is_some()
+    }
+
+    fn helper_for(&self, registry: &str) -> Option<&str> {
+        let keys: Vec<&str> = if is_docker_hub(registry) {
+            DOCKER_HUB_KEYS.to_vec()
+        } else {
+            vec![registry]
+        };
+        keys.iter()
+            .find_map(|k| self.file.cred_helpers.get(*k))
+            .map(String::as_str)
+    }
+
+    fn auth_entry(&self, registry: &str) -> Option<&AuthEntry> {
+        if is_docker_hub(registry) {
+            if let Some(entry) = DOCKER_HUB_KEYS.iter().find_map(|k| self.file.auths.get(*k)) {
+                return Some(entry);
+            }
+        }
+        self.file.auths.get(registry).or_else(|| {
+            self.file
+                .auths
+                .iter()
+                .find(|(k, _)| {
+                    hostname_of_key(k) == registry
+                        || (is_docker_hub(registry) && is_docker_hub(hostname_of_key(k)))
+                })
+                .map(|(_, v)| v)
+        })
+    }
+
+    /// The credential for `registry` (a host, `docker.io` for Docker Hub), with docker's
+    /// precedence: its `credHelpers` entry, else the `credsStore`, else `auths`, else anonymous.
+    pub fn credential_for(&self, registry: &str) -> Result<Credential, CredentialError> {
+        if let Some(helper) = self.helper_for(registry) {
+            return self.run_helper(helper, registry);
+        }
+        if let Some(store) = &self.file.creds_store {
+            return self.run_helper(store, registry);
+        }
+        if let Some(entry) = self.auth_entry(registry) {
+            if let Some(token) = entry.registrytoken.as_deref().filter(|t| !t.is_empty()) {
+                return Ok(Credential::RegistryToken(Secret::new(token)));
+            }
+            if let Some(token) = entry.identitytoken.as_deref().filter(|t| !t.is_empty()) {
+                return Ok(Credential::IdentityToken(Secret::new(token)));
+            }
+            if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
+                // Checked when the file was loaded.
+                if let Ok((username, password)) = decode_auth(auth) {
+                    return Ok(Credential::Basic {
+                        username,
+                        password: Secret::new(password),
+                    });
+                }
+            }
+            if let (Some(username), Some(password)) = (&entry.username, &entry.password) {
+                return Ok(Credential::Basic {
+                    username: username.clone(),
+                    password: Secret::new(password.clone()),
+                });
+            }
+        }
+        Ok(Credential::Anonymous)
+    }
+
+    /// Runs `docker-credential-<helper> get` with the server URL on stdin, as docker does.
+    fn run_helper(&self, helper: &str, registry: &str) -> Result<Credential, CredentialError> {
+        let program = format!("docker-credential-{helper}");
+        let program = match &self.helper_dir {
+            Some(dir) => dir.join(&program),
+            None => PathBuf::from(&program),
+        };
+        let server = if is_docker_hub(registry) {
+            "https://index.docker.io/v1/".to_string()
+        } else {
+            registry.to_string()
+        };
+        let fail = |reason: String| CredentialError::Helper {
+            helper: helper.to_string(),
+            registry: registry.to_string(),
+            reason,
+        };
+        let mut child = Command::new(&program)
+            .arg("get")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| fail(format!("cannot run {}: {e}", program.display())))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(server.as_bytes())
+                .map_err(|e| fail(format!("cannot write to it: {e}")))?;
+        }
+        let output = child
+            .wait_with_output()
+            .map_err(|e| fail(format!("cannot wait for it: {e}")))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            // docker treats "credentials not found" as anonymous access.
+            if stderr.contains("credentials not found") || stdout.contains("credentials not found")
+            {
+                return Ok(Credential::Anonymous);
+            }
+            return Err(fail(format!("{} ({})", stderr.trim(), output.status)));
+        }
+        #[derive(Deserialize)]
+        struct HelperOutput {
+            #[serde(rename = "Username", default)]
+            username: String,
+            #[serde(rename = "Secret", default)]
+            secret: String,
+        }
+        let parsed: HelperOutput = serde_json::from_slice(&output.stdout).map_err(|_| {
+            fail("its output is not docker's JSON ({\"Username\":…,\"Secret\":…})".into())
+        })?;
+        Ok(match (parsed.username.as_str(), parsed.secret) {
+            (_, secret) if secret.is_empty() => Credential::Anonymous,
+            ("<token>", secret) => Credential::IdentityToken(Secret::new(secret)),
+            (username, secret) => Credential::Basic {
+                username: username.to_string(),
+                password: Secret::new(secret),
+            },
+        })
+    }
+}
+
+/// Decodes an `auth` value: base64 of `user:password`.
+fn decode_auth(auth: &str) -> Result<(String, String), String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(auth.trim())
+        .map_err(|_| "not valid base64 (expected base64 of user:password)".to_string())?;
+    let text = String::from_utf8(bytes).map_err(|_| "does not decode to UTF-8 text".to_string())?;
+    let (user, password) = text
+        .split_once(':')
+        .ok_or_else(|| "does not decode to user:password".to_string())?;
+    Ok((user.to_string(), password.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn config(json: &str) -> DockerConfig {
+        DockerConfig::from_bytes(Path::new("config.json"), json.as_bytes()).unwrap()
+    }
+
+    fn basic(user: &str, pass: &str) -> Credential {
+        Credential::Basic {
+            username: user.into(),
+            password: Secret::new(pass),
+        }
+    }
+
+    #[test]
+    fn auth_forms() {
+        let c = config(
+            r#"{"auths": {
+                "https://index.docker.io/v1/": {"auth": "dXNlcjpwYXNz"},
+                "r1.example.com": {"username": "u1", "password": "p1"},
+                "https://r2.example.com:5000/v2/": {"auth": "dTI6cDI6d2l0aDpjb2xvbnM="},
+                "r3.example.com": {"identitytoken": "refresh"},
+                "r4.example.com": {"registrytoken": "bearer"}
+            }}"#,
+        );
+        assert_eq!(
+            c.credential_for("docker.io").unwrap(),
+            basic("user", "pass")
+        );
+        assert_eq!(
+            c.credential_for("r1.example.com").unwrap(),
+            basic("u1", "p1")
+        );
+        assert_eq!(
+            c.credential_for("r2.example.com:5000").unwrap(),
+            basic("u2", "p2:with:colons")
+        );
+        assert_eq!(
+            c.credential_for("r3.example.com").unwrap(),
+            Credential::IdentityToken(Secret::new("refresh"))
+        );
+        assert_eq!(
+            c.credential_for("r4.example.com").unwrap(),
+            Credential::RegistryToken(Secret::new("bearer"))
+        );
+        assert_eq!(
+            c.credential_for("other.example.com").unwrap(),
+            Credential::Anonymous
+        );
+    }
+
+    #[test]
+    fn docker_hub_key_spellings() {
+        for key in [
+            "https://index.docker.io/v1/",
+            "index.docker.io",
+            "docker.io",
+            "registry-1.docker.io",
+        ] {
+            let c = config(&format!(
+                r#"{{"auths": {{"{key}": {{"auth": "dXNlcjpwYXNz"}}}}}}"#
+            ));
+            assert_eq!(
+                c.credential_for("docker.io").unwrap(),
+                basic("user", "pass"),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_files_name_the_file_and_never_the_secret() {
+        let e =
+            DockerConfig::from_bytes(Path::new("/k/config.json"), b"{\"auths\": {").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("docker config /k/config.json is not valid"),
+            "{e}"
+        );
+        let e = DockerConfig::from_bytes(
+            Path::new("/k/config.json"),
+            br#"{"auths": {"r": {"auth": "c2VjcmV0LXZhbHVl"}}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("auths[\"r\"].auth: does not decode to user:password"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("secret-value"));
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "<redacted>");
+        assert!(!format!("{:?}", basic("u", "hunter2")).contains("hunter2"));
+    }
+
+    #[test]
+    fn lookup_order_and_missing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("a/config.json");
+        let second = dir.path().join("b/config.json");
+        fs::create_dir_all(second.parent().unwrap()).unwrap();
+        fs::write(
+            &second,
+            r#"{"auths": {"r": {"username": "b", "password": "x"}}}"#,
+        )
+        .unwrap();
+        let c = DockerConfig::locate(&[first.clone(), second.clone()]).unwrap();
+        assert_eq!(c.path.as_deref(), Some(second.as_path()));
+        fs::create_dir_all(first.parent().unwrap()).unwrap();
+        fs::write(
+            &first,
+            r#"{"auths": {"r": {"username": "a", "password": "x"}}}"#,
+        )
+        .unwrap();
+        let c = DockerConfig::locate(&[first.clone(), second]).unwrap();
+        assert_eq!(c.credential_for("r").unwrap(), basic("a", "x"));
+        let none = DockerConfig::locate(&[dir.path().join("nope.json")]).unwrap();
+        assert!(none.path.is_none());
+        // A secret mounted as a directory at the file's path.
+        let as_dir = dir.path().join("c/config.json");
+        fs::create_dir_all(&as_dir).unwrap();
+        let e = DockerConfig::locate(&[as_dir]).unwrap_err();
+        assert!(e.to_string().contains("it is a directory"), "{e}");
+    }
+
+    #[test]
+    fn credential_helpers_speak_dockers_protocol() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let script = |name: &str, body: &str| {
+            let path = dir.path().join(format!("docker-credential-{name}"));
+            fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        // Echo the server it was asked about as the user name, to check what docker sends.
+        script(
+            "test",
+            r#"[ "$1" = get ] || exit 3; read server; printf '{"ServerURL":"%s","Username":"%s","Secret":"s3cret"}' "$server" "$server""#,
+        );
+        script(
+            "token",
+            r#"read server; printf '{"Username":"<token>","Secret":"refresh"}'"#,
+        );
+        script(
+            "none",
+            r#"echo "credentials not found in native keychain" >&2; exit 1"#,
+        );
+        script("broken", r#"echo "keychain locked" >&2; exit 2"#);
+        let c = config(r#"{"credHelpers": {"r.example.com": "test", "docker.io": "test", "t.example.com": "token", "n.example.com": "none", "b.example.com": "broken"}, "credsStore": "token"}"#)
+            .with_helper_dir(dir.path());
+        assert_eq!(
+            c.credential_for("r.example.com").unwrap(),
+            basic("r.example.com", "s3cret")
+        );
+        assert_eq!(
+            c.credential_for("docker.io").unwrap(),
+            basic("https://index.docker.io/v1/", "s3cret")
+        );
+        assert_eq!(
+            c.credential_for("t.example.com").unwrap(),
+            Credential::IdentityToken(Secret::new("refresh"))
+        );
+        assert_eq!(
+            c.credential_for("n.example.com").unwrap(),
+            Credential::Anonymous
+        );
+        let e = c.credential_for("b.example.com").unwrap_err().to_string();
+        assert!(
+            e.contains("docker-credential-broken failed for b.example.com: keychain locked"),
+            "{e}"
+        );
+        // Not in credHelpers: the credsStore answers.
+        assert_eq!(
+            c.credential_for("other.example.com").unwrap(),
+            Credential::IdentityToken(Secret::new("refresh"))
+        );
+    }
+}
