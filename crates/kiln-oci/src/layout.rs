@@ -527,3 +527,114 @@ mod tests {
         }
     }
 }
+
+/// An existing OCI image layout, read in place (nothing is copied).
+#[derive(Debug, Clone)]
+pub struct OciLayout {
+    path: PathBuf,
+    index: ImageIndex,
+}
+
+impl OciLayout {
+    /// Opens the layout at `path`: checks `oci-layout` and reads `index.json`.
+    pub fn open(path: impl AsRef<Path>) -> Result<OciLayout, Error> {
+        let path = path.as_ref().to_path_buf();
+        let marker = path.join("oci-layout");
+        fs::metadata(&marker).map_err(|e| Error::io("open", &marker, e))?;
+        let index_path = path.join("index.json");
+        let bytes = fs::read(&index_path).map_err(|e| Error::io("read", &index_path, e))?;
+        let index = match Manifest::parse(&bytes, Some(media_type::OCI_INDEX))? {
+            Manifest::Index(index) => index,
+            Manifest::Image(_) => {
+                return Err(Error::InvalidManifest {
+                    reason: format!("{} is not an image index", index_path.display()),
+                })
+            }
+        };
+        Ok(OciLayout { path, index })
+    }
+
+    /// The layout's `index.json`.
+    pub fn index(&self) -> &ImageIndex {
+        &self.index
+    }
+
+    /// The file holding a blob (it may not exist).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.path
+            .join("blobs")
+            .join(digest.algorithm().as_str())
+            .join(digest.hex())
+    }
+
+    /// Reads a small blob (a manifest or config) whole, verifying its digest.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, Error> {
+        let path = self.blob_path(digest);
+        let bytes = fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        digest.verify(&bytes)?;
+        Ok(bytes)
+    }
+
+    /// The manifest tagged `name` (`org.opencontainers.image.ref.name`), or the only one when
+    /// `name` is `None` and the index has exactly one.
+    pub fn manifest(&self, name: Option<&str>) -> Result<&Descriptor, Error> {
+        let entries = &self.index.manifests;
+        let found = match name {
+            Some(n) => entries.iter().find(|d| d.ref_name() == Some(n)),
+            None if entries.len() == 1 => entries.first(),
+            None => None,
+        };
+        found.ok_or_else(|| {
+            let names: Vec<&str> = entries.iter().filter_map(|d| d.ref_name()).collect();
+            Error::InvalidManifest {
+                reason: match name {
+                    Some(n) => format!(
+                        "no manifest named {n:?} in {} (it has: {})",
+                        self.path.display(),
+                        names.join(", ")
+                    ),
+                    None => format!(
+                        "{} holds {} manifests; name one (it has: {})",
+                        self.path.display(),
+                        entries.len(),
+                        names.join(", ")
+                    ),
+                },
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod reader_tests {
+    use super::*;
+
+    #[test]
+    fn reads_back_what_the_writer_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let config_desc = Descriptor::for_bytes(media_type::OCI_CONFIG, config);
+        let manifest = crate::ImageManifest::oci(config_desc.clone(), Vec::new());
+        let bytes = manifest.to_canonical_json().unwrap();
+        let mut writer = OciLayoutWriter::create(dir.path().join("img")).unwrap();
+        writer.add_blob(&config[..], Some(&config_desc)).unwrap();
+        let desc = writer
+            .add_manifest(&bytes, media_type::OCI_MANIFEST, Some("v1"))
+            .unwrap();
+        let path = writer.finish().unwrap();
+        let layout = OciLayout::open(&path).unwrap();
+        assert_eq!(layout.manifest(Some("v1")).unwrap().digest, desc.digest);
+        assert_eq!(layout.manifest(None).unwrap().digest, desc.digest);
+        assert_eq!(layout.read_blob(&desc.digest).unwrap(), bytes);
+        let err = layout.manifest(Some("v2")).unwrap_err().to_string();
+        assert!(
+            err.contains("no manifest named \"v2\"") && err.contains("it has: v1"),
+            "{err}"
+        );
+        // A tampered blob is refused.
+        std::fs::write(layout.blob_path(&config_desc.digest), b"{}").unwrap();
+        assert!(layout.read_blob(&config_desc.digest).is_err());
+        assert!(OciLayout::open(dir.path()).is_err(), "not a layout");
+    }
+}

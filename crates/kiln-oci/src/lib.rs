@@ -92,7 +92,7 @@ pub use digest::{
 };
 pub use docker_archive::DockerArchiveWriter;
 pub use error::Error;
-pub use layout::{OciLayoutWriter, OCI_LAYOUT_FILE_CONTENT};
+pub use layout::{OciLayout, OciLayoutWriter, OCI_LAYOUT_FILE_CONTENT};
 pub use manifest::{ImageIndex, ImageManifest, Manifest};
 pub use media_type::Compression;
 pub use platform::{NoMatchingPlatform, Platform, PlatformMatcher};

@@ -66,6 +66,34 @@ impl ImageManifest {
         }
     }
 
+    /// This manifest with OCI media types, as `skopeo copy` converts Docker schema 2 for an
+    /// OCI layout: the config and layers keep their bytes and digests, only the types change
+    /// (foreign layers become non-distributable ones). An OCI manifest is returned unchanged.
+    pub fn to_oci(&self) -> ImageManifest {
+        let convert = |d: &Descriptor| {
+            let mut d = d.clone();
+            let oci = match d.media_type.as_str() {
+                media_type::DOCKER_CONFIG => media_type::OCI_CONFIG,
+                media_type::DOCKER_LAYER_TAR_GZIP => media_type::OCI_LAYER_TAR_GZIP,
+                media_type::DOCKER_LAYER_TAR => media_type::OCI_LAYER_TAR,
+                media_type::DOCKER_LAYER_TAR_ZSTD => media_type::OCI_LAYER_TAR_ZSTD,
+                media_type::DOCKER_FOREIGN_LAYER_TAR_GZIP => {
+                    media_type::OCI_LAYER_NONDISTRIBUTABLE_TAR_GZIP
+                }
+                media_type::DOCKER_FOREIGN_LAYER_TAR => media_type::OCI_LAYER_NONDISTRIBUTABLE_TAR,
+                other => other,
+            };
+            d.media_type = oci.to_owned();
+            d
+        };
+        ImageManifest {
+            media_type: Some(media_type::OCI_MANIFEST.to_owned()),
+            config: convert(&self.config),
+            layers: self.layers.iter().map(convert).collect(),
+            ..self.clone()
+        }
+    }
+
     /// The manifest's media type: its `mediaType` field, or OCI's when absent.
     pub fn media_type(&self) -> &str {
         self.media_type
@@ -339,6 +367,28 @@ mod tests {
 
     fn d(n: u8) -> Digest {
         Digest::of(&[n])
+    }
+
+    #[test]
+    fn docker_manifests_convert_to_oci_keeping_digests() {
+        let docker = ImageManifest::docker(
+            Descriptor::new(media_type::DOCKER_CONFIG, d(1), 10),
+            vec![
+                Descriptor::new(media_type::DOCKER_LAYER_TAR_GZIP, d(2), 20),
+                Descriptor::new(media_type::DOCKER_FOREIGN_LAYER_TAR_GZIP, d(3), 30),
+            ],
+        );
+        let oci = docker.to_oci();
+        assert_eq!(oci.media_type(), media_type::OCI_MANIFEST);
+        assert_eq!(oci.config.media_type, media_type::OCI_CONFIG);
+        assert_eq!(oci.config.digest, d(1));
+        assert_eq!(oci.layers[0].media_type, media_type::OCI_LAYER_TAR_GZIP);
+        assert_eq!(
+            oci.layers[1].media_type,
+            media_type::OCI_LAYER_NONDISTRIBUTABLE_TAR_GZIP
+        );
+        assert_eq!(oci.layers[1].digest, d(3));
+        assert_eq!(oci.to_oci(), oci, "OCI stays as is");
     }
 
     fn docker_manifest_json() -> String {

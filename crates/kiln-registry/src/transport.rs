@@ -40,8 +40,10 @@ pub struct TransportOptions {
     pub ca_files: BTreeMap<String, Vec<PathBuf>>,
     /// `--registry-client-cert host=cert,key`: a client certificate and key (PEM) per registry.
     pub client_certs: BTreeMap<String, (PathBuf, PathBuf)>,
-    /// Timeout of one request's connection phase.
+    /// Timeout of one request's connection phase (default 30 s).
     pub connect_timeout: Option<Duration>,
+    /// Longest wait for the next bytes of a response (default 120 s).
+    pub read_timeout: Option<Duration>,
 }
 
 /// What applies to one registry in one direction.

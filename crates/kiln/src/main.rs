@@ -3,6 +3,8 @@
 
 mod context_fs;
 mod outline;
+mod registry_flags;
+mod transfer;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -19,6 +21,10 @@ struct Cli {
 enum Commands {
     /// Print the parsed, expanded build plan of a Dockerfile (stages, instructions, args).
     Outline(outline::OutlineArgs),
+    /// Pull an image from a registry into an OCI layout or a docker-archive tarball.
+    Pull(transfer::PullArgs),
+    /// Push an image from an OCI layout to one or more registries.
+    Push(transfer::PushArgs),
 }
 
 /// Exit codes: 0 success, 1 the input (Dockerfile, context) is wrong, 2 usage error (clap).
@@ -44,6 +50,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Commands::Outline(args) => outline::run(args),
+        Commands::Pull(args) => transfer::pull(args),
+        Commands::Push(args) => transfer::push(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

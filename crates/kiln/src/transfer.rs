@@ -1,0 +1,267 @@
+//! `kiln pull` and `kiln push`: images between registries and local OCI layouts or
+//! docker-archive tarballs, with kaniko's registry flags and docker's credentials.
+
+use crate::registry_flags::{docker_config, RegistryFlags};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kiln_oci::{media_type, DockerArchiveWriter, Manifest, OciLayout, OciLayoutWriter, Platform};
+use kiln_registry::{BlobOutcome, Client, Reference, Reporter};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    /// The image, e.g. busybox:1.36 or registry:5000/team/app@sha256:….
+    image: String,
+    /// The platform to pick from a multi-platform image (default: this machine's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<String>,
+    /// Write the image as an OCI layout directory here.
+    #[arg(long, value_name = "DIR", required_unless_present = "tar_path")]
+    oci_layout_path: Option<PathBuf>,
+    /// Write the image as a docker-archive tarball (for `docker load`) here.
+    #[arg(long, value_name = "FILE")]
+    tar_path: Option<PathBuf>,
+    #[command(flatten)]
+    registry: RegistryFlags,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PushArgs {
+    /// The OCI layout directory holding the image.
+    #[arg(long, value_name = "DIR")]
+    oci_layout_path: PathBuf,
+    /// Which manifest of the layout (its `org.opencontainers.image.ref.name`); needed when
+    /// the layout holds several.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Where to push, e.g. registry:5000/team/app:v1. Repeatable.
+    #[arg(
+        long = "destination",
+        short = 'd',
+        value_name = "IMAGE",
+        required = true
+    )]
+    destinations: Vec<String>,
+    /// Write the pushed manifest's digest to this file.
+    #[arg(long, value_name = "FILE")]
+    digest_file: Option<PathBuf>,
+    /// Do not check push access before uploading.
+    #[arg(long)]
+    skip_push_permission_check: bool,
+    #[command(flatten)]
+    registry: RegistryFlags,
+}
+
+/// One line per blob on stderr.
+struct LineReporter;
+
+#[allow(clippy::print_stderr)]
+impl Reporter for LineReporter {
+    fn blob_done(&self, digest: &kiln_oci::Digest, outcome: BlobOutcome) {
+        let what = match outcome {
+            BlobOutcome::Downloaded => "pulled",
+            BlobOutcome::Uploaded => "pushed",
+            BlobOutcome::Exists => "already there",
+            BlobOutcome::Mounted => "mounted",
+        };
+        eprintln!("{what} {digest}");
+    }
+
+    fn retry(
+        &self,
+        request: &kiln_registry::error::RequestInfo,
+        attempt: u32,
+        delay: std::time::Duration,
+        reason: &str,
+    ) {
+        eprintln!(
+            "retry {attempt} of {request} in {:.1}s: {reason}",
+            delay.as_secs_f64()
+        );
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+#[allow(clippy::print_stdout)]
+pub(crate) fn pull(args: PullArgs) -> Result<()> {
+    let reference = Reference::parse(&args.image)?;
+    let platform = match &args.platform {
+        Some(p) => Platform::parse(p).map_err(|e| anyhow::anyhow!("--platform: {e}"))?,
+        None => Platform::host(),
+    };
+    let client = Client::new(args.registry.options()?, docker_config()?)
+        .with_reporter(Arc::new(LineReporter));
+    for path in args.oci_layout_path.iter().chain(&args.tar_path) {
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !parent.is_dir() {
+            bail!(
+                "{}: the directory {} does not exist",
+                path.display(),
+                parent.display()
+            );
+        }
+    }
+    runtime()?.block_on(async {
+        let image = client.resolve(&reference, &platform).await?;
+        // Blobs go next to the output, so the final writes are renames on one file system.
+        let anchor = args
+            .oci_layout_path
+            .as_ref()
+            .or(args.tar_path.as_ref())
+            .expect("clap requires one");
+        let parent = anchor
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let staging = tempfile::Builder::new()
+            .prefix(".kiln-pull-")
+            .tempdir_in(parent)
+            .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
+        let layers: Vec<_> = image
+            .manifest
+            .layers
+            .iter()
+            .filter(|l| !media_type::is_foreign(&l.media_type))
+            .cloned()
+            .collect();
+        client
+            .fetch_blobs(&image.source, &layers, staging.path())
+            .await?;
+        let blob = |d: &kiln_oci::Digest| staging.path().join(d.hex());
+        if let Some(dir) = &args.oci_layout_path {
+            let mut out = OciLayoutWriter::create(dir)?;
+            out.add_blob(&image.config[..], Some(&image.manifest.config))?;
+            for layer in &layers {
+                let file = std::fs::File::open(blob(&layer.digest))
+                    .with_context(|| format!("opening {}", layer.digest))?;
+                out.add_blob(file, Some(layer))?;
+            }
+            let tag = reference.tag.clone().unwrap_or_else(|| "latest".into());
+            if image.manifest.media_type() == media_type::OCI_MANIFEST {
+                out.add_manifest(&image.manifest_bytes, media_type::OCI_MANIFEST, Some(&tag))?;
+            } else {
+                // OCI layouts hold OCI manifests (skopeo converts the same way): the blobs keep
+                // their digests, the manifest gets a new one.
+                let converted = image.manifest.to_oci().to_canonical_json()?;
+                out.add_manifest(&converted, media_type::OCI_MANIFEST, Some(&tag))?;
+            }
+            out.finish()?;
+        }
+        if let Some(path) = &args.tar_path {
+            let mut out = DockerArchiveWriter::create(path)?;
+            let mut files = Vec::new();
+            for layer in &layers {
+                let file = std::fs::File::open(blob(&layer.digest))
+                    .with_context(|| format!("opening {}", layer.digest))?;
+                files.push((layer.clone(), file));
+            }
+            let tag = format!(
+                "{}:{}",
+                reference
+                    .name()
+                    .trim_start_matches("docker.io/library/")
+                    .trim_start_matches("docker.io/"),
+                reference.tag.clone().unwrap_or_else(|| "latest".into())
+            );
+            out.add_image(&image.config, files, &[tag.as_str()])?;
+            out.finish()?;
+        }
+        println!("{}", image.digest);
+        Ok(())
+    })
+}
+
+#[allow(clippy::print_stdout)]
+pub(crate) fn push(args: PushArgs) -> Result<()> {
+    let destinations: Vec<Reference> = args
+        .destinations
+        .iter()
+        .map(|d| Reference::parse(d).with_context(|| format!("--destination {d:?}")))
+        .collect::<Result<_>>()?;
+    let layout = OciLayout::open(&args.oci_layout_path)
+        .with_context(|| format!("--oci-layout-path {}", args.oci_layout_path.display()))?;
+    let entry = layout.manifest(args.name.as_deref())?.clone();
+    let manifest_bytes = layout.read_blob(&entry.digest)?;
+    let Manifest::Image(manifest) = Manifest::parse(&manifest_bytes, Some(&entry.media_type))?
+    else {
+        bail!(
+            "{}: pushing multi-platform indexes is not supported yet; name one image with --name",
+            args.oci_layout_path.display()
+        );
+    };
+    let client = Client::new(args.registry.options()?, docker_config()?)
+        .with_reporter(Arc::new(LineReporter));
+    runtime()?.block_on(async {
+        if !args.skip_push_permission_check {
+            for destination in &destinations {
+                client
+                    .check_push_access(destination)
+                    .await
+                    .with_context(|| format!("checking push access to {destination}"))?;
+            }
+        }
+        let mut pushed_to: Vec<&Reference> = Vec::new();
+        for destination in &destinations {
+            // Blobs already pushed to another repository of the same registry are mounted.
+            let mount_from = pushed_to
+                .iter()
+                .find(|p| p.registry == destination.registry)
+                .map(|p| p.repository.clone());
+            for blob in manifest
+                .layers
+                .iter()
+                .filter(|l| !media_type::is_foreign(&l.media_type))
+                .chain(std::iter::once(&manifest.config))
+            {
+                client
+                    .push_blob(
+                        destination,
+                        blob,
+                        &layout.blob_path(&blob.digest),
+                        mount_from.as_deref(),
+                    )
+                    .await?;
+            }
+            let digest = client
+                .push_manifest(destination, &manifest_bytes, &entry.media_type)
+                .await?;
+            if digest != entry.digest {
+                bail!(
+                    "{destination}: the registry stored digest {digest}, expected {}",
+                    entry.digest
+                );
+            }
+            pushed_to.push(destination);
+        }
+        if let Some(path) = &args.digest_file {
+            write_atomically(path, entry.digest.to_string().as_bytes())?;
+        }
+        println!("{}", entry.digest);
+        Ok(())
+    })
+}
+
+/// Writes a small file through a temp sibling and a rename.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut temp = tempfile::NamedTempFile::new_in(parent)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut temp, bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    temp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
