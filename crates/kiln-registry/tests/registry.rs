@@ -648,3 +648,63 @@ async fn registry_map_and_docker_hub_mirrors() {
         .unwrap();
     assert_eq!(fetched.source.repository, "prefix/team/tool");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_uploads_restart_cleanly() {
+    let registry = Registry::start(kiln_test::RegistryOptions::plain()).unwrap();
+    let proxy = FaultProxy::start(
+        registry.addr(),
+        vec![
+            Fault::new(FaultAction::CloseAfterRequestBytes(50_000))
+                .method("PUT")
+                .path("/blobs/uploads/")
+                .times(1),
+            Fault::new(FaultAction::CloseAfterRequestBytes(10_000))
+                .method("PATCH")
+                .path("/blobs/uploads/")
+                .times(1),
+        ],
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2246822519) >> 11) as u8)
+        .collect();
+    let path = dir.path().join("blob");
+    std::fs::write(&path, &data).unwrap();
+    let descriptor = Descriptor::for_bytes(media_type::OCI_LAYER_TAR, &data);
+    for (chunk_size, repo) in [(1 << 20, "cut/mono:1"), (100_000, "cut/chunked:1")] {
+        let mut options = plain_options(&[proxy.host()]);
+        options.chunk_size = chunk_size;
+        let events = Arc::new(Events::default());
+        let client = Client::new(options, DockerConfig::default()).with_reporter(events.clone());
+        let target = reference(&proxy.host(), repo);
+        assert_eq!(
+            client
+                .push_blob(&target, &descriptor, &path, None)
+                .await
+                .unwrap(),
+            BlobOutcome::Uploaded
+        );
+        assert!(
+            events
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|e| e.starts_with("retry")),
+            "{repo}: {:?}",
+            events.0.lock().unwrap()
+        );
+        // What arrived is the whole blob: read it back directly from the registry.
+        let direct = Client::new(plain_options(&[registry.host()]), DockerConfig::default());
+        let back = dir.path().join(format!("back-{chunk_size}"));
+        direct
+            .fetch_blob(&reference(&registry.host(), repo), &descriptor, &back)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&back).unwrap(), data);
+    }
+    assert_eq!(proxy.applied(0), 1);
+    assert_eq!(proxy.applied(1), 1);
+}

@@ -28,6 +28,9 @@ pub enum FaultAction {
     TooManyRequests,
     /// Wait this long, then forward normally.
     Delay(Duration),
+    /// Read at most this many bytes of the request body, then close the connection without
+    /// forwarding or answering: an upload cut off mid-way.
+    CloseAfterRequestBytes(u64),
 }
 
 /// A fault applied to the first `times` requests that match `method` and
@@ -325,6 +328,15 @@ fn serve_connection(client: &TcpStream, shared: &Shared) -> Result<()> {
                     &mut client_writer,
                     None,
                 )?
+            }
+            Some(FaultAction::CloseAfterRequestBytes(limit)) => {
+                let available = match framing {
+                    Framing::Length(len) => len.min(limit),
+                    _ => limit,
+                };
+                let mut part = std::io::Read::take(&mut client_reader, available);
+                let _ = std::io::copy(&mut part, &mut std::io::sink());
+                Next::Close
             }
             Some(FaultAction::CloseAfterBodyBytes(limit)) => forward(
                 shared,
