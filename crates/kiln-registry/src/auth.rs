@@ -298,6 +298,7 @@ async fn fetch_token(
         }
     };
     let shown = display_url(&url);
+    let refreshing = matches!(credential, Credential::IdentityToken(_));
     let response =
         response.map_err(|e| format!("token request to {shown} failed: {}", without_url(&e)))?;
     let status = response.status();
@@ -308,16 +309,17 @@ async fn fetch_token(
     if !status.is_success() {
         let detail = RegistryError::from_status(
             crate::error::RequestInfo {
-                method: "GET".into(),
+                // The refresh grant is a POST.
+                method: if refreshing { "POST" } else { "GET" }.into(),
                 url: shown.clone(),
             },
             status.as_u16(),
             &body,
         );
-        let hint = if status.as_u16() == 401 {
-            " (check the user name and password in the docker config)"
-        } else {
-            ""
+        let hint = match (status.as_u16(), refreshing) {
+            (401, true) => " (the identitytoken in the docker config was refused: log in again)",
+            (401, false) => " (check the user name and password in the docker config)",
+            _ => "",
         };
         return Err(format!("{detail}{hint}"));
     }

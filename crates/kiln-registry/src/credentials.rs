@@ -201,8 +201,7 @@ impl DockerConfig {
         let file: ConfigFile =
             serde_json::from_slice(bytes).map_err(|e| CredentialError::Malformed {
                 path: path.to_path_buf(),
-                // serde_json's message names line and column, never the value.
-                reason: e.to_string(),
+                reason: json_error_reason(&e),
             })?;
         for (key, entry) in &file.auths {
             if let Some(auth) = &entry.auth {
@@ -356,6 +355,26 @@ impl DockerConfig {
                 password: Secret::new(secret),
             },
         })
+    }
+}
+
+/// serde_json's message without the value it may quote: a type error reads `invalid type:
+/// string "…", expected …`, and that string may be a password or base64 credentials (an
+/// `auths` entry written as a bare string). Syntax errors name only line and column.
+fn json_error_reason(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    if e.classify() != serde_json::error::Category::Data {
+        return message;
+    }
+    let at = format!("at line {} column {}", e.line(), e.column());
+    match message.rsplit_once(", expected ") {
+        Some((_, expected)) => {
+            let expected = expected
+                .rsplit_once(" at line ")
+                .map_or(expected, |(x, _)| x);
+            format!("a value of the wrong type {at} (expected {expected})")
+        }
+        None => format!("a value docker's config.json does not allow {at}"),
     }
 }
 
