@@ -147,7 +147,7 @@ fn pull_to_a_layout_and_push_it_over_tls_with_docker_config_credentials() {
 }
 
 #[test]
-fn pull_to_a_docker_archive_that_skopeo_loads() {
+fn pull_to_a_docker_archive_that_skopeo_and_podman_load() {
     let registry = Registry::start(RegistryOptions::plain()).unwrap();
     let image = TestImage::single(b"archive").unwrap();
     image
@@ -180,6 +180,30 @@ fn pull_to_a_docker_archive_that_skopeo_loads() {
         v["Layers"][0],
         image.images()[0].diff_id.as_str(),
         "skopeo lists docker-archive layers by diff_id"
+    );
+    // podman loads it (into a private store in the temp dir, never the machine's).
+    let store = work.path().join("podman");
+    let loaded = Command::new("podman")
+        .args(["--root", &store.join("root").display().to_string()])
+        .args(["--runroot", &store.join("run").display().to_string()])
+        .args([
+            "--storage-driver",
+            "vfs",
+            "load",
+            "-i",
+            &tar.display().to_string(),
+        ])
+        .output()
+        .expect("podman runs (scripts/test.sh installs it)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&loaded.stdout),
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    assert!(loaded.status.success(), "podman load failed: {said}");
+    assert!(
+        said.contains(&format!("Loaded image: {}/a/app:2", registry.host())),
+        "{said}"
     );
     // And it copies out of the archive into an OCI layout.
     let copy = work.path().join("copy");
