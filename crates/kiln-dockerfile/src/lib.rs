@@ -17,7 +17,8 @@ It works in stages that can each be used and tested alone, as BuildKit's fronten
 directories whole.
 
 The crate does no I/O: callers hand it text and directory listings.
-Must not depend on: any other kiln crate.
+Depends only on kiln-oci (the image-reference grammar it shares with the registry client).
+Must not depend on: kiln-registry, kiln-fs, kiln-sandbox, kiln-build, kiln.
 
 ```
 use kiln_dockerfile::{Dockerfile, PlanOptions, plan};

@@ -83,6 +83,7 @@ mod layout;
 mod manifest;
 pub mod media_type;
 mod platform;
+pub mod reference;
 
 pub use canonical::CanonicalJson;
 pub use config::{ContainerConfig, EmptyObject, Extra, Healthcheck, History, ImageConfig, RootFs};
@@ -96,3 +97,4 @@ pub use layout::{OciLayout, OciLayoutWriter, OCI_LAYOUT_FILE_CONTENT};
 pub use manifest::{ImageIndex, ImageManifest, Manifest};
 pub use media_type::Compression;
 pub use platform::{NoMatchingPlatform, Platform, PlatformMatcher};
+pub use reference::{Reference, ReferenceError};

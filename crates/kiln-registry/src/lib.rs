@@ -23,7 +23,10 @@ pub mod auth;
 pub mod client;
 pub mod credentials;
 pub mod error;
-pub mod reference;
+/// Image references (defined in kiln-oci, where the Dockerfile frontend shares them).
+pub mod reference {
+    pub use kiln_oci::reference::*;
+}
 pub mod transport;
 
 pub use client::{BlobOutcome, Client, RegistryOptions, Reporter, ResolvedImage};

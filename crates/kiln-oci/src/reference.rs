@@ -238,24 +238,9 @@ fn check_component(component: &str) -> Result<(), String> {
 }
 
 fn check_digest(digest: &str) -> Result<(), String> {
-    let (algorithm, hex) = digest
-        .split_once(':')
-        .ok_or_else(|| format!("invalid digest {digest:?}: expected algorithm:hex"))?;
-    let len = match algorithm {
-        "sha256" => 64,
-        "sha512" => 128,
-        other => return Err(format!("unsupported digest algorithm {other:?}")),
-    };
-    if hex.len() != len
-        || !hex
-            .chars()
-            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
-    {
-        return Err(format!(
-            "invalid digest {digest:?}: {algorithm} needs {len} lower-case hex digits"
-        ));
-    }
-    Ok(())
+    crate::Digest::parse(digest)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -318,6 +303,10 @@ mod tests {
             assert!(Reference::parse(bad).is_err(), "{bad:?}");
         }
         let e = Reference::parse("Busybox").unwrap_err();
+        assert!(Reference::parse("a@md5:0123")
+            .unwrap_err()
+            .reason
+            .contains("md5"));
         assert_eq!(e.to_string(), "invalid image reference \"Busybox\": repository name must be lowercase (got \"Busybox\")");
     }
 }
