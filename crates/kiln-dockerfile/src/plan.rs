@@ -11,129 +11,21 @@ use crate::reference::check_image_reference;
 use crate::span::{Pos, Span};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
-/// An `os/arch[/variant]` platform.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Platform {
-    /// e.g. `linux`.
-    pub os: String,
-    /// e.g. `amd64`, `arm64`.
-    pub architecture: String,
-    /// e.g. `v7`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-}
+pub use kiln_oci::Platform;
 
-impl Platform {
-    /// The platform kiln runs on.
-    pub fn host() -> Platform {
-        let architecture = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "x86" => "386",
-            "arm" => "arm",
-            "powerpc64" => "ppc64le",
-            "s390x" => "s390x",
-            "riscv64" => "riscv64",
-            other => other,
-        };
-        Platform {
-            os: "linux".into(),
-            architecture: architecture.into(),
-            variant: None,
-        }
-    }
-
-    /// Parses `os/arch[/variant]`, `arch`, or a known `os` alone (with this machine's
-    /// architecture), normalising as containerd does (`x86_64`→`amd64`, `aarch64`→`arm64`,
-    /// arm variants `7`→`v7`, `macos`→`darwin`).
-    pub fn parse(text: &str) -> Result<Platform, String> {
-        const KNOWN_OS: [&str; 15] = [
-            "aix",
-            "android",
-            "darwin",
-            "dragonfly",
-            "freebsd",
-            "illumos",
-            "ios",
-            "js",
-            "linux",
-            "netbsd",
-            "openbsd",
-            "plan9",
-            "solaris",
-            "wasip1",
-            "windows",
-        ];
-        let bad =
-            || format!("invalid platform {text:?}: expected os/arch[/variant], e.g. linux/arm64");
-        let parts: Vec<String> = text.split('/').map(|p| p.to_ascii_lowercase()).collect();
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
-        };
-        if !parts.iter().all(|p| valid(p)) {
-            return Err(bad());
-        }
-        let os_name = |os: &str| {
-            if os == "macos" {
-                "darwin".to_string()
-            } else {
-                os.to_string()
-            }
-        };
-        let (os, arch, variant) = match parts.as_slice() {
-            [one] if KNOWN_OS.contains(&os_name(one).as_str()) => {
-                (os_name(one), Platform::host().architecture, None)
-            }
-            [arch] => ("linux".to_string(), arch.clone(), None),
-            [os, arch] => (os_name(os), arch.clone(), None),
-            [os, arch, variant] => (os_name(os), arch.clone(), Some(variant.clone())),
-            _ => return Err(bad()),
-        };
-        let (architecture, variant) = match (arch.as_str(), variant.as_deref()) {
-            ("i386", _) => ("386", None),
-            ("x86_64" | "x86-64" | "amd64", None | Some("v1")) => ("amd64", None),
-            ("x86_64" | "x86-64" | "amd64", Some(v)) => ("amd64", Some(v.to_string())),
-            ("aarch64" | "arm64", None | Some("8" | "v8")) => ("arm64", None),
-            ("aarch64" | "arm64", Some(v)) => ("arm64", Some(v.to_string())),
-            ("armhf", _) => ("arm", Some("v7".to_string())),
-            ("armel", _) => ("arm", Some("v6".to_string())),
-            ("arm", None | Some("7" | "v7")) => ("arm", Some("v7".to_string())),
-            ("arm", Some(v @ ("5" | "6" | "8"))) => ("arm", Some(format!("v{v}"))),
-            (a, v) => (a, v.map(str::to_string)),
-        };
-        Ok(Platform {
-            os,
-            architecture: architecture.to_string(),
-            variant,
-        })
-    }
-
-    /// The automatic platform ARGs with `prefix` `TARGET` or `BUILD`.
-    fn args(&self, prefix: &str) -> [(String, String); 4] {
-        [
-            (format!("{prefix}PLATFORM"), self.to_string()),
-            (format!("{prefix}OS"), self.os.clone()),
-            (format!("{prefix}ARCH"), self.architecture.clone()),
-            (
-                format!("{prefix}VARIANT"),
-                self.variant.clone().unwrap_or_default(),
-            ),
-        ]
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
+/// The automatic platform ARGs with `prefix` `TARGET` or `BUILD` (`TARGETPLATFORM`,
+/// `TARGETOS`, `TARGETARCH`, `TARGETVARIANT`).
+fn platform_args(platform: &Platform, prefix: &str) -> [(String, String); 4] {
+    [
+        (format!("{prefix}PLATFORM"), platform.to_string()),
+        (format!("{prefix}OS"), platform.os.clone()),
+        (format!("{prefix}ARCH"), platform.architecture.clone()),
+        (
+            format!("{prefix}VARIANT"),
+            platform.variant.clone().unwrap_or_default(),
+        ),
+    ]
 }
 
 /// The PATH a stage gets when its base image sets none (BuildKit's and docker's default).
@@ -471,12 +363,9 @@ impl<'a> Planner<'a> {
 
     /// Global ARGs, each default expanded with the platform args and the global ARGs before it.
     fn global_args(&mut self) -> Result<Vec<ArgValue>, Located> {
-        for (k, v) in self
-            .options
-            .target_platform
-            .args("TARGET")
+        for (k, v) in platform_args(&self.options.target_platform, "TARGET")
             .into_iter()
-            .chain(self.options.build_platform.args("BUILD"))
+            .chain(platform_args(&self.options.build_platform, "BUILD"))
         {
             // --build-arg TARGETARCH=… overrides the automatic value (BuildKit's defaultArgs).
             let v = self.options.build_args.get(&k).cloned().unwrap_or(v);
@@ -557,8 +446,12 @@ impl<'a> Planner<'a> {
         }
         let platform = match platform {
             Some(p) => Some(
-                Platform::parse(&p.value)
-                    .map_err(|reason| {
+                Platform::parse_flag(&p.value)
+                    .map_err(|e| {
+                        let reason = match e {
+                            kiln_oci::Error::InvalidPlatform { reason, .. } => reason.to_string(),
+                            other => other.to_string(),
+                        };
                         Located::new(
                             p.pos,
                             Some("FROM"),

@@ -33,7 +33,7 @@ fn options(dir: &Path) -> PlanOptions {
                 options.build_args.insert(k.to_string(), v.to_string());
             }
             "target" => options.target = Some(value.to_string()),
-            "platform" => options.target_platform = Platform::parse(value).unwrap(),
+            "platform" => options.target_platform = Platform::parse_flag(value).unwrap(),
             other => panic!("{}: unknown option {other}", dir.display()),
         }
     }

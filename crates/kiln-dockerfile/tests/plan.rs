@@ -14,7 +14,7 @@ fn options(args: &[(&str, &str)], target: Option<&str>) -> PlanOptions {
             .collect::<BTreeMap<_, _>>(),
         target: target.map(str::to_string),
         build_platform: amd64,
-        target_platform: Platform::parse("linux/arm/v7").unwrap(),
+        target_platform: Platform::parse_flag("linux/arm/v7").unwrap(),
     }
 }
 
@@ -350,7 +350,7 @@ fn mounts_are_checked_once_expanded_and_only_in_needed_stages() {
 
 #[test]
 fn platforms_normalise_like_containerd() {
-    let p = |s: &str| Platform::parse(s).unwrap().to_string();
+    let p = |s: &str| Platform::parse_flag(s).unwrap().to_string();
     assert_eq!(p("linux/x86_64"), "linux/amd64");
     assert_eq!(p("linux/aarch64"), "linux/arm64");
     assert_eq!(p("linux/arm64/v8"), "linux/arm64");
@@ -362,6 +362,6 @@ fn platforms_normalise_like_containerd() {
         p("linux"),
         format!("linux/{}", Platform::host().architecture)
     );
-    assert!(Platform::parse("linux//amd64").is_err());
-    assert!(Platform::parse("a/b/c/d").is_err());
+    assert!(Platform::parse_flag("linux//amd64").is_err());
+    assert!(Platform::parse_flag("a/b/c/d").is_err());
 }

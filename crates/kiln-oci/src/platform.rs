@@ -108,6 +108,38 @@ impl Platform {
         })
     }
 
+    /// Parses a `--platform` value as docker and BuildKit take it, normalised: `os/arch[/variant]`,
+    /// an architecture alone (`arm64` means `linux/arm64`), or a known os alone (`linux` means
+    /// this machine's architecture on that os).
+    pub fn parse_flag(input: &str) -> Result<Platform, Error> {
+        const KNOWN_OS: [&str; 16] = [
+            "aix",
+            "android",
+            "darwin",
+            "dragonfly",
+            "freebsd",
+            "illumos",
+            "ios",
+            "js",
+            "linux",
+            "macos",
+            "netbsd",
+            "openbsd",
+            "plan9",
+            "solaris",
+            "wasip1",
+            "windows",
+        ];
+        let platform = if input.contains('/') {
+            Platform::parse(input)?
+        } else if KNOWN_OS.contains(&input.to_ascii_lowercase().as_str()) {
+            Platform::parse(&format!("{input}/{}", Platform::host().architecture))?
+        } else {
+            Platform::parse(&format!("linux/{input}"))?
+        };
+        Ok(platform.normalized())
+    }
+
     /// The platform of the machine kiln runs on (`linux/amd64`, `linux/arm64`, …).
     ///
     /// A 32-bit arm host reports `arm/v7`: the variant cannot be known at compile time.

@@ -89,7 +89,7 @@ pub(crate) fn run(args: OutlineArgs) -> Result<()> {
     }
     let host = Platform::host();
     let target_platform = match &args.platform {
-        Some(p) => Platform::parse(p).map_err(|e| anyhow::anyhow!("--platform: {e}"))?,
+        Some(p) => Platform::parse_flag(p).map_err(|e| anyhow::anyhow!("--platform: {e}"))?,
         None => host.clone(),
     };
     let options = PlanOptions {

@@ -93,7 +93,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 pub(crate) fn pull(args: PullArgs) -> Result<()> {
     let reference = Reference::parse(&args.image)?;
     let platform = match &args.platform {
-        Some(p) => Platform::parse(p).map_err(|e| anyhow::anyhow!("--platform: {e}"))?,
+        Some(p) => Platform::parse_flag(p).map_err(|e| anyhow::anyhow!("--platform: {e}"))?,
         None => Platform::host(),
     };
     let client = Client::new(args.registry.options()?, docker_config()?)
