@@ -320,9 +320,13 @@ impl DockerConfig {
             .spawn()
             .map_err(|e| fail(format!("cannot run {}: {e}", program.display())))?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(server.as_bytes())
-                .map_err(|e| fail(format!("cannot write to it: {e}")))?;
+            // A helper may exit without reading (e.g. "credentials not found"): its exit status
+            // and output decide, not a broken pipe here.
+            if let Err(e) = stdin.write_all(server.as_bytes()) {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    return Err(fail(format!("cannot write to it: {e}")));
+                }
+            }
         }
         let output = child
             .wait_with_output()
@@ -518,12 +522,20 @@ mod tests {
 
     #[test]
     fn credential_helpers_speak_dockers_protocol() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let script = |name: &str, body: &str| {
+            // Written by `install`, so this multi-threaded test process never holds the file open
+            // for writing while another thread forks (which makes exec fail with ETXTBSY).
+            let source = dir.path().join(format!("{name}.src"));
+            fs::write(&source, format!("#!/bin/sh\n{body}\n")).unwrap();
             let path = dir.path().join(format!("docker-credential-{name}"));
-            fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+            let status = Command::new("install")
+                .args(["-m", "0755"])
+                .arg(&source)
+                .arg(&path)
+                .status()
+                .unwrap();
+            assert!(status.success());
         };
         // Echo the server it was asked about as the user name, to check what docker sends.
         script(
