@@ -17,6 +17,14 @@ Main types:
 - [`store::ContentStore`]: blobs by digest (`blobs/sha256/<hex>`) and unpacked
   layers by diff_id (`layers/<hex>/`), written atomically and verified while
   they stream.
+- [`snapshot`]: [`snapshot::StatIndex`] records the `lstat` of every entry
+  under a root without reading content; [`snapshot::diff`] turns two of them
+  into [`snapshot::Changes`] (what a RUN step changed).
+- [`layer`]: [`layer::write_layer`] writes the layer tar for a change set,
+  [`layer::layer_from_overlay_upper`] the one an overlayfs upper dir stands
+  for.
+- [`compress`]: [`compress::LayerEncoder`] compresses (gzip, parallel gzip,
+  zstd, or none) and computes diff_id and digest in the same pass.
 
 # Example
 
@@ -58,6 +66,9 @@ Must not depend on: any kiln crate but `kiln-oci`.
 
 pub mod apply;
 mod at;
+pub mod compress;
 mod decompress;
+pub mod layer;
 mod pax;
+pub mod snapshot;
 pub mod store;
