@@ -154,11 +154,36 @@ impl std::fmt::Debug for Client {
 }
 
 /// Where one request goes.
-struct Target<'a> {
-    host: &'a str,
+struct Target {
+    /// The API host (`registry-1.docker.io` for Docker Hub).
+    host: String,
     direction: Direction,
     /// Token scope(s), space separated.
     scope: String,
+}
+
+impl Target {
+    /// Reading `reference`'s repository.
+    fn pull(reference: &Reference, direction: Direction) -> Target {
+        Target {
+            host: reference.api_host().to_string(),
+            direction,
+            scope: format!("repository:{}:pull", reference.repository),
+        }
+    }
+
+    /// Writing `reference`'s repository (and reading `extra_pull`, a mount source).
+    fn push(reference: &Reference, extra_pull: Option<&str>) -> Target {
+        let mut scope = format!("repository:{}:pull,push", reference.repository);
+        if let Some(from) = extra_pull {
+            scope.push_str(&format!(" repository:{from}:pull"));
+        }
+        Target {
+            host: reference.api_host().to_string(),
+            direction: Direction::Push,
+            scope,
+        }
+    }
 }
 
 impl Client {
@@ -271,7 +296,7 @@ impl Client {
     /// and 5xx is returned for the caller to judge.
     async fn send<F>(
         &self,
-        target: &Target<'_>,
+        target: &Target,
         method: Method,
         url: &url::Url,
         build: F,
@@ -279,15 +304,15 @@ impl Client {
     where
         F: Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     {
-        let client = self.clients.get(target.host, target.direction)?;
-        let credential = self.credential(target.host).await?;
+        let client = self.clients.get(&target.host, target.direction)?;
+        let credential = self.credential(&target.host).await?;
         let request_info = RequestInfo::new(&method, url);
         let retries = self.retries(target.direction);
         let mut attempt = 0u32;
         let mut answered_challenge = false;
         loop {
             let mut request = build(client.request(method.clone(), url.clone()));
-            if let Some(header) = self.auth.cached(target.host, &target.scope, &credential) {
+            if let Some(header) = self.auth.cached(&target.host, &target.scope, &credential) {
                 request = request.header(reqwest::header::AUTHORIZATION, header.value());
             }
             let (retry_reason, retry_after) = match request.send().await {
@@ -309,11 +334,11 @@ impl Client {
                             .get(reqwest::header::WWW_AUTHENTICATE)
                             .and_then(|v| v.to_str().ok())
                             .map(str::to_string);
-                        self.auth.invalidate(target.host, &target.scope);
+                        self.auth.invalidate(&target.host, &target.scope);
                         self.auth
                             .respond(
                                 &client,
-                                target.host,
+                                &target.host,
                                 challenge.as_deref(),
                                 &target.scope,
                                 &credential,
@@ -325,7 +350,7 @@ impl Client {
                         || matches!(status.as_u16(), 500 | 502 | 503 | 504);
                     if !retryable || attempt >= retries {
                         if status == StatusCode::UNAUTHORIZED {
-                            self.auth.invalidate(target.host, &target.scope);
+                            self.auth.invalidate(&target.host, &target.scope);
                         }
                         return Ok(response);
                     }
@@ -358,6 +383,10 @@ impl Client {
             reference: host.to_string(),
             reason: format!("cannot form a URL for {path}: {e}"),
         })
+    }
+
+    async fn url_for(&self, target: &Target, path: &str) -> Result<url::Url, RegistryError> {
+        self.url(&target.host, target.direction, path).await
     }
 
     /// Reads an error response's body into an error.
@@ -434,16 +463,10 @@ impl Client {
         source: &Reference,
         direction: Direction,
     ) -> Result<FetchedManifest, RegistryError> {
-        let host = source.api_host().to_string();
-        let target = Target {
-            host: &host,
-            direction,
-            scope: format!("repository:{}:pull", source.repository),
-        };
+        let target = Target::pull(source, direction);
         let url = self
-            .url(
-                &host,
-                direction,
+            .url_for(
+                &target,
                 &format!("/v2/{}/manifests/{}", source.repository, source.target()),
             )
             .await?;
@@ -572,18 +595,9 @@ impl Client {
                 ),
             });
         }
-        let host = source.api_host().to_string();
-        let target = Target {
-            host: &host,
-            direction: Direction::Pull,
-            scope: format!("repository:{}:pull", source.repository),
-        };
+        let target = Target::pull(source, Direction::Pull);
         let url = self
-            .url(
-                &host,
-                Direction::Pull,
-                &Self::blob_url_path(source, &descriptor.digest),
-            )
+            .url_for(&target, &Self::blob_url_path(source, &descriptor.digest))
             .await?;
         let request = RequestInfo::new(&Method::GET, &url);
         let response = self.send(&target, Method::GET, &url, |r| r).await?;
@@ -611,18 +625,9 @@ impl Client {
         descriptor: &Descriptor,
         dest: &Path,
     ) -> Result<(), RegistryError> {
-        let host = source.api_host().to_string();
-        let target = Target {
-            host: &host,
-            direction: Direction::Pull,
-            scope: format!("repository:{}:pull", source.repository),
-        };
+        let target = Target::pull(source, Direction::Pull);
         let url = self
-            .url(
-                &host,
-                Direction::Pull,
-                &Self::blob_url_path(source, &descriptor.digest),
-            )
+            .url_for(&target, &Self::blob_url_path(source, &descriptor.digest))
             .await?;
         let request = RequestInfo::new(&Method::GET, &url);
         let temp = temp_path(dest);
@@ -728,36 +733,15 @@ impl Client {
         results.into_iter().collect()
     }
 
-    fn push_target<'a>(
-        host: &'a str,
-        reference: &Reference,
-        extra_pull: Option<&str>,
-    ) -> Target<'a> {
-        let mut scope = format!("repository:{}:pull,push", reference.repository);
-        if let Some(from) = extra_pull {
-            scope.push_str(&format!(" repository:{from}:pull"));
-        }
-        Target {
-            host,
-            direction: Direction::Push,
-            scope,
-        }
-    }
-
     /// Whether the repository already has the blob (HEAD).
     pub async fn blob_exists(
         &self,
         reference: &Reference,
         digest: &Digest,
     ) -> Result<bool, RegistryError> {
-        let host = reference.api_host().to_string();
-        let target = Self::push_target(&host, reference, None);
+        let target = Target::push(reference, None);
         let url = self
-            .url(
-                &host,
-                Direction::Push,
-                &Self::blob_url_path(reference, digest),
-            )
+            .url_for(&target, &Self::blob_url_path(reference, digest))
             .await?;
         let response = self.send(&target, Method::HEAD, &url, |r| r).await?;
         match response.status() {
@@ -774,12 +758,10 @@ impl Client {
         reference: &Reference,
         mount: Option<(&Digest, &str)>,
     ) -> Result<Option<url::Url>, RegistryError> {
-        let host = reference.api_host().to_string();
-        let target = Self::push_target(&host, reference, mount.map(|(_, from)| from));
+        let target = Target::push(reference, mount.map(|(_, from)| from));
         let mut url = self
-            .url(
-                &host,
-                Direction::Push,
+            .url_for(
+                &target,
                 &format!("/v2/{}/blobs/uploads/", reference.repository),
             )
             .await?;
@@ -809,8 +791,7 @@ impl Client {
         let Some(upload) = self.start_upload(reference, None).await? else {
             return Ok(());
         };
-        let host = reference.api_host().to_string();
-        let target = Self::push_target(&host, reference, None);
+        let target = Target::push(reference, None);
         // Cancelling is a courtesy; registries expire abandoned uploads anyway.
         let _ = self.send(&target, Method::DELETE, &upload, |r| r).await;
         Ok(())
@@ -887,8 +868,7 @@ impl Client {
         path: &Path,
         mut url: url::Url,
     ) -> Result<(), RegistryError> {
-        let host = reference.api_host().to_string();
-        let target = Self::push_target(&host, reference, None);
+        let target = Target::push(reference, None);
         url.query_pairs_mut()
             .append_pair("digest", &descriptor.digest.to_string());
         let request = RequestInfo::new(&Method::PUT, &url);
@@ -919,8 +899,7 @@ impl Client {
         path: &Path,
         mut url: url::Url,
     ) -> Result<(), RegistryError> {
-        let host = reference.api_host().to_string();
-        let target = Self::push_target(&host, reference, None);
+        let target = Target::push(reference, None);
         let chunk = self.options.chunk_size.max(1);
         let mut offset = 0u64;
         while offset < descriptor.size {
@@ -970,14 +949,12 @@ impl Client {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<Digest, RegistryError> {
-        let host = reference.api_host().to_string();
-        let target = Self::push_target(&host, reference, None);
+        let target = Target::push(reference, None);
         let digest = Digest::of(bytes);
         let tag = reference.tag.clone().unwrap_or_else(|| digest.to_string());
         let url = self
-            .url(
-                &host,
-                Direction::Push,
+            .url_for(
+                &target,
                 &format!("/v2/{}/manifests/{tag}", reference.repository),
             )
             .await?;
