@@ -656,11 +656,9 @@ async fn retry_after_is_honoured_and_503_retries_quickly() {
             );
         } else {
             assert!(what.contains("503"), "{what}");
+            // The backoff chosen, not wall time (no timing assertions that a slow machine
+            // could break): a 503 without Retry-After waits only the (jittered) base delay.
             assert!(*delay <= Duration::from_millis(20), "{delay:?}");
-            assert!(
-                elapsed < Duration::from_millis(800),
-                "took {elapsed:?} for one quick retry"
-            );
         }
     }
 
