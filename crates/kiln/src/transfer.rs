@@ -32,7 +32,7 @@ pub(crate) struct PushArgs {
     #[arg(long, value_name = "DIR")]
     oci_layout_path: PathBuf,
     /// Which manifest of the layout (its `org.opencontainers.image.ref.name`); needed when
-    /// the layout holds several.
+    /// the layout holds several. A multi-platform index is pushed with all its images.
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
     /// Where to push, e.g. registry:5000/team/app:v1. Repeatable.
@@ -191,14 +191,7 @@ pub(crate) fn push(args: PushArgs) -> Result<()> {
     let layout = OciLayout::open(&args.oci_layout_path)
         .with_context(|| format!("--oci-layout-path {}", args.oci_layout_path.display()))?;
     let entry = layout.manifest(args.name.as_deref())?.clone();
-    let manifest_bytes = layout.read_blob(&entry.digest)?;
-    let Manifest::Image(manifest) = Manifest::parse(&manifest_bytes, Some(&entry.media_type))?
-    else {
-        bail!(
-            "{}: pushing multi-platform indexes is not supported yet; name one image with --name",
-            args.oci_layout_path.display()
-        );
-    };
+    let manifests = manifest_tree(&layout, &entry)?;
     let client = Client::new(args.registry.options()?, docker_config()?)
         .with_reporter(Arc::new(LineReporter));
     runtime()?.block_on(async {
@@ -217,29 +210,44 @@ pub(crate) fn push(args: PushArgs) -> Result<()> {
                 .iter()
                 .find(|p| p.registry == destination.registry)
                 .map(|p| p.repository.clone());
-            for blob in manifest
-                .layers
-                .iter()
-                .filter(|l| !media_type::is_foreign(&l.media_type))
-                .chain(std::iter::once(&manifest.config))
-            {
-                client
-                    .push_blob(
-                        destination,
-                        blob,
-                        &layout.blob_path(&blob.digest),
-                        mount_from.as_deref(),
-                    )
+            // Children first: each image's blobs, then the image manifest by digest; the top
+            // manifest (an image, or an index of images) last, under the destination's tag.
+            for (i, (descriptor, bytes, image)) in manifests.iter().enumerate() {
+                if let Some(image) = image {
+                    for blob in image
+                        .layers
+                        .iter()
+                        .filter(|l| !media_type::is_foreign(&l.media_type))
+                        .chain(std::iter::once(&image.config))
+                    {
+                        client
+                            .push_blob(
+                                destination,
+                                blob,
+                                &layout.blob_path(&blob.digest),
+                                mount_from.as_deref(),
+                            )
+                            .await?;
+                    }
+                }
+                let top = i + 1 == manifests.len();
+                let target = if top {
+                    destination.clone()
+                } else {
+                    Reference {
+                        tag: None,
+                        ..destination.with_digest(&descriptor.digest.to_string())
+                    }
+                };
+                let digest = client
+                    .push_manifest(&target, bytes, &descriptor.media_type)
                     .await?;
-            }
-            let digest = client
-                .push_manifest(destination, &manifest_bytes, &entry.media_type)
-                .await?;
-            if digest != entry.digest {
-                bail!(
-                    "{destination}: the registry stored digest {digest}, expected {}",
-                    entry.digest
-                );
+                if digest != descriptor.digest {
+                    bail!(
+                        "{target}: the registry stored digest {digest}, expected {}",
+                        descriptor.digest
+                    );
+                }
             }
             pushed_to.push(destination);
         }
@@ -249,6 +257,51 @@ pub(crate) fn push(args: PushArgs) -> Result<()> {
         println!("{}", entry.digest);
         Ok(())
     })
+}
+
+/// The manifests to push for `top`, children before parents, `top` last: an image manifest
+/// alone, or an index after the image manifests it lists (nested indexes included). Image
+/// entries carry their parsed manifest, whose blobs go first.
+fn manifest_tree(
+    layout: &OciLayout,
+    top: &kiln_oci::Descriptor,
+) -> Result<
+    Vec<(
+        kiln_oci::Descriptor,
+        Vec<u8>,
+        Option<kiln_oci::ImageManifest>,
+    )>,
+> {
+    fn visit(
+        layout: &OciLayout,
+        descriptor: &kiln_oci::Descriptor,
+        depth: usize,
+        out: &mut Vec<(
+            kiln_oci::Descriptor,
+            Vec<u8>,
+            Option<kiln_oci::ImageManifest>,
+        )>,
+    ) -> Result<()> {
+        if depth > 4 {
+            bail!("{}: indexes nested more than 4 deep", descriptor.digest);
+        }
+        let bytes = layout.read_blob(&descriptor.digest)?;
+        match Manifest::parse(&bytes, Some(&descriptor.media_type))? {
+            Manifest::Image(image) => out.push((descriptor.clone(), bytes, Some(image))),
+            Manifest::Index(index) => {
+                for child in &index.manifests {
+                    if out.iter().all(|(d, _, _)| d.digest != child.digest) {
+                        visit(layout, child, depth + 1, out)?;
+                    }
+                }
+                out.push((descriptor.clone(), bytes, None));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    visit(layout, top, 0, &mut out)?;
+    Ok(out)
 }
 
 /// Writes a small file through a temp sibling and a rename.

@@ -295,3 +295,68 @@ fn credential_and_flag_problems_stop_kiln_before_any_transfer() {
         "nothing was uploaded: {stderr}"
     );
 }
+
+#[test]
+fn pushes_a_multi_platform_index_from_a_layout() {
+    let registry = Registry::start(RegistryOptions::plain()).unwrap();
+    let image = TestImage::multi_platform(b"both platforms").unwrap();
+    let index_digest = image
+        .push(
+            &registry,
+            "multi/src:1",
+            &PushOptions::new(ManifestFormat::Oci),
+        )
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout").display().to_string();
+    // An OCI layout holding the whole index, made by skopeo (an independent client).
+    skopeo_checked([
+        "copy".to_string(),
+        "--all".to_string(),
+        "--src-tls-verify=false".to_string(),
+        format!("docker://{}/multi/src:1", registry.host()),
+        format!("oci:{layout}:1"),
+    ])
+    .unwrap();
+    let out = kiln(
+        &[
+            "push",
+            "--oci-layout-path",
+            &layout,
+            "-d",
+            &format!("{}/multi/copy:1", registry.host()),
+            "--insecure",
+        ],
+        work.path(),
+    );
+    assert_eq!(ok(&out), index_digest);
+    let raw = skopeo_checked([
+        "inspect".to_string(),
+        "--raw".to_string(),
+        "--tls-verify=false".to_string(),
+        format!("docker://{}/multi/copy:1", registry.host()),
+    ])
+    .unwrap();
+    let index: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{raw}");
+    // Every platform's image is there: kiln pulls the arm64 one back.
+    let arm = image
+        .images()
+        .iter()
+        .find(|i| i.platform.architecture == "arm64")
+        .unwrap();
+    let pulled = work.path().join("arm").display().to_string();
+    let out = kiln(
+        &[
+            "pull",
+            &format!("{}/multi/copy:1", registry.host()),
+            "--platform",
+            "linux/arm64",
+            "--insecure-pull",
+            "--oci-layout-path",
+            &pulled,
+        ],
+        work.path(),
+    );
+    assert_eq!(ok(&out), arm.manifest_digest);
+}
