@@ -259,28 +259,22 @@ pub(crate) fn push(args: PushArgs) -> Result<()> {
     })
 }
 
+/// A manifest to push: its descriptor, its bytes and, for an image, the parsed manifest
+/// (whose blobs go first).
+type ManifestToPush = (
+    kiln_oci::Descriptor,
+    Vec<u8>,
+    Option<kiln_oci::ImageManifest>,
+);
+
 /// The manifests to push for `top`, children before parents, `top` last: an image manifest
-/// alone, or an index after the image manifests it lists (nested indexes included). Image
-/// entries carry their parsed manifest, whose blobs go first.
-fn manifest_tree(
-    layout: &OciLayout,
-    top: &kiln_oci::Descriptor,
-) -> Result<
-    Vec<(
-        kiln_oci::Descriptor,
-        Vec<u8>,
-        Option<kiln_oci::ImageManifest>,
-    )>,
-> {
+/// alone, or an index after the image manifests it lists (nested indexes included).
+fn manifest_tree(layout: &OciLayout, top: &kiln_oci::Descriptor) -> Result<Vec<ManifestToPush>> {
     fn visit(
         layout: &OciLayout,
         descriptor: &kiln_oci::Descriptor,
         depth: usize,
-        out: &mut Vec<(
-            kiln_oci::Descriptor,
-            Vec<u8>,
-            Option<kiln_oci::ImageManifest>,
-        )>,
+        out: &mut Vec<ManifestToPush>,
     ) -> Result<()> {
         if depth > 4 {
             bail!("{}: indexes nested more than 4 deep", descriptor.digest);
