@@ -6,9 +6,7 @@
 use base64::Engine;
 use kiln_oci::{media_type, Digest, ImageManifest, Manifest, Platform};
 use kiln_registry::credentials::CredentialError;
-use kiln_registry::{
-    Client, Credential, DockerConfig, Reference, RegistryError, RegistryOptions, Reporter, Secret,
-};
+use kiln_registry::{Client, Credential, DockerConfig, Reference, RegistryError, Reporter, Secret};
 use kiln_test::{
     http_request, skopeo_checked, Fault, FaultAction, FaultProxy, ManifestFormat, PushOptions,
     Registry, TestImage, TokenAuthOptions, TokenServer,
@@ -17,15 +15,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::*;
+
 const USER: &str = "builder";
 const PASSWORD: &str = "pa55-w0rd-never-printed";
 const WRONG: &str = "wrong-secret-value-42";
 const READER: &str = "reader";
 const READER_PASSWORD: &str = "reader-pa55-never-printed";
-
-fn reference(registry_host: &str, repo_tag: &str) -> Reference {
-    Reference::parse(&format!("{registry_host}/{repo_tag}")).unwrap()
-}
 
 fn amd64() -> Platform {
     Platform::parse("linux/amd64").unwrap()
@@ -35,45 +32,8 @@ fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
 
-fn plain_options(hosts: &[String]) -> RegistryOptions {
-    let mut options = RegistryOptions::default();
-    options.transport.insecure_registries = hosts.to_vec();
-    options.retry_base_delay = Duration::from_millis(20);
-    options
-}
-
-fn tls_options(registry: &Registry) -> RegistryOptions {
-    let mut options = RegistryOptions::default();
-    options.transport.ca_files.insert(
-        registry.host(),
-        vec![registry.ca_pem_path().unwrap().to_path_buf()],
-    );
-    options.retry_base_delay = Duration::from_millis(20);
-    options
-}
-
-/// Writes `json` as `dir/config.json` and loads it as kiln does.
-fn config_file(dir: &Path, json: &str) -> DockerConfig {
-    let path = dir.join("config.json");
-    std::fs::write(&path, json).unwrap();
-    DockerConfig::locate(&[path]).unwrap()
-}
-
-fn basic_config(dir: &Path, host: &str, user: &str, password: &str) -> DockerConfig {
-    let auth = b64(&format!("{user}:{password}"));
-    config_file(
-        dir,
-        &format!(r#"{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}"#),
-    )
-}
-
 fn token_registry(options: TokenAuthOptions) -> Registry {
     Registry::start(kiln_test::RegistryOptions::plain().token_auth(options)).unwrap()
-}
-
-fn layout_blob(image: &TestImage, digest: &str) -> PathBuf {
-    let hex = digest.strip_prefix("sha256:").unwrap();
-    image.layout_dir().join("blobs/sha256").join(hex)
 }
 
 fn image_manifest(image: &TestImage) -> (Vec<u8>, ImageManifest) {

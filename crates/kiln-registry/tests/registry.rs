@@ -9,51 +9,14 @@ use kiln_test::{
     skopeo_checked, Fault, FaultAction, FaultProxy, ManifestFormat, PushOptions, Registry,
     TestImage, TokenAuthOptions, TokenFields,
 };
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+use common::*;
+
 const USER: &str = "builder";
 const PASSWORD: &str = "pa55-w0rd-never-printed";
-
-fn reference(registry_host: &str, repo_tag: &str) -> Reference {
-    Reference::parse(&format!("{registry_host}/{repo_tag}")).unwrap()
-}
-
-fn plain_options(hosts: &[String]) -> RegistryOptions {
-    let mut options = RegistryOptions::default();
-    options.transport.insecure_registries = hosts.to_vec();
-    options.retry_base_delay = Duration::from_millis(20);
-    options
-}
-
-/// A docker config.json with basic credentials for `host`.
-fn docker_config(dir: &Path, host: &str, user: &str, password: &str) -> DockerConfig {
-    use base64::Engine;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let path = dir.join("config.json");
-    std::fs::write(
-        &path,
-        format!(r#"{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}"#),
-    )
-    .unwrap();
-    DockerConfig::locate(&[path]).unwrap()
-}
-
-fn tls_options(registry: &Registry) -> RegistryOptions {
-    let mut options = RegistryOptions::default();
-    options.transport.ca_files.insert(
-        registry.host(),
-        vec![registry.ca_pem_path().unwrap().to_path_buf()],
-    );
-    options.retry_base_delay = Duration::from_millis(20);
-    options
-}
-
-fn layout_blob(image: &TestImage, digest: &str) -> PathBuf {
-    let hex = digest.strip_prefix("sha256:").unwrap();
-    image.layout_dir().join("blobs/sha256").join(hex)
-}
 
 /// Records reporter events.
 #[derive(Default)]
@@ -172,7 +135,7 @@ async fn pushes_over_tls_with_basic_auth_and_skopeo_reads_it_back() {
     let events = Arc::new(Events::default());
     let client = Client::new(
         tls_options(&dest),
-        docker_config(config_dir.path(), &dest.host(), USER, PASSWORD),
+        basic_config(config_dir.path(), &dest.host(), USER, PASSWORD),
     )
     .with_reporter(events.clone());
 
@@ -345,7 +308,7 @@ async fn token_auth_like_docker_hub_with_cached_tokens() {
         let config_dir = tempfile::tempdir().unwrap();
         let client = Client::new(
             plain_options(&[registry.host()]),
-            docker_config(config_dir.path(), &registry.host(), USER, PASSWORD),
+            basic_config(config_dir.path(), &registry.host(), USER, PASSWORD),
         );
         token_server.clear_requests();
         let target = reference(&registry.host(), "private/app:1");
@@ -389,7 +352,7 @@ async fn wrong_passwords_fail_clearly_and_never_appear() {
     let wrong = "wrong-secret-value-42";
     let client = Client::new(
         tls_options(&registry),
-        docker_config(config_dir.path(), &registry.host(), USER, wrong),
+        basic_config(config_dir.path(), &registry.host(), USER, wrong),
     );
     let target = reference(&registry.host(), "team/app:v1");
     let err = client.check_push_access(&target).await.unwrap_err();
