@@ -1,0 +1,119 @@
+//! Everything the forked stages need, converted to C strings up front so
+//! that the code between fork and exec never allocates.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rustix::fs::{makedev, Dev};
+use rustix::process::Gid;
+
+use crate::error::{SandboxError, Stage};
+
+/// Character devices created in the step's `/dev`: name, major, minor.
+pub(crate) const DEVICES: [(&str, u32, u32); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// Symlinks created in the step's `/dev`: link name, target.
+pub(crate) const DEV_LINKS: [(&str, &str); 4] = [
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+];
+
+/// A read-only bind of a host file over a file in the rootfs.
+#[derive(Debug)]
+pub(crate) struct Bind {
+    pub(crate) source: CString,
+    pub(crate) target: CString,
+    pub(crate) stage: Stage,
+}
+
+/// The prepared setup of one step. Host paths are absolute; `cwd_dirs` and
+/// `cwd` are paths inside the chroot.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) rootfs: CString,
+    pub(crate) proc_dir: CString,
+    pub(crate) dev_dir: CString,
+    pub(crate) devices: Vec<(CString, Dev)>,
+    pub(crate) dev_links: Vec<(CString, CString)>,
+    pub(crate) shm_dir: CString,
+    pub(crate) sys_dir: CString,
+    pub(crate) binds: Vec<Bind>,
+    pub(crate) hostname: Option<Vec<u8>>,
+    pub(crate) cwd_dirs: Vec<CString>,
+    pub(crate) cwd: CString,
+    pub(crate) groups: Vec<Gid>,
+    pub(crate) gid: u32,
+    pub(crate) uid: u32,
+}
+
+pub(crate) fn cstr(bytes: &[u8]) -> Result<CString, SandboxError> {
+    CString::new(bytes).map_err(|_| SandboxError::InvalidSpec {
+        reason: format!("{:?} contains a NUL byte", String::from_utf8_lossy(bytes)),
+    })
+}
+
+pub(crate) fn cpath(p: &Path) -> Result<CString, SandboxError> {
+    cstr(p.as_os_str().as_bytes())
+}
+
+/// Normalises an absolute in-rootfs directory into its chain of prefixes.
+pub(crate) fn dir_chain(cwd: &str) -> Result<Vec<String>, SandboxError> {
+    if !cwd.starts_with('/') {
+        return Err(SandboxError::InvalidSpec {
+            reason: format!("working directory {cwd:?} is not absolute"),
+        });
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in cwd.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    Ok((1..=parts.len())
+        .map(|n| format!("/{}", parts[..n].join("/")))
+        .collect())
+}
+
+impl Plan {
+    pub(crate) fn with_defaults(rootfs: &Path) -> Result<Plan, SandboxError> {
+        let dev = rootfs.join("dev");
+        let mut devices = Vec::new();
+        for (name, major, minor) in DEVICES {
+            devices.push((cpath(&dev.join(name))?, makedev(major, minor)));
+        }
+        let mut dev_links = Vec::new();
+        for (name, target) in DEV_LINKS {
+            dev_links.push((cstr(target.as_bytes())?, cpath(&dev.join(name))?));
+        }
+        Ok(Plan {
+            rootfs: cpath(rootfs)?,
+            proc_dir: cpath(&rootfs.join("proc"))?,
+            dev_dir: cpath(&dev)?,
+            devices,
+            dev_links,
+            shm_dir: cpath(&dev.join("shm"))?,
+            sys_dir: cpath(&rootfs.join("sys"))?,
+            binds: Vec::new(),
+            hostname: None,
+            cwd_dirs: Vec::new(),
+            cwd: cstr(b"/")?,
+            groups: Vec::new(),
+            gid: 0,
+            uid: 0,
+        })
+    }
+}

@@ -1,0 +1,93 @@
+//! Host-side checks on the rootfs and creation of missing mount points.
+//!
+//! Runs in the caller before any fork. A mount target that is a symlink is
+//! refused: the kernel would resolve it against the host's `/`.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::SandboxError;
+
+/// Canonical rootfs path; refuses the host's `/` and non-directories.
+pub(crate) fn resolve_rootfs(rootfs: &Path) -> Result<PathBuf, SandboxError> {
+    let not_dir = || SandboxError::RootfsNotDirectory {
+        path: rootfs.to_owned(),
+    };
+    let canon = fs::canonicalize(rootfs).map_err(|_| not_dir())?;
+    if canon == Path::new("/") {
+        return Err(SandboxError::RootfsIsHostRoot {
+            path: rootfs.to_owned(),
+        });
+    }
+    if !fs::metadata(&canon).map_err(|_| not_dir())?.is_dir() {
+        return Err(not_dir());
+    }
+    Ok(canon)
+}
+
+/// What a mount point must be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Dir,
+    File,
+}
+
+/// Makes sure `<rootfs>/<rel>` exists as `kind` with real directories on
+/// the way, creating what is missing and pushing created paths to `created`.
+pub(crate) fn ensure(
+    rootfs: &Path,
+    rel: &str,
+    kind: Kind,
+    created: &mut Vec<PathBuf>,
+) -> Result<PathBuf, SandboxError> {
+    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+    let mut path = rootfs.to_owned();
+    for (i, part) in parts.iter().enumerate() {
+        if *part == "." || *part == ".." {
+            return Err(SandboxError::InvalidSpec {
+                reason: format!("mount point {rel:?} has . or .. components"),
+            });
+        }
+        path.push(part);
+        let want = if i + 1 == parts.len() {
+            kind
+        } else {
+            Kind::Dir
+        };
+        let expected = match want {
+            Kind::Dir => "directory",
+            Kind::File => "regular file",
+        };
+        match fs::symlink_metadata(&path) {
+            Ok(meta) => {
+                let ok = match want {
+                    Kind::Dir => meta.file_type().is_dir(),
+                    Kind::File => meta.file_type().is_file(),
+                };
+                if !ok {
+                    return Err(SandboxError::UnsafeMountPoint { path, expected });
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let made = match want {
+                    Kind::Dir => fs::DirBuilder::new().mode(0o755).create(&path),
+                    Kind::File => fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o644)
+                        .open(&path)
+                        .map(drop),
+                };
+                made.map_err(|source| SandboxError::MountPoint {
+                    path: path.clone(),
+                    source,
+                })?;
+                created.push(path.clone());
+            }
+            Err(source) => return Err(SandboxError::MountPoint { path, source }),
+        }
+    }
+    Ok(path)
+}

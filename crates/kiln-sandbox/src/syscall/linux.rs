@@ -1,0 +1,106 @@
+//! The real implementation of [`Syscall`], straight onto rustix.
+
+use std::ffi::CStr;
+
+use rustix::fs::{Dev, FileType, Mode, CWD};
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use rustix::process::{Gid, Pid, Signal};
+use rustix::thread::UnshareFlags;
+
+use super::{SysResult, Syscall};
+
+/// Makes real kernel calls. Stateless and allocation-free.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LinuxSyscall;
+
+impl Syscall for LinuxSyscall {
+    fn mount(
+        &self,
+        source: &CStr,
+        target: &CStr,
+        fstype: &CStr,
+        flags: MountFlags,
+        data: Option<&CStr>,
+    ) -> SysResult {
+        rustix::mount::mount(source, target, fstype, flags, data)
+    }
+
+    fn bind_mount(&self, source: &CStr, target: &CStr) -> SysResult {
+        rustix::mount::mount_bind(source, target)
+    }
+
+    fn remount(&self, target: &CStr, flags: MountFlags) -> SysResult {
+        rustix::mount::mount_remount(target, flags, c"")
+    }
+
+    fn set_propagation(&self, target: &CStr, flags: MountPropagationFlags) -> SysResult {
+        rustix::mount::mount_change(target, flags)
+    }
+
+    fn umount2(&self, target: &CStr, flags: UnmountFlags) -> SysResult {
+        rustix::mount::unmount(target, flags)
+    }
+
+    fn unshare(&self, flags: UnshareFlags) -> SysResult {
+        // SAFETY: kiln never passes `UnshareFlags::FILES`, the flag that can
+        // make file descriptors unusable across threads.
+        debug_assert!(!flags.contains(UnshareFlags::FILES));
+        unsafe { rustix::thread::unshare_unsafe(flags) }
+    }
+
+    fn chroot(&self, path: &CStr) -> SysResult {
+        rustix::process::chroot(path)
+    }
+
+    fn chdir(&self, path: &CStr) -> SysResult {
+        rustix::process::chdir(path)
+    }
+
+    fn mkdir(&self, path: &CStr, mode: u32) -> SysResult {
+        rustix::fs::mkdir(path, Mode::from_raw_mode(mode))
+    }
+
+    fn mknod_char(&self, path: &CStr, mode: u32, dev: Dev) -> SysResult {
+        rustix::fs::mknodat(
+            CWD,
+            path,
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(mode),
+            dev,
+        )
+    }
+
+    fn chmod(&self, path: &CStr, mode: u32) -> SysResult {
+        rustix::fs::chmod(path, Mode::from_raw_mode(mode))
+    }
+
+    fn symlink(&self, target: &CStr, link: &CStr) -> SysResult {
+        rustix::fs::symlink(target, link)
+    }
+
+    fn sethostname(&self, name: &[u8]) -> SysResult {
+        rustix::system::sethostname(name)
+    }
+
+    fn setgroups(&self, groups: &[Gid]) -> SysResult {
+        rustix::thread::set_thread_groups(groups)
+    }
+
+    fn setgid(&self, gid: u32) -> SysResult {
+        rustix::thread::set_thread_gid(Gid::from_raw(gid))
+    }
+
+    fn setuid(&self, uid: u32) -> SysResult {
+        rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(uid))
+    }
+
+    fn set_parent_death_signal(&self, sig: Option<Signal>) -> SysResult {
+        rustix::process::set_parent_process_death_signal(sig)
+    }
+
+    fn kill(&self, pid: i32, sig: Signal) -> SysResult {
+        // Refuse pid <= 0: those address process groups or every process.
+        let pid = Pid::from_raw(pid).ok_or(rustix::io::Errno::INVAL)?;
+        rustix::process::kill_process(pid, sig)
+    }
+}

@@ -1,0 +1,247 @@
+//! End-to-end tests of the chroot backend. They need root and a static
+//! busybox at /bin/busybox (Debian's `busybox-static`). Every rootfs lives
+//! in a temp dir; every mount happens in the step's own mount namespace.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use kiln_sandbox::{run_step, RunSpec, SandboxError, StepOutcome, StepStatus};
+use tempfile::TempDir;
+
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "ls", "id", "sleep", "ps", "touch", "pwd", "hostname", "test",
+];
+
+/// A temp dir holding `rootfs/` with busybox and its applet links.
+fn busybox_rootfs() -> (TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    fs::create_dir_all(rootfs.join("bin")).unwrap();
+    fs::create_dir_all(rootfs.join("etc")).unwrap();
+    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    for applet in APPLETS {
+        symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    (tmp, rootfs)
+}
+
+fn sh(rootfs: &Path, script: &str) -> RunSpec {
+    let mut spec = RunSpec::new(rootfs, vec!["sh".into(), "-c".into(), script.into()]);
+    spec.env.push(("PATH".into(), "/bin".into()));
+    spec
+}
+
+fn run(spec: &RunSpec) -> (StepOutcome, String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let outcome = run_step(spec, &mut out, &mut err).expect("step runs");
+    (
+        outcome,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+#[test]
+fn exit_code_and_stdout_come_back() {
+    let (_tmp, rootfs) = busybox_rootfs();
+    let (outcome, out, err) = run(&sh(&rootfs, "echo hi; echo oops >&2; exit 3"));
+    assert_eq!(outcome.status, StepStatus::Exited(3));
+    assert_eq!(out, "hi\n");
+    assert_eq!(err, "oops\n");
+}
+
+#[test]
+fn child_killed_by_signal_gives_shell_status() {
+    let (_tmp, rootfs) = busybox_rootfs();
+    // pid 1 ignores signals it has no handler for, even SIGKILL from
+    // inside, so the step has a child shell kill itself.
+    let (outcome, _, _) = run(&sh(&rootfs, "sh -c 'kill -9 $$'; exit $?"));
+    assert_eq!(outcome.status, StepStatus::Exited(137));
+}
+
+#[test]
+fn proc_dev_and_pid_namespace_work() {
+    let (_tmp, rootfs) = busybox_rootfs();
+    let (outcome, out, err) = run(&sh(
+        &rootfs,
+        "grep -q '^State:' /proc/self/status && echo proc-ok; \
+         echo gone > /dev/null && echo null-ok; \
+         head -c 4 /dev/zero | wc -c; \
+         test -c /dev/urandom && test -d /dev/shm && echo dev-ok; \
+         echo $$; \
+         touch /sys/x 2>/dev/null || echo sys-ro",
+    ));
+    assert_eq!(outcome.status, StepStatus::Exited(0), "stderr: {err}");
+    assert_eq!(out, "proc-ok\nnull-ok\n4\ndev-ok\n1\nsys-ro\n");
+}
+
+#[test]
+fn resolv_conf_is_bound_and_the_rootfs_copy_is_untouched() {
+    let (tmp, rootfs) = busybox_rootfs();
+    fs::write(rootfs.join("etc/resolv.conf"), "nameserver 10.9.9.9\n").unwrap();
+    let provided = tmp.path().join("resolv.conf");
+    fs::write(&provided, "nameserver 192.0.2.53\n").unwrap();
+    let hosts = tmp.path().join("hosts");
+    fs::write(&hosts, "127.0.0.1 localhost kiln\n").unwrap();
+    let mut spec = sh(
+        &rootfs,
+        "cat /etc/resolv.conf /etc/hosts; echo x >> /etc/resolv.conf || echo read-only",
+    );
+    spec.resolv_conf = Some(provided.clone());
+    spec.hosts = Some(hosts);
+    let (outcome, out, _) = run(&spec);
+    assert_eq!(outcome.status, StepStatus::Exited(0));
+    assert_eq!(
+        out,
+        "nameserver 192.0.2.53\n127.0.0.1 localhost kiln\nread-only\n"
+    );
+    assert_eq!(
+        fs::read_to_string(rootfs.join("etc/resolv.conf")).unwrap(),
+        "nameserver 10.9.9.9\n"
+    );
+    assert_eq!(
+        fs::read_to_string(provided).unwrap(),
+        "nameserver 192.0.2.53\n"
+    );
+    // Only /etc/hosts was missing; it is reported (with proc, dev, sys).
+    let rel: Vec<_> = outcome
+        .created_mount_points
+        .iter()
+        .map(|p| {
+            p.strip_prefix(rootfs.canonicalize().unwrap())
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let want: Vec<PathBuf> = ["proc", "dev", "sys", "etc/hosts"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(rel, want);
+    assert_eq!(fs::read(rootfs.join("etc/hosts")).unwrap(), b"");
+}
+
+#[test]
+fn uid_gid_groups_env_cwd_and_hostname_apply() {
+    let (_tmp, rootfs) = busybox_rootfs();
+    let mut spec = sh(&rootfs, "id -u; id -g; id -G; echo $FOO; pwd; hostname");
+    spec.uid = 1000;
+    spec.gid = 1001;
+    spec.extra_gids = vec![1001, 2000];
+    spec.env.push(("FOO".into(), "bar baz".into()));
+    spec.cwd = "/work/dir".into();
+    spec.hostname = Some("kiln-step".into());
+    let (outcome, out, err) = run(&spec);
+    assert_eq!(outcome.status, StepStatus::Exited(0), "stderr: {err}");
+    assert_eq!(
+        out,
+        "1000\n1001\n1001 2000\nbar baz\n/work/dir\nkiln-step\n"
+    );
+    assert!(rootfs.join("work/dir").is_dir());
+    assert_ne!(
+        fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim(),
+        "kiln-step"
+    );
+}
+
+#[test]
+fn environment_is_replaced_not_inherited() {
+    let (_tmp, rootfs) = busybox_rootfs();
+    let (_, out, _) = run(&sh(&rootfs, "echo \"[$HOME][$CARGO][$PATH]\""));
+    assert_eq!(out, "[][][/bin]\n");
+}
+
+fn host_processes_with_cmdline(needle: &[u8]) -> usize {
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| c == needle)
+        .count()
+}
+
+#[test]
+fn background_processes_are_killed_when_the_step_ends() {
+    let (_tmp, rootfs) = busybox_rootfs();
+    let (outcome, out, _) = run(&sh(
+        &rootfs,
+        "sleep 987654 & sleep 987654 & sleep 0.2; ps -o args | grep -c '^sleep 987654'",
+    ));
+    assert_eq!(outcome.status, StepStatus::Exited(0));
+    assert_eq!(out, "2\n");
+    assert_eq!(host_processes_with_cmdline(b"sleep\x00987654\x00"), 0);
+}
+
+#[test]
+fn host_mount_table_is_unchanged() {
+    let (_tmp, rootfs) = busybox_rootfs();
+    let before = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let (outcome, _, _) = run(&sh(&rootfs, "cat /proc/self/mountinfo >/dev/null"));
+    assert!(outcome.status.success());
+    let after = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert_eq!(before, after);
+    // Nothing is left mounted under the rootfs and /dev holds no nodes.
+    assert_eq!(fs::read_dir(rootfs.join("dev")).unwrap().count(), 0);
+    assert_eq!(fs::read_dir(rootfs.join("proc")).unwrap().count(), 0);
+}
+
+#[test]
+fn missing_command_is_an_exec_error() {
+    let (_tmp, rootfs) = busybox_rootfs();
+    let mut spec = RunSpec::new(&rootfs, vec!["no-such-tool".into()]);
+    spec.env.push(("PATH".into(), "/bin".into()));
+    let err = run_step(&spec, &mut Vec::new(), &mut Vec::new()).unwrap_err();
+    assert!(matches!(err, SandboxError::Exec { .. }), "{err:?}");
+}
+
+#[test]
+fn host_root_is_refused() {
+    let spec = RunSpec::new("/", vec!["true".into()]);
+    let err = run_step(&spec, &mut Vec::new(), &mut Vec::new()).unwrap_err();
+    assert!(
+        matches!(err, SandboxError::RootfsIsHostRoot { .. }),
+        "{err:?}"
+    );
+    // Also through a symlink.
+    let tmp = tempfile::tempdir().unwrap();
+    symlink("/", tmp.path().join("root")).unwrap();
+    let spec = RunSpec::new(tmp.path().join("root"), vec!["true".into()]);
+    let err = run_step(&spec, &mut Vec::new(), &mut Vec::new()).unwrap_err();
+    assert!(
+        matches!(err, SandboxError::RootfsIsHostRoot { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn non_directory_rootfs_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("file"), "").unwrap();
+    for p in [tmp.path().join("file"), tmp.path().join("missing")] {
+        let err = run_step(
+            &RunSpec::new(&p, vec!["true".into()]),
+            &mut Vec::new(),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, SandboxError::RootfsNotDirectory { .. }),
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
+fn symlinked_mount_point_is_refused() {
+    let (tmp, rootfs) = busybox_rootfs();
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    symlink(&outside, rootfs.join("proc")).unwrap();
+    let err = run_step(&sh(&rootfs, "true"), &mut Vec::new(), &mut Vec::new()).unwrap_err();
+    assert!(
+        matches!(err, SandboxError::UnsafeMountPoint { .. }),
+        "{err:?}"
+    );
+}
