@@ -71,8 +71,6 @@ struct Outline<'a> {
 }
 
 pub(crate) fn run(args: OutlineArgs) -> Result<()> {
-    let (dockerfile_path, text) = read_dockerfile(&args)?;
-    let display_name = dockerfile_path.display().to_string();
     let mut build_args = BTreeMap::new();
     for raw in &args.build_args {
         match raw.split_once('=') {
@@ -92,6 +90,9 @@ pub(crate) fn run(args: OutlineArgs) -> Result<()> {
         Some(p) => Platform::parse_flag(p).map_err(|e| anyhow::anyhow!("--platform: {e}"))?,
         None => host.clone(),
     };
+    // Flags are checked before any file is read.
+    let (dockerfile_path, text) = read_dockerfile(&args)?;
+    let display_name = dockerfile_path.display().to_string();
     let options = PlanOptions {
         build_args,
         target: args.target.clone(),

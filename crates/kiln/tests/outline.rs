@@ -172,3 +172,49 @@ fn invoked_as_executor_says_build_is_not_implemented() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
 }
+
+#[test]
+fn dockerfile_from_stdin_and_build_args_from_the_environment() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "outline",
+            "-f",
+            "-",
+            "--build-arg",
+            "GREETING",
+            "--format",
+            "json",
+            ".",
+        ])
+        .current_dir(tmp.path())
+        .env("GREETING", "from-env")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"FROM scratch\nARG GREETING\nLABEL g=$GREETING\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["stages"][0]["instructions"][1]["labels"][0]["value"],
+        "from-env"
+    );
+    assert_eq!(v["stages"][0]["args"][0]["source"], "build-arg");
+}
+
+#[test]
+fn a_bad_flag_is_named_before_any_file_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = kiln(&["outline", "--platform", "linux//x", "."], tmp.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--platform"), "{stderr}");
+}
