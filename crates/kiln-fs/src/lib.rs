@@ -60,6 +60,31 @@ assert!(unpacked.join("etc/motd").is_file());
 # }
 ```
 
+A RUN step's layer from two stat indexes (no content is hashed to find what changed):
+
+```
+use std::path::Path;
+use kiln_fs::{layer, snapshot};
+
+# fn main() -> Result<(), Box<dyn std::error::Error>> {
+let dir = tempfile::tempdir()?;
+let root = dir.path();
+std::fs::write(root.join("kept"), "same")?;
+let before = snapshot::StatIndex::scan(root, &[Path::new("/kiln")])?;
+
+// ... the step changes the tree ...
+std::fs::write(root.join("new"), "hello")?;
+
+let after = snapshot::StatIndex::scan(root, &[Path::new("/kiln")])?;
+let changes = snapshot::diff(&before, &after);
+assert_eq!(changes.len(), 1);
+let mut blob = Vec::new();
+let info = layer::write_layer(root, &changes, &mut blob, &layer::LayerOptions::default())?;
+assert_eq!(info.digest, kiln_oci::Digest::of(&blob));
+# Ok(())
+# }
+```
+
 Must not depend on: any kiln crate but `kiln-oci`.
 */
 #![deny(missing_docs)]
