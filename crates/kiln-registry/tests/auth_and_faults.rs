@@ -4,7 +4,7 @@
 //! 127.0.0.1, with skopeo as the independent reader.
 
 use base64::Engine;
-use kiln_oci::{media_type, Digest, ImageManifest, Manifest, Platform};
+use kiln_oci::{media_type, Digest, Platform};
 use kiln_registry::credentials::CredentialError;
 use kiln_registry::{Client, Credential, DockerConfig, Reference, RegistryError, Reporter, Secret};
 use kiln_test::{
@@ -36,30 +36,10 @@ fn token_registry(options: TokenAuthOptions) -> Registry {
     Registry::start(kiln_test::RegistryOptions::plain().token_auth(options)).unwrap()
 }
 
-fn image_manifest(image: &TestImage) -> (Vec<u8>, ImageManifest) {
-    let bytes = std::fs::read(layout_blob(image, &image.images()[0].manifest_digest)).unwrap();
-    let Manifest::Image(manifest) =
-        Manifest::parse(&bytes, Some(media_type::OCI_MANIFEST)).unwrap()
-    else {
-        panic!("not an image manifest")
-    };
-    (bytes, manifest)
-}
-
 /// Pushes every blob of `image`, then its manifest, to `target`; returns the manifest digest.
 async fn push_whole_image(client: &Client, target: &Reference, image: &TestImage) -> Digest {
     let (bytes, manifest) = image_manifest(image);
-    for descriptor in manifest
-        .layers
-        .iter()
-        .chain(std::iter::once(&manifest.config))
-    {
-        let path = layout_blob(image, &descriptor.digest.to_string());
-        client
-            .push_blob(target, descriptor, &path, None)
-            .await
-            .unwrap();
-    }
+    push_blobs(client, target, image, &manifest, None).await;
     client
         .push_manifest(target, &bytes, media_type::OCI_MANIFEST)
         .await

@@ -1,7 +1,7 @@
 //! kiln's registry client against the real Distribution registry (Debian's `docker-registry`),
 //! started on 127.0.0.1 by `kiln-test`, with images checked by skopeo, an independent client.
 
-use kiln_oci::{media_type, Descriptor, Digest, ImageManifest, Manifest, Platform};
+use kiln_oci::{media_type, Descriptor, Digest, Platform};
 use kiln_registry::{
     BlobOutcome, Client, DockerConfig, Reference, RegistryError, RegistryOptions, Reporter,
 };
@@ -141,15 +141,10 @@ async fn pushes_over_tls_with_basic_auth_and_skopeo_reads_it_back() {
 
     // Take the image's manifest and blobs from the skopeo-written layout.
     let blobs = &image.images()[0];
-    let manifest_bytes = std::fs::read(layout_blob(&image, &blobs.manifest_digest)).unwrap();
-    let Manifest::Image(manifest) =
-        Manifest::parse(&manifest_bytes, Some(media_type::OCI_MANIFEST)).unwrap()
-    else {
-        panic!("not an image manifest")
-    };
+    let (manifest_bytes, manifest) = image_manifest(&image);
     let target = reference(&dest.host(), "team/app:v1");
     client.check_push_access(&target).await.unwrap();
-    push_image(&client, &target, &image, &manifest, None).await;
+    push_blobs(&client, &target, &image, &manifest, None).await;
     let pushed = client
         .push_manifest(&target, &manifest_bytes, media_type::OCI_MANIFEST)
         .await
@@ -178,7 +173,7 @@ async fn pushes_over_tls_with_basic_auth_and_skopeo_reads_it_back() {
 
     // Pushing again sends nothing: HEAD finds every blob.
     events.0.lock().unwrap().clear();
-    push_image(&client, &target, &image, &manifest, None).await;
+    push_blobs(&client, &target, &image, &manifest, None).await;
     assert!(
         events
             .0
@@ -193,7 +188,7 @@ async fn pushes_over_tls_with_basic_auth_and_skopeo_reads_it_back() {
     // Another repository of the same registry gets the blobs by cross-repository mount.
     events.0.lock().unwrap().clear();
     let other = reference(&dest.host(), "other/app:v1");
-    push_image(&client, &other, &image, &manifest, Some("team/app")).await;
+    push_blobs(&client, &other, &image, &manifest, Some("team/app")).await;
     assert!(
         events
             .0
@@ -208,26 +203,6 @@ async fn pushes_over_tls_with_basic_auth_and_skopeo_reads_it_back() {
         .push_manifest(&other, &manifest_bytes, media_type::OCI_MANIFEST)
         .await
         .unwrap();
-}
-
-async fn push_image(
-    client: &Client,
-    target: &Reference,
-    image: &TestImage,
-    manifest: &ImageManifest,
-    mount_from: Option<&str>,
-) {
-    for descriptor in manifest
-        .layers
-        .iter()
-        .chain(std::iter::once(&manifest.config))
-    {
-        let path = layout_blob(image, &descriptor.digest.to_string());
-        client
-            .push_blob(target, descriptor, &path, mount_from)
-            .await
-            .unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,12 +287,8 @@ async fn token_auth_like_docker_hub_with_cached_tokens() {
         );
         token_server.clear_requests();
         let target = reference(&registry.host(), "private/app:1");
-        let blobs = &image.images()[0];
-        let manifest_bytes = std::fs::read(layout_blob(&image, &blobs.manifest_digest)).unwrap();
-        let Manifest::Image(manifest) = Manifest::parse(&manifest_bytes, None).unwrap() else {
-            panic!()
-        };
-        push_image(&client, &target, &image, &manifest, None).await;
+        let (manifest_bytes, manifest) = image_manifest(&image);
+        push_blobs(&client, &target, &image, &manifest, None).await;
         client
             .push_manifest(&target, &manifest_bytes, media_type::OCI_MANIFEST)
             .await

@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests (each test binary uses a subset).
 #![allow(dead_code)]
 
-use kiln_registry::{DockerConfig, Reference, RegistryOptions};
+use kiln_oci::{media_type, ImageManifest, Manifest};
+use kiln_registry::{Client, DockerConfig, Reference, RegistryOptions};
 use kiln_test::{Registry, TestImage};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -50,4 +51,36 @@ pub fn basic_config(dir: &Path, host: &str, user: &str, password: &str) -> Docke
 pub fn layout_blob(image: &TestImage, digest: &str) -> PathBuf {
     let hex = digest.strip_prefix("sha256:").unwrap();
     image.layout_dir().join("blobs/sha256").join(hex)
+}
+
+/// The (first) image manifest of a skopeo-made test layout: its bytes and parsed form.
+pub fn image_manifest(image: &TestImage) -> (Vec<u8>, ImageManifest) {
+    let bytes = std::fs::read(layout_blob(image, &image.images()[0].manifest_digest)).unwrap();
+    let Manifest::Image(manifest) =
+        Manifest::parse(&bytes, Some(media_type::OCI_MANIFEST)).unwrap()
+    else {
+        panic!("not an image manifest")
+    };
+    (bytes, manifest)
+}
+
+/// Pushes the layers and config of `manifest` (blobs of `image`'s layout) to `target`.
+pub async fn push_blobs(
+    client: &Client,
+    target: &Reference,
+    image: &TestImage,
+    manifest: &ImageManifest,
+    mount_from: Option<&str>,
+) {
+    for descriptor in manifest
+        .layers
+        .iter()
+        .chain(std::iter::once(&manifest.config))
+    {
+        let path = layout_blob(image, &descriptor.digest.to_string());
+        client
+            .push_blob(target, descriptor, &path, mount_from)
+            .await
+            .unwrap();
+    }
 }
