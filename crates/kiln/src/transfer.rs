@@ -99,10 +99,7 @@ pub(crate) fn pull(args: PullArgs) -> Result<()> {
     let client = Client::new(args.registry.options()?, docker_config()?)
         .with_reporter(Arc::new(LineReporter));
     for path in args.oci_layout_path.iter().chain(&args.tar_path) {
-        let parent = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
+        let parent = parent_dir(path);
         if !parent.is_dir() {
             bail!(
                 "{}: the directory {} does not exist",
@@ -119,10 +116,7 @@ pub(crate) fn pull(args: PullArgs) -> Result<()> {
             .as_ref()
             .or(args.tar_path.as_ref())
             .expect("clap requires one");
-        let parent = anchor
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
+        let parent = parent_dir(anchor);
         let staging = tempfile::Builder::new()
             .prefix(".kiln-pull-")
             .tempdir_in(parent)
@@ -298,12 +292,16 @@ fn manifest_tree(layout: &OciLayout, top: &kiln_oci::Descriptor) -> Result<Vec<M
     Ok(out)
 }
 
+/// The directory an output path is created in (`.` for a bare file name).
+fn parent_dir(path: &std::path::Path) -> &std::path::Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+}
+
 /// Writes a small file through a temp sibling and a rename.
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
+    let parent = parent_dir(path);
     let mut temp = tempfile::NamedTempFile::new_in(parent)
         .with_context(|| format!("writing {}", path.display()))?;
     std::io::Write::write_all(&mut temp, bytes)
