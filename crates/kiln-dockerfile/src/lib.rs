@@ -48,6 +48,6 @@ mod span;
 pub use dockerfile::{Dockerfile, Stage};
 pub use error::{Error, ErrorKind, Located, Warning};
 pub use instructions::{Command, CommandLine, Instruction, Word};
-pub use plan::{plan, Base, Plan, PlanOptions, PlannedStage, Platform};
+pub use plan::{plan, Base, BaseImage, Plan, PlanOptions, PlannedStage, Platform};
 pub use reference::check_image_reference;
 pub use span::{Pos, Span};

@@ -56,6 +56,20 @@ pub struct PlanOptions {
     pub build_platform: Platform,
     /// The platform the image is for.
     pub target_platform: Platform,
+    /// What the builder knows of base images, by the reference as the plan names it
+    /// ([`Base::Image`]): their ENV (so expansion sees it, as BuildKit's does) and ONBUILD
+    /// triggers (they run first in the stage). Images not listed keep references to
+    /// variables they might set as written.
+    pub base_images: BTreeMap<String, BaseImage>,
+}
+
+/// A base image's config, as far as planning needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BaseImage {
+    /// Its `Env`, as `NAME=value` pairs split.
+    pub env: Vec<(String, String)>,
+    /// Its `OnBuild` triggers, as stored in the config.
+    pub onbuild: Vec<String>,
 }
 
 impl Default for PlanOptions {
@@ -65,6 +79,7 @@ impl Default for PlanOptions {
             target: None,
             build_platform: Platform::host(),
             target_platform: Platform::host(),
+            base_images: BTreeMap::new(),
         }
     }
 }
@@ -307,9 +322,15 @@ impl<'a> Planner<'a> {
                     vars: BTreeMap::from([("PATH".to_string(), DEFAULT_PATH.to_string())]),
                     base_unknown: false,
                 },
-                Base::Image { .. } => Env {
-                    vars: BTreeMap::new(),
-                    base_unknown: true,
+                Base::Image { reference } => match self.options.base_images.get(reference) {
+                    Some(image) => Env {
+                        vars: image.env.iter().cloned().collect(),
+                        base_unknown: false,
+                    },
+                    None => Env {
+                        vars: BTreeMap::new(),
+                        base_unknown: true,
+                    },
                 },
                 Base::Stage { index, .. } => final_envs.get(index).cloned().unwrap_or_default(),
             };
@@ -537,8 +558,10 @@ impl<'a> Planner<'a> {
 
     /// The ONBUILD triggers a stage runs first: those of its base when the base is a stage.
     fn triggers(&self, base: &Base) -> Result<Vec<Instruction>, Located> {
-        let Base::Stage { index, .. } = base else {
-            return Ok(Vec::new());
+        let index = match base {
+            Base::Stage { index, .. } => index,
+            Base::Image { reference } => return self.image_triggers(reference),
+            Base::Scratch => return Ok(Vec::new()),
         };
         let mut out = Vec::new();
         for instruction in &self.df.stages[*index].instructions {
@@ -557,6 +580,43 @@ impl<'a> Planner<'a> {
                     }
                 }
             }
+        }
+        Ok(out)
+    }
+
+    /// The ONBUILD triggers stored in a base image's config, parsed as Dockerfile lines. They
+    /// carry no position of their own in this file: errors name the image.
+    fn image_triggers(&self, reference: &str) -> Result<Vec<Instruction>, Located> {
+        let Some(image) = self.options.base_images.get(reference) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(image.onbuild.len());
+        for trigger in &image.onbuild {
+            let bad = |why: String| {
+                Located::new(
+                    Pos { line: 0, column: 0 },
+                    Some("ONBUILD"),
+                    ErrorKind::Syntax(format!(
+                        "ONBUILD trigger {trigger:?} of base image {reference} cannot run: {why}"
+                    )),
+                )
+            };
+            let text = format!("FROM scratch\n{trigger}\n");
+            let parsed = Dockerfile::parse(&text, reference).map_err(|e| bad(e.to_string()))?;
+            let Some(instruction) = parsed.stages.first().and_then(|s| s.instructions.first())
+            else {
+                return Err(bad("it is empty".into()));
+            };
+            if matches!(
+                instruction.command,
+                Command::From { .. } | Command::Onbuild { .. }
+            ) {
+                return Err(bad("FROM and ONBUILD are not allowed as triggers".into()));
+            }
+            // The trigger was written in another Dockerfile: no position here.
+            let mut instruction = instruction.clone();
+            instruction.span = Span::default();
+            out.push(instruction);
         }
         Ok(out)
     }

@@ -18,6 +18,7 @@ fn options(dir: &Path) -> PlanOptions {
         target: None,
         build_platform: amd64.clone(),
         target_platform: amd64,
+        ..PlanOptions::default()
     };
     let Ok(text) = fs::read_to_string(dir.join("options")) else {
         return options;

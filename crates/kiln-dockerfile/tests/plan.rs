@@ -15,6 +15,7 @@ fn options(args: &[(&str, &str)], target: Option<&str>) -> PlanOptions {
         target: target.map(str::to_string),
         build_platform: amd64,
         target_platform: Platform::parse_flag("linux/arm/v7").unwrap(),
+        ..PlanOptions::default()
     }
 }
 

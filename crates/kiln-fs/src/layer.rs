@@ -154,6 +154,10 @@ pub struct LayerOptions {
     pub reproducible_mtime: Option<MtimeRule>,
     /// Extended attributes to record.
     pub xattrs: XattrPolicy,
+    /// Leave out the entries of parent directories that are not changes themselves. For a
+    /// layer made on a partial tree (files added on top of a base that was never
+    /// extracted): the base's directories keep their own modes, owners and times.
+    pub omit_parent_entries: bool,
 }
 
 /// What a written layer is.
@@ -233,6 +237,7 @@ fn write<W: Write + Send>(
             stack: Vec::new(),
             stack_path: Vec::new(),
             links: HashMap::new(),
+            in_parents: false,
             tar: TarOut {
                 out: &mut buf,
                 pax: Vec::new(),
@@ -310,6 +315,8 @@ struct Writer<'a, 'o> {
     stack_path: Vec<u8>,
     /// First archive path written for each multiply-linked `(dev, ino)`.
     links: HashMap<(u64, u64), Vec<u8>>,
+    /// True while `enter` writes the directories above a change.
+    in_parents: bool,
     tar: TarOut<'o>,
     copy: Vec<u8>,
     xlist: Vec<u8>,
@@ -385,7 +392,10 @@ impl Writer<'_, '_> {
                 .iter()
                 .position(|&b| b == b'/')
                 .map_or(parent.len(), |i| start + i);
-            self.entry(&parent[..end], &parent[start..end], false)?;
+            self.in_parents = true;
+            let entered = self.entry(&parent[..end], &parent[start..end], false);
+            self.in_parents = false;
+            entered?;
             if self.stack.last().map(|o| o.len) != Some(end) {
                 return Err(LayerError::Changed {
                     path: self.full_path(&parent[..end]),
@@ -526,13 +536,15 @@ impl Writer<'_, '_> {
             .map(|st| Stat::from_raw(&st))
             .map_err(|e| io_err("stat", self.full_path(path), e))?;
         let x = self.xattrs(XattrSource::Fd(fd.as_fd()), path)?;
-        let h = Header {
-            typeflag: b'5',
-            xattrs: &x.list,
-            dir: true,
-            ..self.header(path, &st)
-        };
-        self.tar.header(&h).map_err(output)?;
+        if !(self.in_parents && self.opts.omit_parent_entries) {
+            let h = Header {
+                typeflag: b'5',
+                xattrs: &x.list,
+                dir: true,
+                ..self.header(path, &st)
+            };
+            self.tar.header(&h).map_err(output)?;
+        }
         if opaque || x.opaque {
             let mut marker = path.to_vec();
             marker.push(b'/');

@@ -128,7 +128,13 @@ impl TestImage {
         repo_tag: &str,
         options: &PushOptions,
     ) -> Result<String> {
-        push_layout(self, registry, repo_tag, options)
+        push_layout(
+            &self.oci_reference(),
+            self.is_multi_platform(),
+            registry,
+            repo_tag,
+            options,
+        )
     }
 
     fn build(contents: &[u8], platforms: &[Platform], as_index: bool) -> Result<Self> {
@@ -259,20 +265,20 @@ fn layer_tar(path: &str, contents: &[u8]) -> Result<Vec<u8>> {
         .context(|| "finish test layer tar".into())
 }
 
-fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     let d = digest(&SHA256, bytes);
     let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
 }
 
-fn write_blob(blobs_dir: &Path, bytes: &[u8]) -> Result<(String, u64)> {
+pub(crate) fn write_blob(blobs_dir: &Path, bytes: &[u8]) -> Result<(String, u64)> {
     let digest = sha256(bytes);
     let path: PathBuf = blobs_dir.join(&digest["sha256:".len()..]);
     write_file(&path, bytes)?;
     Ok((digest, bytes.len() as u64))
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::write(path, bytes).path_context(path)
 }
 

@@ -35,6 +35,7 @@ kiln crate (it sits below all of them, so any of them may use it in tests).
 */
 #![deny(missing_docs)]
 
+mod base;
 mod certs;
 mod error;
 mod http;
@@ -46,6 +47,7 @@ mod token;
 
 use std::net::TcpListener;
 
+pub use base::{busybox_layer, BaseImage, LayerTar, BUSYBOX_BIN, GROUP, PASSWD};
 pub use certs::{CertUse, IssuedCert, KeyAlgorithm, TestCa};
 pub use error::{Error, Result};
 pub use http::{http_get, http_request, HttpResponse};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use crate::error::{Error, IoContext, Result};
-use crate::image::TestImage;
+
 use crate::registry::Registry;
 
 /// The skopeo binary.
@@ -82,7 +82,7 @@ pub enum ManifestFormat {
     V2s2,
 }
 
-/// How [`TestImage::push`] talks to the registry.
+/// How [`crate::TestImage::push`] talks to the registry.
 #[derive(Clone, Default)]
 pub struct PushOptions {
     /// Manifest format to push.
@@ -150,7 +150,8 @@ impl PushOptions {
 
 /// `skopeo copy [--all] --format … oci:LAYOUT:latest docker://HOST/REPO:TAG`.
 pub(crate) fn push_layout(
-    image: &TestImage,
+    oci_reference: &str,
+    multi_platform: bool,
     registry: &Registry,
     repo_tag: &str,
     options: &PushOptions,
@@ -161,7 +162,7 @@ pub(crate) fn push_layout(
         .context(|| "create digest temp dir".into())?;
     let digest_file = digest_dir.path().join("digest");
     let mut args: Vec<String> = vec!["copy".into(), "--quiet".into()];
-    if image.is_multi_platform() {
+    if multi_platform {
         args.push("--all".into());
     }
     args.push("--format".into());
@@ -191,7 +192,7 @@ pub(crate) fn push_layout(
         _ => args.push("--dest-tls-verify=false".into()),
     }
     args.extend(options.extra_args.iter().cloned());
-    args.push(image.oci_reference());
+    args.push(oci_reference.to_owned());
     let host = options.host.clone().unwrap_or_else(|| registry.host());
     args.push(format!("docker://{host}/{repo_tag}"));
     skopeo_checked(&args)?;

@@ -1,6 +1,7 @@
 //! The `kiln` command line. Library crates never print; this binary owns the terminal, turns
 //! errors into messages and exit codes, and holds no build logic of its own.
 
+mod build;
 mod context_fs;
 mod outline;
 mod registry_flags;
@@ -19,6 +20,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Commands {
+    /// Build an image from a Dockerfile and a context (kaniko's executor flags).
+    Build(Box<build::BuildArgs>),
     /// Print the parsed, expanded build plan of a Dockerfile (stages, instructions, args).
     Outline(outline::OutlineArgs),
     /// Pull an image from a registry into an OCI layout or a docker-archive tarball.
@@ -40,15 +43,14 @@ fn main() -> ExitCode {
                 .map(|f| f.to_string_lossy().into_owned())
         })
         .unwrap_or_default();
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if program == "executor" {
-        eprintln!(
-            "error: kiln's kaniko-compatible executor (`kiln build`) is not implemented yet; \
-             only `kiln outline` is available in this version"
-        );
-        return ExitCode::from(EXIT_INPUT_ERROR);
+        // `/kaniko/executor --context … --destination …` is `kiln build …`.
+        argv.insert(1, "build".into());
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(build::rewrite_camel_case(argv));
     let result = match cli.command {
+        Commands::Build(args) => build::run(*args),
         Commands::Outline(args) => outline::run(args),
         Commands::Pull(args) => transfer::pull(args),
         Commands::Push(args) => transfer::push(args),

@@ -98,6 +98,7 @@ pub(crate) fn run(args: OutlineArgs) -> Result<()> {
         target: args.target.clone(),
         build_platform: host,
         target_platform,
+        ..PlanOptions::default()
     };
     let dockerfile = Dockerfile::parse(&text, &display_name)?;
     let plan = plan(&dockerfile, &options)?;

@@ -1,0 +1,191 @@
+//! The build context: where it comes from (`--context` as kaniko spells it), and which of its
+//! files the build sees after `.dockerignore`.
+
+use crate::error::BuildError;
+use kiln_dockerfile::ignore::{
+    ignore_file_candidates, parse_ignore_file, walk, ContextFs, DirEntry, Matcher,
+};
+use std::collections::BTreeSet;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+/// A context made ready on local disk.
+#[derive(Debug)]
+pub struct PreparedContext {
+    /// The directory the build reads (after `--context-sub-path`).
+    pub dir: PathBuf,
+    /// A directory kiln made for it (an unpacked tarball), removed when dropped.
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// Makes `spec` (a dir, `dir://DIR`, `tar://FILE` or `tar://stdin` of a tar or tar.gz) a local
+/// directory; temporary files go under `scratch`. `sub_path` picks a directory inside it.
+pub fn prepare(
+    spec: &str,
+    sub_path: Option<&str>,
+    scratch: &Path,
+) -> Result<PreparedContext, BuildError> {
+    let err = |message: String| BuildError::Context {
+        context: spec.to_owned(),
+        message,
+    };
+    let (dir, temp) = if let Some(rest) = spec.strip_prefix("tar://") {
+        std::fs::create_dir_all(scratch)
+            .map_err(|e| err(format!("creating {}: {e}", scratch.display())))?;
+        let temp = tempfile::Builder::new()
+            .prefix("context-")
+            .tempdir_in(scratch)
+            .map_err(|e| {
+                err(format!(
+                    "creating a directory in {}: {e}",
+                    scratch.display()
+                ))
+            })?;
+        let reader: Box<dyn Read> = if rest == "stdin" {
+            Box::new(io::stdin().lock())
+        } else {
+            Box::new(
+                std::fs::File::open(rest).map_err(|e| err(format!("cannot open {rest}: {e}")))?,
+            )
+        };
+        // Path-safe: an entry of the tarball can never land outside the directory.
+        let options = kiln_fs::apply::ApplyOptions::rootless();
+        kiln_fs::apply::apply_layer(reader, temp.path(), &options)
+            .map_err(|e| err(format!("unpacking the tarball: {e}")))?;
+        (temp.path().to_owned(), Some(temp))
+    } else if let Some(scheme) = ["git://", "https://", "http://", "s3://", "gs://", "az://"]
+        .iter()
+        .find(|s| spec.starts_with(**s))
+    {
+        return Err(err(format!(
+            "{scheme} contexts are not supported yet: clone or download it first and pass the \
+             directory (or tar://FILE)"
+        )));
+    } else {
+        let path = spec.strip_prefix("dir://").unwrap_or(spec);
+        (PathBuf::from(path), None)
+    };
+    let dir = match sub_path {
+        Some(sub) if !sub.is_empty() => dir.join(sub.trim_start_matches('/')),
+        _ => dir,
+    };
+    let meta = std::fs::metadata(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+    if !meta.is_dir() {
+        return Err(err(format!("{} is not a directory", dir.display())));
+    }
+    Ok(PreparedContext { dir, _temp: temp })
+}
+
+/// Directory listings of a context on disk, for the `.dockerignore` walker.
+#[derive(Debug, Clone)]
+pub struct StdContextFs {
+    root: PathBuf,
+}
+
+impl StdContextFs {
+    /// The context rooted at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StdContextFs { root: root.into() }
+    }
+}
+
+impl ContextFs for StdContextFs {
+    type Error = io::Error;
+
+    /// Lists `rel_dir` without following symbolic links (a link to a directory is reported
+    /// as not a directory). A name that is not UTF-8 is an `InvalidData` error.
+    fn read_dir(&self, rel_dir: &str) -> io::Result<Vec<DirEntry>> {
+        let dir = if rel_dir.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(rel_dir)
+        };
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().into_string().map_err(|name| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: file name {name:?} is not UTF-8", dir.display()),
+                )
+            })?;
+            // `DirEntry::file_type` does not follow symbolic links.
+            let is_dir = entry.file_type()?.is_dir();
+            entries.push(DirEntry { name, is_dir });
+        }
+        Ok(entries)
+    }
+}
+
+/// The files of a context the build may read: every path not excluded by `.dockerignore`.
+#[derive(Debug, Clone)]
+pub struct ContextView {
+    /// The context directory.
+    pub root: PathBuf,
+    /// Included paths (files, links and directories), relative, `/`-separated.
+    pub included: BTreeSet<String>,
+    /// The ignore file that applied, if any.
+    pub ignore_file: Option<String>,
+    matcher: Option<Matcher>,
+}
+
+impl ContextView {
+    /// Reads the ignore file that applies (`<Dockerfile>.dockerignore` beside the Dockerfile,
+    /// else the context's `.dockerignore`; `outside` is the one beside a Dockerfile outside the
+    /// context) and lists what it leaves in.
+    pub fn scan(
+        root: &Path,
+        dockerfile_in_context: Option<&str>,
+        outside: Option<&(String, String)>,
+    ) -> Result<ContextView, BuildError> {
+        let context_err = |message: String| BuildError::Context {
+            context: root.display().to_string(),
+            message,
+        };
+        let mut found: Option<(String, String)> = outside.cloned();
+        if found.is_none() {
+            for candidate in ignore_file_candidates(dockerfile_in_context.unwrap_or("")) {
+                match std::fs::read(root.join(&candidate)) {
+                    Ok(bytes) => {
+                        found = Some((candidate, String::from_utf8_lossy(&bytes).into_owned()));
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(context_err(format!("reading {candidate}: {e}"))),
+                }
+            }
+        }
+        let matcher = match &found {
+            Some((name, text)) => {
+                let file =
+                    parse_ignore_file(text).map_err(|e| context_err(format!("{name}: {e}")))?;
+                Some(
+                    file.matcher()
+                        .map_err(|e| context_err(format!("{name}: {e}")))?,
+                )
+            }
+            None => None,
+        };
+        let empty = Matcher::new(&[]).map_err(|e| context_err(e.to_string()))?;
+        let mut included = BTreeSet::new();
+        walk(
+            &StdContextFs::new(root),
+            matcher.as_ref().unwrap_or(&empty),
+            |path, _| {
+                included.insert(path.to_owned());
+            },
+        )
+        .map_err(|e| context_err(format!("listing the context: {e}")))?;
+        Ok(ContextView {
+            root: root.to_owned(),
+            included,
+            ignore_file: found.map(|(name, _)| name),
+            matcher,
+        })
+    }
+
+    /// Whether `.dockerignore` excludes `rel` (for error messages).
+    pub fn is_ignored(&self, rel: &str) -> bool {
+        self.matcher.as_ref().is_some_and(|m| m.is_excluded(rel))
+    }
+}

@@ -1,0 +1,196 @@
+//! Image-config semantics of the metadata instructions (ENV, LABEL, EXPOSE, CMD, …), the
+//! history entries, and the timestamps `--reproducible` fixes.
+
+use kiln_dockerfile::instructions::{CommandLine, Health};
+use kiln_oci::ImageConfig;
+use kiln_oci::{EmptyObject, Healthcheck, History};
+
+/// The shell a stage runs shell-form commands with unless SHELL says otherwise.
+pub const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
+
+/// The config's environment as pairs.
+pub fn env_pairs(config: &ImageConfig) -> Vec<(String, String)> {
+    config
+        .config
+        .as_ref()
+        .and_then(|c| c.env.as_ref())
+        .map(|env| {
+            env.iter()
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) => (k.to_owned(), v.to_owned()),
+                    None => (kv.clone(), String::new()),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Sets `key=value` in the config's environment, in place when the key exists.
+pub fn set_env(config: &mut ImageConfig, key: &str, value: &str) {
+    let env = config.config_mut().env.get_or_insert_with(Vec::new);
+    let entry = format!("{key}={value}");
+    match env
+        .iter_mut()
+        .find(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k) == key)
+    {
+        Some(existing) => *existing = entry,
+        None => env.push(entry),
+    }
+}
+
+/// The stage's shell (SHELL, else `/bin/sh -c`).
+pub fn shell(config: &ImageConfig) -> Vec<String> {
+    config
+        .config
+        .as_ref()
+        .and_then(|c| c.shell.clone())
+        .unwrap_or_else(|| DEFAULT_SHELL.iter().map(|s| s.to_string()).collect())
+}
+
+/// A command line as the config stores it: exec form as is, shell form wrapped in the shell.
+pub fn command_vector(config: &ImageConfig, line: &CommandLine) -> Vec<String> {
+    match line {
+        CommandLine::Exec(args) => args.clone(),
+        CommandLine::Shell(text) => {
+            let mut v = shell(config);
+            v.push(text.clone());
+            v
+        }
+    }
+}
+
+/// EXPOSE entries as config keys: `80` → `80/tcp`, ranges expanded as docker does.
+pub fn port_keys(spec: &str) -> Result<Vec<String>, String> {
+    let (ports, proto) = match spec.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (spec, "tcp".to_owned()),
+    };
+    // `ip:host:container` forms: only the container port counts.
+    let ports = ports.rsplit(':').next().unwrap_or(ports);
+    let bad = || format!("invalid port {spec:?}");
+    let (lo, hi) = match ports.split_once('-') {
+        Some((a, b)) => (
+            a.parse::<u16>().map_err(|_| bad())?,
+            b.parse::<u16>().map_err(|_| bad())?,
+        ),
+        None => {
+            let p = ports.parse::<u16>().map_err(|_| bad())?;
+            (p, p)
+        }
+    };
+    if hi < lo {
+        return Err(bad());
+    }
+    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}
+
+/// Records EXPOSE ports.
+pub fn expose(config: &mut ImageConfig, keys: Vec<String>) {
+    let ports = config
+        .config_mut()
+        .exposed_ports
+        .get_or_insert_with(Default::default);
+    for key in keys {
+        ports.insert(key, EmptyObject::default());
+    }
+}
+
+/// Records VOLUME paths.
+pub fn volumes(config: &mut ImageConfig, paths: &[String]) {
+    let volumes = config
+        .config_mut()
+        .volumes
+        .get_or_insert_with(Default::default);
+    for path in paths {
+        volumes.insert(path.clone(), EmptyObject::default());
+    }
+}
+
+/// HEALTHCHECK as the config stores it.
+pub fn healthcheck(health: &Health) -> Healthcheck {
+    match health {
+        Health::None => Healthcheck {
+            test: Some(vec!["NONE".into()]),
+            ..Healthcheck::default()
+        },
+        Health::Cmd {
+            test,
+            interval_ns,
+            timeout_ns,
+            start_period_ns,
+            start_interval_ns,
+            retries,
+        } => {
+            let mut h = Healthcheck {
+                test: Some(test.clone()),
+                interval: *interval_ns,
+                timeout: *timeout_ns,
+                start_period: *start_period_ns,
+                retries: *retries,
+                ..Healthcheck::default()
+            };
+            h.start_interval = *start_interval_ns;
+            h
+        }
+    }
+}
+
+/// An RFC 3339 UTC time for `secs` since the epoch.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if mo <= 2 { y + 1 } else { y };
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+/// A history entry as BuildKit writes one.
+pub fn history(created: &str, created_by: String) -> History {
+    History {
+        created: Some(created.to_owned()),
+        created_by: Some(created_by),
+        comment: Some("buildkit.dockerfile.v0".into()),
+        ..History::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports() {
+        assert_eq!(port_keys("80").unwrap(), vec!["80/tcp"]);
+        assert_eq!(port_keys("53/UDP").unwrap(), vec!["53/udp"]);
+        assert_eq!(port_keys("8000-8002").unwrap().len(), 3);
+        assert!(port_keys("x").is_err());
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn env_set_in_place() {
+        let mut c = ImageConfig::default();
+        set_env(&mut c, "PATH", "/bin");
+        set_env(&mut c, "A", "1");
+        set_env(&mut c, "PATH", "/usr/bin");
+        assert_eq!(
+            env_pairs(&c),
+            vec![("PATH".into(), "/usr/bin".into()), ("A".into(), "1".into())]
+        );
+    }
+}

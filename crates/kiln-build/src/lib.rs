@@ -1,0 +1,33 @@
+/*!
+`kiln-build` is kiln's build engine: from a Dockerfile, a build context and options to an image
+in the local content store, then to its outputs (registries, a docker-archive, an OCI layout).
+
+- [`Builder`] plans the Dockerfile (with the base images' ENV and ONBUILD), builds the needed
+  stages wave by wave (independent stages in parallel threads), runs RUN steps in the sandbox,
+  snapshots them by stat-index diff, writes layers into the store, and assembles the image.
+- [`copy`] holds COPY/ADD semantics; [`context`] the build context and `.dockerignore`;
+  [`image`] the config semantics of metadata instructions; [`paths`] in-root path resolution;
+  [`users`] `/etc/passwd` and `/etc/group` lookups in the image.
+- [`output`] writes a built image: push (blobs first, then the manifest), docker-archive, OCI
+  layout.
+
+The engine never prints: it reports through [`Reporter`].
+
+Depends on kiln-dockerfile, kiln-oci, kiln-registry, kiln-fs and kiln-sandbox; only the `kiln`
+binary depends on it.
+*/
+#![deny(missing_docs)]
+
+pub mod context;
+pub mod copy;
+mod engine;
+mod error;
+pub mod image;
+mod options;
+pub mod output;
+pub mod paths;
+pub mod users;
+
+pub use engine::{Builder, BuiltImage, Layer, StageImage};
+pub use error::BuildError;
+pub use options::{BuildOptions, ImageFormat, Isolation, Quiet, Reporter, StepInfo};

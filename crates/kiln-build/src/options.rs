@@ -1,0 +1,125 @@
+//! What a build is asked to do ([`BuildOptions`]) and how it tells the caller what happens
+//! ([`Reporter`]: the library never prints).
+
+use kiln_fs::compress::Encoding;
+use kiln_oci::Platform;
+use kiln_registry::{DockerConfig, Reference, RegistryOptions};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which manifest and media types the image gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageFormat {
+    /// Docker image manifest v2 schema 2: what every registry accepts.
+    #[default]
+    Docker,
+    /// OCI image manifest.
+    Oci,
+}
+
+/// How RUN steps are isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Pick the best backend this machine allows.
+    #[default]
+    Auto,
+    /// Overlay of the layers, snapshot = upper dir (not available yet: falls back with a
+    /// log line only under `Auto`).
+    Overlay,
+    /// chroot into an extracted rootfs, snapshot by stat-index diff.
+    Chroot,
+}
+
+/// Everything a build needs besides the reporter.
+#[derive(Debug)]
+pub struct BuildOptions {
+    /// The build context, already prepared as a local directory.
+    pub context_dir: PathBuf,
+    /// The Dockerfile's text.
+    pub dockerfile_text: String,
+    /// The Dockerfile's name in messages (`Dockerfile`, `docker/app.Dockerfile`).
+    pub dockerfile_name: String,
+    /// The Dockerfile's path relative to the context (for `<Dockerfile>.dockerignore`);
+    /// `None` when it lies outside the context or came from stdin.
+    pub dockerfile_in_context: Option<String>,
+    /// An ignore file found beside a Dockerfile outside the context (its text).
+    pub outside_ignore_file: Option<(String, String)>,
+    /// `--build-arg`.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// The platform to build for (`--custom-platform`); the host's by default.
+    pub platform: Platform,
+    /// `--label` (added to the final image).
+    pub labels: Vec<(String, String)>,
+    /// The kiln dir: all state lives below it.
+    pub kiln_dir: PathBuf,
+    /// Registry client options.
+    pub registry: RegistryOptions,
+    /// Credentials.
+    pub docker_config: DockerConfig,
+    /// `--reproducible`: fixed timestamps (SOURCE_DATE_EPOCH, else 0).
+    pub reproducible: bool,
+    /// `SOURCE_DATE_EPOCH`.
+    pub source_date_epoch: Option<i64>,
+    /// `--single-snapshot`: one layer for the whole target stage.
+    pub single_snapshot: bool,
+    /// `--ignore-path`: paths of the rootfs never snapshotted.
+    pub ignore_paths: Vec<String>,
+    /// Layer compression.
+    pub encoding: Encoding,
+    /// Manifest and media types.
+    pub image_format: ImageFormat,
+    /// RUN isolation.
+    pub isolation: Isolation,
+    /// Where the image goes (checked for push access before the build unless `no_push`).
+    pub destinations: Vec<Reference>,
+    /// Build without pushing.
+    pub no_push: bool,
+    /// Skip the push-access check before the build.
+    pub skip_push_permission_check: bool,
+}
+
+/// One step of a stage, as the reporter sees it.
+#[derive(Debug, Clone)]
+pub struct StepInfo {
+    /// The stage's position among the stages built (1-based) and how many there are.
+    pub stage: (usize, usize),
+    /// The stage's name, or its index.
+    pub stage_name: String,
+    /// The step's position in the stage (1-based) and the number of steps.
+    pub step: (usize, usize),
+    /// The instruction as it ran (after expansion).
+    pub text: String,
+}
+
+/// Receives what happens during a build. Implementations must be cheap: the engine calls
+/// them from its worker threads.
+pub trait Reporter: Send + Sync {
+    /// A general message.
+    fn info(&self, message: &str);
+    /// Something the user should know (an unused build arg, a fallback).
+    fn warn(&self, message: &str);
+    /// A step starts.
+    fn step_started(&self, step: &StepInfo);
+    /// A step finished after `elapsed`.
+    fn step_finished(&self, step: &StepInfo, elapsed: Duration);
+    /// Output of a RUN step (raw bytes, possibly partial lines).
+    fn output(&self, step: &StepInfo, bytes: &[u8]);
+    /// A blob moved (pulled, pushed, mounted, already there).
+    fn blob(&self, what: &str, digest: &kiln_oci::Digest);
+}
+
+/// A reporter that drops everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Quiet;
+
+impl Reporter for Quiet {
+    fn info(&self, _: &str) {}
+    fn warn(&self, _: &str) {}
+    fn step_started(&self, _: &StepInfo) {}
+    fn step_finished(&self, _: &StepInfo, _: Duration) {}
+    fn output(&self, _: &StepInfo, _: &[u8]) {}
+    fn blob(&self, _: &str, _: &kiln_oci::Digest) {}
+}

@@ -1,0 +1,623 @@
+//! `kiln build` (and the binary run as `executor`): kaniko's executor flags, their checks, the
+//! build, and its outputs. The engine lives in kiln-build; this file maps flags to options and
+//! prints progress.
+
+use crate::registry_flags::{docker_config, RegistryFlags};
+use anyhow::{bail, Context, Result};
+use clap::{ArgAction, Args, ValueEnum};
+use kiln_build::{BuildOptions, Builder, ImageFormat, Isolation, Reporter, StepInfo};
+use kiln_fs::compress::Encoding;
+use kiln_oci::Platform;
+use kiln_registry::Reference;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Color,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Verbosity {
+    Panic,
+    Fatal,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CompressionFlag {
+    Gzip,
+    Zstd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum IsolationFlag {
+    Auto,
+    Overlay,
+    Chroot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum FormatFlag {
+    Docker,
+    Oci,
+}
+
+/// kaniko's executor flags. Booleans also take `=true`/`=false`, as kaniko's do.
+#[derive(Debug, Args)]
+pub(crate) struct BuildArgs {
+    /// The build context: a directory, dir://DIR, tar://FILE (tar or tar.gz), tar://stdin.
+    #[arg(long, short = 'c', value_name = "CONTEXT", default_value = ".")]
+    context: String,
+    /// A sub-directory of the context to build from.
+    #[arg(long, value_name = "DIR")]
+    context_sub_path: Option<String>,
+    /// The Dockerfile, relative to the context or absolute; `-` reads it from stdin.
+    #[arg(long, short = 'f', value_name = "FILE", default_value = "Dockerfile")]
+    dockerfile: String,
+    /// Where to push the image, e.g. registry:5000/team/app:v1. Repeatable.
+    #[arg(long = "destination", short = 'd', value_name = "IMAGE")]
+    destinations: Vec<String>,
+    /// A build argument, NAME=value; a bare NAME takes the environment's value. Repeatable.
+    #[arg(long = "build-arg", value_name = "NAME[=VALUE]")]
+    build_args: Vec<String>,
+    /// The stage to build (default: the last).
+    #[arg(long, value_name = "STAGE")]
+    target: Option<String>,
+    /// A label for the image, KEY=VALUE. Repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Build (and write --tar-path / --oci-layout-path) without pushing.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
+    no_push: bool,
+    /// Write the image as a docker-archive tarball (for `docker load`) here.
+    #[arg(long, value_name = "FILE")]
+    tar_path: Option<PathBuf>,
+    /// Write the image as an OCI image layout directory here.
+    #[arg(long, value_name = "DIR")]
+    oci_layout_path: Option<PathBuf>,
+    /// Write the image's manifest digest here.
+    #[arg(long, value_name = "FILE")]
+    digest_file: Option<PathBuf>,
+    /// Write NAME@DIGEST for each destination here.
+    #[arg(long, value_name = "FILE")]
+    image_name_with_digest_file: Option<PathBuf>,
+    /// Write [{"image": NAME:TAG, "digest": DIGEST}, …] (JSON) for the destinations here.
+    #[arg(long, value_name = "FILE")]
+    image_name_tag_with_digest_file: Option<PathBuf>,
+    /// Fixed timestamps (SOURCE_DATE_EPOCH, else the epoch): the digest depends on the inputs only.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
+    reproducible: bool,
+    /// The platform to build for, e.g. linux/arm64 (default: this machine's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    custom_platform: Option<String>,
+    /// One layer for the whole target stage.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
+    single_snapshot: bool,
+    /// Remove this build's directory under the kiln dir afterwards.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
+    cleanup: bool,
+    /// Where kiln keeps its state (default: $KILN_DIR, /kiln when writable, else $XDG_CACHE_HOME/kiln).
+    #[arg(long, alias = "kaniko-dir", value_name = "DIR")]
+    kiln_dir: Option<PathBuf>,
+    /// A path of the image never snapshotted by RUN steps. Repeatable.
+    #[arg(long = "ignore-path", value_name = "PATH")]
+    ignore_paths: Vec<String>,
+    /// Build only the stages the target needs (always on: =false is refused).
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true", require_equals = true)]
+    skip_unused_stages: bool,
+    /// Layer compression.
+    #[arg(long, value_enum, default_value = "gzip")]
+    compression: CompressionFlag,
+    /// Compression level (gzip 0-9, default 6; zstd 1-22, default 3).
+    #[arg(long, value_name = "N")]
+    compression_level: Option<i32>,
+    /// How much to log.
+    #[arg(long, value_enum, default_value = "info")]
+    verbosity: Verbosity,
+    /// Log as plain text, colored text, or JSON lines.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Prefix log lines with the time.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
+    log_timestamp: bool,
+    /// RUN isolation backend.
+    #[arg(long, value_enum, default_value = "auto")]
+    isolation: IsolationFlag,
+    /// Manifest format: docker (v2 schema 2, every registry takes it) or oci.
+    #[arg(long, value_enum, default_value = "docker")]
+    image_format: FormatFlag,
+    /// Do not check push access to the destinations before building.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
+    skip_push_permission_check: bool,
+    /// kaniko flags kiln does not need; accepted and ignored with a note.
+    #[arg(long = "snapshot-mode", value_name = "MODE", hide = true)]
+    snapshot_mode: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    use_new_run: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    force: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    cache: Option<String>,
+    #[arg(long, hide = true)]
+    cache_repo: Option<String>,
+    #[arg(long, hide = true)]
+    cache_dir: Option<String>,
+    #[arg(long, hide = true)]
+    cache_ttl: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    cache_copy_layers: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    cache_run_layers: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    ignore_var_run: Option<String>,
+    #[command(flatten)]
+    registry: RegistryFlags,
+}
+
+/// kaniko's camelCase spellings and the flag kiln knows them as.
+const CAMEL_CASE: &[(&str, &str)] = &[
+    ("--tarPath", "--tar-path"),
+    ("--snapshotMode", "--snapshot-mode"),
+    ("--digestFile", "--digest-file"),
+    ("--imageNameDigestFile", "--image-name-with-digest-file"),
+    ("--ociLayoutPath", "--oci-layout-path"),
+    ("--contextSubPath", "--context-sub-path"),
+    ("--buildArg", "--build-arg"),
+    ("--skipTLSVerify", "--skip-tls-verify"),
+    ("--noPush", "--no-push"),
+    ("--singleSnapshot", "--single-snapshot"),
+    ("--customPlatform", "--custom-platform"),
+    ("--insecureRegistry", "--insecure-registry"),
+    ("--registryMirror", "--registry-mirror"),
+    ("--cacheRepo", "--cache-repo"),
+    ("--cacheDir", "--cache-dir"),
+    ("--skipUnusedStages", "--skip-unused-stages"),
+];
+
+/// Rewrites kaniko's camelCase flags to the kebab-case ones, with a warning for each.
+#[allow(clippy::print_stderr)]
+pub(crate) fn rewrite_camel_case(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    args.into_iter()
+        .map(|arg| {
+            let Some(text) = arg.to_str() else { return arg };
+            for (camel, kebab) in CAMEL_CASE {
+                let rest = text.strip_prefix(camel);
+                if let Some(rest) = rest.filter(|r| r.is_empty() || r.starts_with('=')) {
+                    eprintln!("warning: {camel} is deprecated: use {kebab}");
+                    return format!("{kebab}{rest}").into();
+                }
+            }
+            arg
+        })
+        .collect()
+}
+
+/// The kiln dir: the flag, $KILN_DIR, /kiln when writable, else $XDG_CACHE_HOME/kiln.
+fn kiln_dir(flag: Option<&PathBuf>) -> Result<PathBuf> {
+    if let Some(dir) = flag {
+        return Ok(dir.clone());
+    }
+    if let Some(dir) = std::env::var_os("KILN_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    let default = Path::new("/kiln");
+    if std::fs::create_dir_all(default).is_ok()
+        && rustix::fs::access(default, rustix::fs::Access::WRITE_OK).is_ok()
+    {
+        return Ok(default.to_owned());
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .context("no --kiln-dir, KILN_DIR, writable /kiln nor HOME to keep state in")?;
+    Ok(cache.join("kiln"))
+}
+
+fn build_args(raw: &[String]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for arg in raw {
+        match arg.split_once('=') {
+            Some((k, v)) => {
+                out.insert(k.to_owned(), v.to_owned());
+            }
+            None => {
+                if let Ok(v) = std::env::var(arg) {
+                    out.insert(arg.clone(), v);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Prints progress as lines: `[2/3] STEP 4/9: RUN make  (3.2s)`, or JSON.
+struct LineReporter {
+    format: LogFormat,
+    timestamps: bool,
+    quiet_info: bool,
+    show_output: bool,
+    out: Mutex<std::io::Stderr>,
+}
+
+impl LineReporter {
+    #[allow(clippy::print_stderr)]
+    fn line(&self, level: &str, message: &str, extra: serde_json::Value) {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let secs = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let time = kiln_build::image::rfc3339(secs);
+        if self.format == LogFormat::Json {
+            let mut v = serde_json::json!({"level": level, "msg": message, "time": time});
+            if let (Some(map), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
+                map.extend(extra);
+            }
+            let _ = writeln!(out, "{v}");
+            return;
+        }
+        let prefix = if self.timestamps {
+            format!("{time} ")
+        } else {
+            String::new()
+        };
+        let (start, end) = match (self.format, level) {
+            (LogFormat::Color, "warn") => ("\x1b[33m", "\x1b[0m"),
+            (LogFormat::Color, "error") => ("\x1b[31m", "\x1b[0m"),
+            (LogFormat::Color, "step") => ("\x1b[1m", "\x1b[0m"),
+            _ => ("", ""),
+        };
+        let tag = if level == "warn" { "warning: " } else { "" };
+        let _ = writeln!(out, "{prefix}{start}{tag}{message}{end}");
+    }
+}
+
+impl Reporter for LineReporter {
+    fn info(&self, message: &str) {
+        if !self.quiet_info {
+            self.line("info", message, serde_json::Value::Null);
+        }
+    }
+
+    fn warn(&self, message: &str) {
+        self.line("warn", message, serde_json::Value::Null);
+    }
+
+    fn step_started(&self, step: &StepInfo) {
+        if self.format == LogFormat::Json && !self.quiet_info {
+            self.line(
+                "info",
+                &step.text,
+                serde_json::json!({"event": "step-start", "stage": step.stage_name, "step": step.step.0, "steps": step.step.1}),
+            );
+        }
+    }
+
+    fn step_finished(&self, step: &StepInfo, elapsed: Duration) {
+        if self.quiet_info {
+            return;
+        }
+        let text = format!(
+            "[{}/{}] STEP {}/{}: {}  ({:.1}s)",
+            step.stage.0,
+            step.stage.1,
+            step.step.0,
+            step.step.1,
+            step.text,
+            elapsed.as_secs_f64()
+        );
+        self.line(
+            "step",
+            &text,
+            serde_json::json!({"event": "step-done", "stage": step.stage_name, "step": step.step.0, "steps": step.step.1, "seconds": elapsed.as_secs_f64()}),
+        );
+    }
+
+    fn output(&self, _step: &StepInfo, bytes: &[u8]) {
+        if !self.show_output {
+            return;
+        }
+        if self.format == LogFormat::Json {
+            self.line(
+                "info",
+                &String::from_utf8_lossy(bytes),
+                serde_json::json!({"event": "output"}),
+            );
+            return;
+        }
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = out.write_all(bytes);
+    }
+
+    fn blob(&self, what: &str, digest: &kiln_oci::Digest) {
+        if !self.quiet_info {
+            self.line(
+                "info",
+                &format!("{what} {digest}"),
+                serde_json::json!({"event": "blob"}),
+            );
+        }
+    }
+}
+
+fn check_output_parent(flag: &str, path: &Path) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        bail!(
+            "--{flag} {}: the directory {} does not exist",
+            path.display(),
+            parent.display()
+        );
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+pub(crate) fn run(args: BuildArgs) -> Result<()> {
+    let reporter = Arc::new(LineReporter {
+        format: args.log_format,
+        timestamps: args.log_timestamp,
+        quiet_info: matches!(
+            args.verbosity,
+            Verbosity::Panic | Verbosity::Fatal | Verbosity::Error | Verbosity::Warn
+        ),
+        show_output: !matches!(
+            args.verbosity,
+            Verbosity::Panic | Verbosity::Fatal | Verbosity::Error
+        ),
+        out: Mutex::new(std::io::stderr()),
+    });
+    for (flag, value) in [
+        ("--snapshot-mode", args.snapshot_mode.is_some()),
+        ("--use-new-run", args.use_new_run.is_some()),
+        ("--force", args.force.is_some()),
+        ("--ignore-var-run", args.ignore_var_run.is_some()),
+    ] {
+        if value {
+            reporter.warn(&format!(
+                "{flag} is accepted for kaniko compatibility and ignored: kiln does not need it"
+            ));
+        }
+    }
+    for (flag, value) in [
+        (
+            "--cache",
+            args.cache.as_deref().is_some_and(|v| v != "false"),
+        ),
+        ("--cache-repo", args.cache_repo.is_some()),
+        ("--cache-dir", args.cache_dir.is_some()),
+        ("--cache-ttl", args.cache_ttl.is_some()),
+        ("--cache-copy-layers", args.cache_copy_layers.is_some()),
+        ("--cache-run-layers", args.cache_run_layers.is_some()),
+    ] {
+        if value {
+            reporter.warn(&format!(
+                "{flag}: layer caching is not implemented yet; building without a cache"
+            ));
+        }
+    }
+    if !args.skip_unused_stages {
+        bail!("--skip-unused-stages=false: kiln always builds only the stages the target needs");
+    }
+    let destinations: Vec<Reference> = args
+        .destinations
+        .iter()
+        .map(|d| Reference::parse(d).with_context(|| format!("--destination {d:?}")))
+        .collect::<Result<_>>()?;
+    if destinations.is_empty() && !args.no_push {
+        bail!("--destination is required unless --no-push is given (kaniko's rule): name where to push, or add --no-push with --tar-path or --oci-layout-path");
+    }
+    for (flag, path) in [
+        ("tar-path", &args.tar_path),
+        ("oci-layout-path", &args.oci_layout_path),
+        ("digest-file", &args.digest_file),
+        (
+            "image-name-with-digest-file",
+            &args.image_name_with_digest_file,
+        ),
+        (
+            "image-name-tag-with-digest-file",
+            &args.image_name_tag_with_digest_file,
+        ),
+    ] {
+        if let Some(p) = path {
+            check_output_parent(flag, p)?;
+        }
+    }
+    let labels = args
+        .labels
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => bail!("--label {l:?}: expected KEY=VALUE"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let platform = match &args.custom_platform {
+        Some(p) => {
+            Platform::parse_flag(p).map_err(|e| anyhow::anyhow!("--custom-platform: {e}"))?
+        }
+        None => Platform::host(),
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let encoding = match args.compression {
+        CompressionFlag::Gzip => {
+            let level = args.compression_level.unwrap_or(6);
+            if !(0..=9).contains(&level) {
+                bail!("--compression-level {level}: gzip levels are 0 to 9");
+            }
+            Encoding::Gzip {
+                level: level as u32,
+                threads,
+            }
+        }
+        CompressionFlag::Zstd => {
+            let level = args.compression_level.unwrap_or(3);
+            if !(1..=22).contains(&level) {
+                bail!("--compression-level {level}: zstd levels are 1 to 22");
+            }
+            if args.image_format == FormatFlag::Docker {
+                bail!("--compression zstd needs --image-format oci: Docker manifests have no zstd layer type");
+            }
+            Encoding::Zstd {
+                level,
+                workers: threads as u32,
+            }
+        }
+    };
+    let source_date_epoch =
+        match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
+                anyhow::anyhow!("SOURCE_DATE_EPOCH {v:?} is not a number of seconds")
+            })?),
+            _ => None,
+        };
+    let registry = args.registry.options()?;
+    let credentials = docker_config()?;
+    let kiln_dir = kiln_dir(args.kiln_dir.as_ref())?;
+    std::fs::create_dir_all(&kiln_dir)
+        .with_context(|| format!("--kiln-dir {}: cannot create it", kiln_dir.display()))?;
+    // The context and Dockerfile.
+    let context = kiln_build::context::prepare(
+        &args.context,
+        args.context_sub_path.as_deref(),
+        &kiln_dir.join("contexts"),
+    )?;
+    let (dockerfile_text, dockerfile_name, in_context, outside_ignore) = if args.dockerfile == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("reading the Dockerfile from stdin")?;
+        (text, "Dockerfile (stdin)".to_owned(), None, None)
+    } else {
+        let given = Path::new(&args.dockerfile);
+        let path = if given.is_absolute() {
+            given.to_owned()
+        } else {
+            context.dir.join(given)
+        };
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "--dockerfile {}: cannot read {}",
+                args.dockerfile,
+                path.display()
+            )
+        })?;
+        let canon_ctx = std::fs::canonicalize(&context.dir).unwrap_or(context.dir.clone());
+        let canon = std::fs::canonicalize(&path).unwrap_or(path.clone());
+        let rel = canon
+            .strip_prefix(&canon_ctx)
+            .ok()
+            .and_then(|r| r.to_str())
+            .map(str::to_owned);
+        let outside = if rel.is_none() {
+            let mut beside = canon.as_os_str().to_os_string();
+            beside.push(".dockerignore");
+            std::fs::read_to_string(&beside)
+                .ok()
+                .map(|t| (PathBuf::from(beside).display().to_string(), t))
+        } else {
+            None
+        };
+        (text, args.dockerfile.clone(), rel, outside)
+    };
+    let options = BuildOptions {
+        context_dir: context.dir.clone(),
+        dockerfile_text,
+        dockerfile_name,
+        dockerfile_in_context: in_context,
+        outside_ignore_file: outside_ignore,
+        build_args: build_args(&args.build_args),
+        target: args.target.clone(),
+        platform,
+        labels,
+        kiln_dir: kiln_dir.clone(),
+        registry,
+        docker_config: credentials,
+        reproducible: args.reproducible,
+        source_date_epoch,
+        single_snapshot: args.single_snapshot,
+        ignore_paths: args.ignore_paths.clone(),
+        encoding,
+        image_format: match args.image_format {
+            FormatFlag::Docker => ImageFormat::Docker,
+            FormatFlag::Oci => ImageFormat::Oci,
+        },
+        isolation: match args.isolation {
+            IsolationFlag::Auto => Isolation::Auto,
+            IsolationFlag::Overlay => Isolation::Overlay,
+            IsolationFlag::Chroot => Isolation::Chroot,
+        },
+        destinations: destinations.clone(),
+        no_push: args.no_push,
+        skip_push_permission_check: args.skip_push_permission_check,
+    };
+    let builder = Builder::new(options, reporter.clone())?;
+    let result = build_and_write(&builder, &args, &destinations);
+    if args.cleanup {
+        if let Err(e) = builder.cleanup() {
+            reporter.warn(&format!("--cleanup: {e}"));
+        }
+    }
+    drop(context);
+    let digest = result?;
+    println!("{digest}");
+    Ok(())
+}
+
+fn build_and_write(
+    builder: &Builder,
+    args: &BuildArgs,
+    destinations: &[Reference],
+) -> Result<kiln_oci::Digest> {
+    builder.check_destinations()?;
+    let image = builder.build()?;
+    let tags: Vec<String> = destinations.iter().map(|d| d.to_string()).collect();
+    if let Some(path) = &args.tar_path {
+        builder.write_docker_archive(&image, path, &tags)?;
+    }
+    if let Some(path) = &args.oci_layout_path {
+        let name = destinations
+            .first()
+            .and_then(|d| d.tag.clone())
+            .unwrap_or_else(|| "latest".into());
+        builder.write_oci_layout(&image, path, &name)?;
+    }
+    let mut digest = image.manifest_descriptor.digest.clone();
+    if !args.no_push {
+        for destination in destinations {
+            digest = builder.push(&image, destination)?;
+        }
+    }
+    if let Some(path) = &args.digest_file {
+        kiln_build::output::write_file_atomically(path, &digest.to_string())?;
+    }
+    if let Some(path) = &args.image_name_with_digest_file {
+        let text: String = destinations
+            .iter()
+            .map(|d| format!("{}@{digest}\n", d.name()))
+            .collect();
+        kiln_build::output::write_file_atomically(path, &text)?;
+    }
+    if let Some(path) = &args.image_name_tag_with_digest_file {
+        let list: Vec<serde_json::Value> = destinations
+            .iter()
+            .map(|d| serde_json::json!({"image": d.to_string(), "digest": digest.to_string()}))
+            .collect();
+        kiln_build::output::write_file_atomically(
+            path,
+            &serde_json::Value::Array(list).to_string(),
+        )?;
+    }
+    Ok(digest)
+}

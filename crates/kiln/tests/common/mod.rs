@@ -1,0 +1,210 @@
+//! Helpers for the build tests: a registry with the busybox base image, the kiln binary, and
+//! independent readers of its output (umoci unpacks, skopeo inspects).
+#![allow(dead_code)]
+
+use kiln_test::{BaseImage, ManifestFormat, PushOptions, Registry, RegistryOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A registry holding `busybox:latest` (made offline from busybox-static).
+pub struct World {
+    pub registry: Registry,
+    /// `127.0.0.1:PORT/busybox:latest`.
+    pub base: String,
+    pub kiln_dir: tempfile::TempDir,
+    pub docker_config: tempfile::TempDir,
+}
+
+impl World {
+    pub fn new() -> World {
+        let registry = Registry::start(RegistryOptions::plain()).expect("registry starts");
+        let base = BaseImage::busybox().expect("busybox image");
+        base.push(
+            &registry,
+            "busybox:latest",
+            &PushOptions::new(ManifestFormat::V2s2),
+        )
+        .expect("push busybox");
+        let docker_config = tempfile::tempdir().unwrap();
+        std::fs::write(docker_config.path().join("config.json"), "{}").unwrap();
+        World {
+            base: format!("{}/busybox:latest", registry.host()),
+            registry,
+            kiln_dir: tempfile::tempdir().unwrap(),
+            docker_config,
+        }
+    }
+
+    /// Pushes another base image as `repo_tag` and returns its full reference.
+    pub fn push_base(&self, image: &BaseImage, repo_tag: &str) -> String {
+        image
+            .push(
+                &self.registry,
+                repo_tag,
+                &PushOptions::new(ManifestFormat::V2s2),
+            )
+            .expect("push base");
+        format!("{}/{repo_tag}", self.registry.host())
+    }
+
+    /// Runs kiln with `args` (plain HTTP to the test registry allowed).
+    pub fn kiln(&self, args: &[&str]) -> Output {
+        let host = self.registry.host();
+        let kiln_dir = self.kiln_dir.path().to_str().unwrap().to_owned();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend([
+            "--insecure-registry",
+            host.as_str(),
+            "--kiln-dir",
+            kiln_dir.as_str(),
+        ]);
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(&all)
+            .env("DOCKER_CONFIG", self.docker_config.path())
+            .env("HOME", self.docker_config.path())
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .expect("kiln runs")
+    }
+
+    /// Builds `dockerfile` with `files` as the context into an OCI layout; returns it.
+    pub fn build(&self, dockerfile: &str, files: &[(&str, &str)], extra: &[&str]) -> Built {
+        let context = context(dockerfile, files);
+        let out = tempfile::tempdir().unwrap();
+        let layout = out.path().join("layout");
+        let ctx = context.path().to_str().unwrap().to_owned();
+        let lay = layout.to_str().unwrap().to_owned();
+        let mut args = vec![
+            "build",
+            "--context",
+            &ctx,
+            "--no-push",
+            "--oci-layout-path",
+            &lay,
+            "--build-arg",
+        ];
+        let base_arg = format!("BASE={}", self.base);
+        args.push(&base_arg);
+        args.extend_from_slice(extra);
+        let output = self.kiln(&args);
+        Built {
+            output,
+            layout,
+            _out: out,
+            _context: context,
+        }
+    }
+}
+
+/// A context dir with a Dockerfile and files (`dir/name` creates dirs).
+pub fn context(dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+    for (name, content) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    dir
+}
+
+pub struct Built {
+    pub output: Output,
+    pub layout: PathBuf,
+    _out: tempfile::TempDir,
+    _context: tempfile::TempDir,
+}
+
+impl Built {
+    pub fn ok(&self) -> &Self {
+        assert!(
+            self.output.status.success(),
+            "kiln build failed:\n{}",
+            String::from_utf8_lossy(&self.output.stderr)
+        );
+        self
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    /// The image config, read straight from the layout's files.
+    pub fn config(&self) -> serde_json::Value {
+        read_config(&self.layout)
+    }
+
+    /// The root file system as umoci unpacks it.
+    pub fn unpack(&self) -> Unpacked {
+        unpack(&self.layout)
+    }
+}
+
+fn blob(layout: &Path, digest: &str) -> Vec<u8> {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()
+}
+
+pub fn read_manifest(layout: &Path) -> serde_json::Value {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    serde_json::from_slice(&blob(layout, &digest)).unwrap()
+}
+
+pub fn read_config(layout: &Path) -> serde_json::Value {
+    let manifest = read_manifest(layout);
+    serde_json::from_slice(&blob(
+        layout,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ))
+    .unwrap()
+}
+
+pub struct Unpacked {
+    dir: tempfile::TempDir,
+}
+
+impl Unpacked {
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("bundle/rootfs")
+    }
+
+    pub fn read(&self, path: &str) -> String {
+        std::fs::read_to_string(self.rootfs().join(path.trim_start_matches('/')))
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    pub fn meta(&self, path: &str) -> std::fs::Metadata {
+        std::fs::symlink_metadata(self.rootfs().join(path.trim_start_matches('/')))
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    pub fn exists(&self, path: &str) -> bool {
+        std::fs::symlink_metadata(self.rootfs().join(path.trim_start_matches('/'))).is_ok()
+    }
+}
+
+/// `umoci unpack` of the layout's `latest`-or-only tag into a temp bundle.
+pub fn unpack(layout: &Path) -> Unpacked {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let tag = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+        .as_str()
+        .unwrap_or("latest")
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(dir.path().join("bundle"))
+        .output()
+        .expect("umoci runs");
+    assert!(
+        out.status.success(),
+        "umoci unpack failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Unpacked { dir }
+}
