@@ -51,3 +51,233 @@ STOPSIGNAL SIGTERM
     let non_empty = history.iter().filter(|h| h["empty_layer"] != true).count();
     assert_eq!(non_empty, layers.len(), "one history entry per layer");
 }
+
+#[test]
+fn multi_stage_builds_copy_from_stages_by_name_and_index_and_skip_unused_ones() {
+    let world = World::new();
+    let dockerfile = r#"ARG BASE
+FROM $BASE AS one
+RUN mkdir -p /out && echo one > /out/one.txt
+FROM $BASE AS two
+RUN mkdir -p /out && echo two > /out/two.txt && ln /out/two.txt /out/two-link.txt
+FROM $BASE AS unused
+RUN exit 3
+FROM one AS derived
+RUN echo derived >> /out/one.txt
+FROM scratch
+COPY --from=derived /out/one.txt /one.txt
+COPY --from=1 /out/ /two/
+"#;
+    let built = world.build(dockerfile, &[], &[]);
+    built.ok();
+    let fs = built.unpack();
+    assert_eq!(fs.read("/one.txt"), "one\nderived\n");
+    assert_eq!(fs.read("/two/two.txt"), "two\n");
+    assert_eq!(
+        fs.meta("/two/two.txt").ino(),
+        fs.meta("/two/two-link.txt").ino(),
+        "a hard link stays a hard link through COPY --from"
+    );
+    assert!(!fs.exists("/bin/busybox"), "scratch has only what was copied");
+    let config = built.config();
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+    let env = config["config"]["Env"].as_array().unwrap();
+    assert!(env.iter().any(|e| e.as_str().unwrap().starts_with("PATH=")));
+}
+
+#[test]
+fn target_picks_a_stage_and_stops_there() {
+    let world = World::new();
+    let dockerfile = "ARG BASE\nFROM $BASE AS first\nRUN echo first > /f\nFROM first\nRUN exit 1\n";
+    let built = world.build(dockerfile, &[], &["--target", "first"]);
+    built.ok();
+    assert_eq!(built.unpack().read("/f"), "first\n");
+}
+
+#[test]
+fn deletions_and_type_changes_become_whiteouts_that_other_tools_apply() {
+    let world = World::new();
+    let dockerfile = r#"ARG BASE
+FROM $BASE
+RUN rm /base/file && rm -r /base/dir \
+ && rm -r /base/replace-me && echo now-a-file > /base/replace-me \
+ && rm /base/link && mkdir /base/link \
+ && echo f > /tmp/x && ln /tmp/x /tmp/y \
+ && cp /bin/busybox /usr-bin-su && chmod 4755 /usr-bin-su \
+ && echo pid > /var/run/app.pid
+"#;
+    let built = world.build(dockerfile, &[], &[]);
+    built.ok();
+    let fs = built.unpack();
+    assert!(!fs.exists("/base/file"));
+    assert!(!fs.exists("/base/dir"));
+    assert_eq!(fs.read("/base/replace-me"), "now-a-file\n");
+    assert!(fs.meta("/base/link").is_dir());
+    assert_eq!(fs.meta("/tmp/x").ino(), fs.meta("/tmp/y").ino());
+    assert_eq!(fs.meta("/usr-bin-su").permissions().mode() & 0o7777, 0o4755);
+    assert!(fs.meta("/var/run").file_type().is_symlink(), "/var/run stays a symlink");
+    assert_eq!(fs.read("/run/app.pid"), "pid\n");
+}
+
+#[test]
+fn copy_and_add_follow_docker_semantics() {
+    let world = World::new();
+    // A tar.gz for ADD to unpack, made with busybox tar by a RUN of an earlier stage would
+    // need a shell here; make it with the tar crate instead.
+    let tarball = {
+        let layer = kiln_test::LayerTar::new()
+            .dir("pkg", 0o755, (0, 0))
+            .unwrap()
+            .file("pkg/data.txt", 0o640, (7, 8), b"packed\n")
+            .unwrap()
+            .finish()
+            .unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &layer).unwrap();
+        gz.finish().unwrap()
+    };
+    let dockerfile = r#"ARG BASE
+FROM $BASE
+COPY *.txt /globbed/
+COPY dir /contents
+COPY dir /named/dir
+COPY --chown=app:wheel --chmod=0750 script.sh /usr/local/bin/
+COPY --chown=1234 one.txt /owned-by-1234
+COPY one.txt /renamed.txt
+ADD archive.tar.gz /unpacked/
+ADD archive.tar.gz /kept/archive.tgz.dir/
+COPY archive.tar.gz /copied/
+ENV WHO=works
+COPY <<EOF /inline.txt
+inline ${WHO} ${BASE:-global-args-need-redeclaring}
+EOF
+"#;
+    let context = common::context(
+        dockerfile,
+        &[
+            ("one.txt", "1\n"),
+            ("two.txt", "2\n"),
+            ("dir/sub/deep.txt", "deep\n"),
+            ("script.sh", "#!/bin/sh\necho hi\n"),
+            ("ignored.txt", "secret\n"),
+            (".dockerignore", "ignored.txt\n"),
+        ],
+    );
+    std::fs::write(context.path().join("archive.tar.gz"), &tarball).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("layout");
+    let base_arg = format!("BASE={}", world.base);
+    let output = world.kiln(&[
+        "build",
+        "-c",
+        context.path().to_str().unwrap(),
+        "--no-push",
+        "--oci-layout-path",
+        layout.to_str().unwrap(),
+        "--build-arg",
+        &base_arg,
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let fs = common::unpack(&layout);
+    assert_eq!(fs.read("/globbed/one.txt"), "1\n");
+    assert_eq!(fs.read("/globbed/two.txt"), "2\n");
+    assert!(!fs.exists("/globbed/ignored.txt"), ".dockerignore excludes it");
+    assert_eq!(fs.read("/contents/sub/deep.txt"), "deep\n");
+    assert_eq!(fs.read("/named/dir/sub/deep.txt"), "deep\n");
+    let script = fs.meta("/usr/local/bin/script.sh");
+    assert_eq!((script.uid(), script.gid()), (1000, 10));
+    assert_eq!(script.permissions().mode() & 0o7777, 0o750);
+    let owned = fs.meta("/owned-by-1234");
+    assert_eq!((owned.uid(), owned.gid()), (1234, 1234));
+    assert_eq!(fs.read("/renamed.txt"), "1\n");
+    assert_eq!(fs.read("/unpacked/pkg/data.txt"), "packed\n");
+    let packed = fs.meta("/unpacked/pkg/data.txt");
+    assert_eq!((packed.uid(), packed.gid(), packed.permissions().mode() & 0o777), (7, 8, 0o640));
+    assert_eq!(fs.read("/kept/archive.tgz.dir/pkg/data.txt"), "packed\n");
+    assert!(fs.meta("/copied/archive.tar.gz").is_file(), "COPY never unpacks");
+    assert_eq!(
+        fs.read("/inline.txt"),
+        "inline works global-args-need-redeclaring\n"
+    );
+}
+
+#[test]
+fn a_missing_copy_source_names_the_pattern_and_the_dockerignore() {
+    let world = World::new();
+    let built = world.build(
+        "ARG BASE\nFROM $BASE\nCOPY secret.txt /\n",
+        &[("secret.txt", "s"), (".dockerignore", "secret.txt\n")],
+        &[],
+    );
+    assert!(!built.output.status.success());
+    let err = built.stderr();
+    assert!(err.contains("Dockerfile:3:1"), "{err}");
+    assert!(err.contains("\"secret.txt\""), "{err}");
+    assert!(err.contains("excluded by .dockerignore"), "{err}");
+    assert!(!built.layout.exists(), "nothing is written");
+}
+
+#[test]
+fn a_failing_run_names_the_line_command_status_and_output_and_writes_nothing() {
+    let world = World::new();
+    let built = world.build(
+        "ARG BASE\nFROM $BASE AS builder\nRUN echo first-line && echo to-stderr >&2 && exit 7\n",
+        &[],
+        &[],
+    );
+    assert!(!built.output.status.success());
+    let err = built.stderr();
+    assert!(err.contains("Dockerfile:3:1"), "{err}");
+    assert!(err.contains("stage builder"), "{err}");
+    assert!(err.contains("exited with status 7"), "{err}");
+    assert!(err.contains("| to-stderr"), "the output's tail is shown: {err}");
+    assert!(!built.layout.exists());
+}
+
+#[test]
+fn run_mount_is_refused_with_the_line_until_it_is_supported() {
+    let world = World::new();
+    let built = world.build(
+        "ARG BASE\nFROM $BASE\nRUN --mount=type=cache,target=/c true\n",
+        &[],
+        &[],
+    );
+    assert!(!built.output.status.success());
+    let err = built.stderr();
+    assert!(err.contains("Dockerfile:3:1") && err.contains("RUN --mount"), "{err}");
+    assert!(err.contains("not supported yet"), "{err}");
+}
+
+#[test]
+fn entrypoint_resets_an_inherited_cmd_and_onbuild_triggers_run_in_children() {
+    let world = World::new();
+    // A parent image with ONBUILD triggers, built by kiln and pushed.
+    let parent = common::context(
+        "ARG BASE\nFROM $BASE\nONBUILD RUN echo triggered > /onbuild.txt\nONBUILD COPY child.txt /\nCMD [\"parent-cmd\"]\n",
+        &[],
+    );
+    let dest = format!("{}/parent:1", world.registry.host());
+    let base_arg = format!("BASE={}", world.base);
+    let out = world.kiln(&[
+        "build",
+        "-c",
+        parent.path().to_str().unwrap(),
+        "-d",
+        &dest,
+        "--build-arg",
+        &base_arg,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let child = world.build(
+        &format!("FROM {dest}\nENTRYPOINT [\"/bin/sh\"]\n"),
+        &[("child.txt", "from the child context\n")],
+        &[],
+    );
+    child.ok();
+    let fs = child.unpack();
+    assert_eq!(fs.read("/onbuild.txt"), "triggered\n");
+    assert_eq!(fs.read("/child.txt"), "from the child context\n");
+    let config = child.config();
+    assert!(config["config"]["Cmd"].is_null(), "ENTRYPOINT resets the parent's CMD");
+    assert!(config["config"]["OnBuild"].is_null(), "triggers are not inherited");
+}
