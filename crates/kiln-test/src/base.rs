@@ -259,3 +259,11 @@ pub fn busybox_layer() -> Result<Vec<u8>> {
         .file("base/replace-me/x", 0o644, (0, 0), b"x\n")?
         .finish()
 }
+
+/// Writes `DIR/config.json` with basic-auth credentials for `host`, as `docker login` would.
+pub fn write_docker_config(dir: &Path, host: &str, user: &str, password: &str) -> Result<()> {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let config = json!({"auths": {host: {"auth": auth}}});
+    write_file(&dir.join("config.json"), config.to_string().as_bytes())
+}

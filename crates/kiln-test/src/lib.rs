@@ -47,7 +47,9 @@ mod token;
 
 use std::net::TcpListener;
 
-pub use base::{busybox_layer, BaseImage, LayerTar, BUSYBOX_BIN, GROUP, PASSWD};
+pub use base::{
+    busybox_layer, write_docker_config, BaseImage, LayerTar, BUSYBOX_BIN, GROUP, PASSWD,
+};
 pub use certs::{CertUse, IssuedCert, KeyAlgorithm, TestCa};
 pub use error::{Error, Result};
 pub use http::{http_get, http_request, HttpResponse};

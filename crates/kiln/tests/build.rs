@@ -78,7 +78,10 @@ COPY --from=1 /out/ /two/
         fs.meta("/two/two-link.txt").ino(),
         "a hard link stays a hard link through COPY --from"
     );
-    assert!(!fs.exists("/bin/busybox"), "scratch has only what was copied");
+    assert!(
+        !fs.exists("/bin/busybox"),
+        "scratch has only what was copied"
+    );
     let config = built.config();
     assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
     let env = config["config"]["Env"].as_array().unwrap();
@@ -115,7 +118,10 @@ RUN rm /base/file && rm -r /base/dir \
     assert!(fs.meta("/base/link").is_dir());
     assert_eq!(fs.meta("/tmp/x").ino(), fs.meta("/tmp/y").ino());
     assert_eq!(fs.meta("/usr-bin-su").permissions().mode() & 0o7777, 0o4755);
-    assert!(fs.meta("/var/run").file_type().is_symlink(), "/var/run stays a symlink");
+    assert!(
+        fs.meta("/var/run").file_type().is_symlink(),
+        "/var/run stays a symlink"
+    );
     assert_eq!(fs.read("/run/app.pid"), "pid\n");
 }
 
@@ -177,11 +183,18 @@ EOF
         "--build-arg",
         &base_arg,
     ]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let fs = common::unpack(&layout);
     assert_eq!(fs.read("/globbed/one.txt"), "1\n");
     assert_eq!(fs.read("/globbed/two.txt"), "2\n");
-    assert!(!fs.exists("/globbed/ignored.txt"), ".dockerignore excludes it");
+    assert!(
+        !fs.exists("/globbed/ignored.txt"),
+        ".dockerignore excludes it"
+    );
     assert_eq!(fs.read("/contents/sub/deep.txt"), "deep\n");
     assert_eq!(fs.read("/named/dir/sub/deep.txt"), "deep\n");
     let script = fs.meta("/usr/local/bin/script.sh");
@@ -192,9 +205,19 @@ EOF
     assert_eq!(fs.read("/renamed.txt"), "1\n");
     assert_eq!(fs.read("/unpacked/pkg/data.txt"), "packed\n");
     let packed = fs.meta("/unpacked/pkg/data.txt");
-    assert_eq!((packed.uid(), packed.gid(), packed.permissions().mode() & 0o777), (7, 8, 0o640));
+    assert_eq!(
+        (
+            packed.uid(),
+            packed.gid(),
+            packed.permissions().mode() & 0o777
+        ),
+        (7, 8, 0o640)
+    );
     assert_eq!(fs.read("/kept/archive.tgz.dir/pkg/data.txt"), "packed\n");
-    assert!(fs.meta("/copied/archive.tar.gz").is_file(), "COPY never unpacks");
+    assert!(
+        fs.meta("/copied/archive.tar.gz").is_file(),
+        "COPY never unpacks"
+    );
     assert_eq!(
         fs.read("/inline.txt"),
         "inline works global-args-need-redeclaring\n"
@@ -230,7 +253,10 @@ fn a_failing_run_names_the_line_command_status_and_output_and_writes_nothing() {
     assert!(err.contains("Dockerfile:3:1"), "{err}");
     assert!(err.contains("stage builder"), "{err}");
     assert!(err.contains("exited with status 7"), "{err}");
-    assert!(err.contains("| to-stderr"), "the output's tail is shown: {err}");
+    assert!(
+        err.contains("| to-stderr"),
+        "the output's tail is shown: {err}"
+    );
     assert!(!built.layout.exists());
 }
 
@@ -244,7 +270,10 @@ fn run_mount_is_refused_with_the_line_until_it_is_supported() {
     );
     assert!(!built.output.status.success());
     let err = built.stderr();
-    assert!(err.contains("Dockerfile:3:1") && err.contains("RUN --mount"), "{err}");
+    assert!(
+        err.contains("Dockerfile:3:1") && err.contains("RUN --mount"),
+        "{err}"
+    );
     assert!(err.contains("not supported yet"), "{err}");
 }
 
@@ -267,7 +296,11 @@ fn entrypoint_resets_an_inherited_cmd_and_onbuild_triggers_run_in_children() {
         "--build-arg",
         &base_arg,
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let child = world.build(
         &format!("FROM {dest}\nENTRYPOINT [\"/bin/sh\"]\n"),
         &[("child.txt", "from the child context\n")],
@@ -278,6 +311,208 @@ fn entrypoint_resets_an_inherited_cmd_and_onbuild_triggers_run_in_children() {
     assert_eq!(fs.read("/onbuild.txt"), "triggered\n");
     assert_eq!(fs.read("/child.txt"), "from the child context\n");
     let config = child.config();
-    assert!(config["config"]["Cmd"].is_null(), "ENTRYPOINT resets the parent's CMD");
-    assert!(config["config"]["OnBuild"].is_null(), "triggers are not inherited");
+    assert!(
+        config["config"]["Cmd"].is_null(),
+        "ENTRYPOINT resets the parent's CMD"
+    );
+    assert!(
+        config["config"]["OnBuild"].is_null(),
+        "triggers are not inherited"
+    );
+}
+
+#[test]
+fn pushes_over_tls_with_basic_auth_and_writes_the_digest_files() {
+    use kiln_test::{BaseImage, ManifestFormat, PushOptions, Registry, RegistryOptions};
+    const USER: &str = "builder";
+    const PASSWORD: &str = "pa55-never-printed";
+    let registry =
+        Registry::start(RegistryOptions::plain().tls().htpasswd(USER, PASSWORD)).unwrap();
+    let cert_dir = registry.cert_dir().unwrap().to_owned();
+    BaseImage::busybox()
+        .unwrap()
+        .push(
+            &registry,
+            "library/busybox:1",
+            &PushOptions::new(ManifestFormat::V2s2)
+                .creds(USER, PASSWORD)
+                .cert_dir(&cert_dir),
+        )
+        .unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    kiln_test::write_docker_config(config_dir.path(), &registry.host(), USER, PASSWORD).unwrap();
+    let host = registry.host();
+    let context = common::context(
+        &format!(
+            "FROM {host}/library/busybox:1\nCOPY app.txt /app.txt\nCMD [\"cat\", \"/app.txt\"]\n"
+        ),
+        &[("app.txt", "pushed\n")],
+    );
+    let work = tempfile::tempdir().unwrap();
+    let kiln_dir = work.path().join("kiln");
+    let digest_file = work.path().join("digest");
+    let names_file = work.path().join("names");
+    let json_file = work.path().join("names.json");
+    let ca = format!("{host}={}", registry.ca_pem_path().unwrap().display());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", "--context"])
+        .arg(context.path())
+        .args(["--destination", &format!("{host}/team/app:v1")])
+        .args(["--destination", &format!("{host}/team/app:latest")])
+        .args(["--registry-certificate", &ca])
+        .arg("--kiln-dir")
+        .arg(&kiln_dir)
+        .arg("--digest-file")
+        .arg(&digest_file)
+        .arg("--image-name-with-digest-file")
+        .arg(&names_file)
+        .arg("--image-name-tag-with-digest-file")
+        .arg(&json_file)
+        .env("DOCKER_CONFIG", config_dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains(PASSWORD));
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(std::fs::read_to_string(&digest_file).unwrap(), digest);
+    assert_eq!(
+        std::fs::read_to_string(&names_file).unwrap(),
+        format!("{host}/team/app@{digest}\n{host}/team/app@{digest}\n")
+    );
+    let tags: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_file).unwrap()).unwrap();
+    assert_eq!(tags[1]["image"], format!("{host}/team/app:latest"));
+    assert_eq!(tags[1]["digest"], digest.as_str());
+    // An independent client reads what was pushed and unpacks it.
+    let oci = work.path().join("copied");
+    for tag in ["v1", "latest"] {
+        let inspected = kiln_test::skopeo_checked([
+            "inspect".to_string(),
+            format!("--cert-dir={}", cert_dir.display()),
+            format!("--creds={USER}:{PASSWORD}"),
+            format!("docker://{host}/team/app:{tag}"),
+        ])
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&inspected).unwrap();
+        assert_eq!(v["Digest"], digest.as_str());
+    }
+    kiln_test::skopeo_checked([
+        "copy".to_string(),
+        format!("--src-cert-dir={}", cert_dir.display()),
+        format!("--src-creds={USER}:{PASSWORD}"),
+        format!("docker://{host}/team/app:v1"),
+        format!("oci:{}:v1", oci.display()),
+    ])
+    .unwrap();
+    let fs = common::unpack(&oci);
+    assert_eq!(fs.read("/app.txt"), "pushed\n");
+    assert!(fs.meta("/bin/busybox").is_file());
+    // Only COPY on top of the base: its layers were mounted or skipped, never downloaded.
+    let base_layer_blobs = std::fs::read_dir(kiln_dir.join("store/blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        base_layer_blobs, 2,
+        "only kiln's layer and config are stored"
+    );
+}
+
+#[test]
+fn a_destination_without_credentials_fails_before_the_build() {
+    use kiln_test::{Registry, RegistryOptions};
+    let registry = Registry::start(RegistryOptions::plain().htpasswd("u", "p")).unwrap();
+    let world = World::new();
+    let context = common::context("ARG BASE\nFROM $BASE\nRUN touch /never\n", &[]);
+    let dest = format!("{}/team/app:v1", registry.host());
+    let base_arg = format!("BASE={}", world.base);
+    let reg_host = registry.host();
+    let out = world.kiln(&[
+        "build",
+        "-c",
+        context.path().to_str().unwrap(),
+        "-d",
+        &dest,
+        "--build-arg",
+        &base_arg,
+        "--insecure-registry",
+        &reg_host,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("checking push access"), "{err}");
+    assert!(err.contains(&reg_host), "{err}");
+    assert!(!err.contains("STEP"), "no build work started: {err}");
+}
+
+#[test]
+fn reproducible_builds_give_the_same_digest_and_a_docker_archive_skopeo_reads() {
+    let world = World::new();
+    let dockerfile = "ARG BASE\nFROM $BASE\nCOPY a.txt /\nRUN echo built > /b.txt\n";
+    let mut digests = Vec::new();
+    let out = tempfile::tempdir().unwrap();
+    for round in 0..2 {
+        let context = common::context(dockerfile, &[("a.txt", "a\n")]);
+        let tar = out.path().join(format!("image-{round}.tar"));
+        let base_arg = format!("BASE={}", world.base);
+        let output = world.kiln(&[
+            "build",
+            "-c",
+            context.path().to_str().unwrap(),
+            "--no-push",
+            "--reproducible",
+            "--tar-path",
+            tar.to_str().unwrap(),
+            "--build-arg",
+            &base_arg,
+            "--destination",
+            "example.com/app:1",
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        digests.push(String::from_utf8_lossy(&output.stdout).trim().to_owned());
+        let inspected = kiln_test::skopeo_checked([
+            "inspect".to_string(),
+            format!("docker-archive:{}", tar.display()),
+        ])
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&inspected).unwrap();
+        assert_eq!(v["Created"], "1970-01-01T00:00:00Z");
+        assert_eq!(v["Layers"].as_array().unwrap().len(), 3);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert_eq!(digests[0], digests[1], "same inputs, same digest");
+}
+
+#[test]
+fn the_binary_named_executor_is_kiln_build() {
+    let world = World::new();
+    let dir = tempfile::tempdir().unwrap();
+    let executor = dir.path().join("executor");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_kiln"), &executor).unwrap();
+    let context = common::context("ARG BASE\nFROM $BASE\nRUN echo ok > /ok\n", &[]);
+    let tar = dir.path().join("image.tar");
+    let base_arg = format!("BASE={}", world.base);
+    let host = world.registry.host();
+    let out = std::process::Command::new(&executor)
+        .args(["--context", context.path().to_str().unwrap()])
+        .args(["--no-push", "--tarPath", tar.to_str().unwrap()])
+        .args(["--build-arg", &base_arg, "--insecure-registry", &host])
+        .arg("--kaniko-dir")
+        .arg(world.kiln_dir.path())
+        .args(["--snapshot-mode=redo"])
+        .env("DOCKER_CONFIG", world.docker_config.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("--tarPath is deprecated"), "{err}");
+    assert!(
+        err.contains("--snapshot-mode is accepted for kaniko compatibility and ignored"),
+        "{err}"
+    );
+    assert!(tar.is_file());
 }

@@ -29,31 +29,7 @@ fn ok(output: &Output) -> String {
 }
 
 fn write_auth(dir: &Path, host: &str) {
-    use std::io::Write;
-    let auth = {
-        // base64 of user:password, written by hand to keep the test free of extra crates.
-        let raw = format!("{USER}:{PASSWORD}");
-        let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for chunk in raw.as_bytes().chunks(3) {
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(table[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    };
-    let mut f = std::fs::File::create(dir.join("config.json")).unwrap();
-    write!(f, r#"{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}"#).unwrap();
+    kiln_test::write_docker_config(dir, host, USER, PASSWORD).unwrap();
 }
 
 #[test]
