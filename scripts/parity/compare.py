@@ -420,7 +420,12 @@ def cmd_pair(args):
         else:
             summary = f"{len(common)} paths, {xa.get('rootfs.diff_ids')} layers"
         if ignored:
-            summary += f" (ignored {len(ignored)}: " + ", ".join(l.split(":", 1)[0] for l in ignored) + ")"
+            names = []
+            for line in ignored:
+                name = line.split(":", 1)[0].split("=", 1)[0]
+                if name not in names:
+                    names.append(name)
+            summary += " (ignored: " + ", ".join(names) + ")"
         with open(args.summary_file, "w") as f:
             f.write(summary + "\n")
     if unknown:

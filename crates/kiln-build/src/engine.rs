@@ -1280,6 +1280,11 @@ impl<'a> StageRun<'a> {
                 };
             }
         }
+        if outcome.without_sys {
+            self.builder.reporter.warn(&format!(
+                "{at}: RUN ran without /sys: this container has none to share"
+            ));
+        }
         if !outcome.status.success() {
             let status = match outcome.status {
                 kiln_sandbox::StepStatus::Exited(code) => format!("exited with status {code}"),

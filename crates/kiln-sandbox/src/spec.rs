@@ -81,6 +81,8 @@ pub struct StepOutcome {
     /// Host paths of mount points kiln created in the rootfs (parents first).
     /// They are kiln's, not the step's: keep them out of the layer.
     pub created_mount_points: Vec<PathBuf>,
+    /// The step ran without `/sys`: the build container has none to share.
+    pub without_sys: bool,
 }
 
 #[cfg(test)]

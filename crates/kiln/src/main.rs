@@ -33,6 +33,23 @@ enum Commands {
 /// Exit codes: 0 success, 1 the input (Dockerfile, context) is wrong, 2 usage error (clap).
 const EXIT_INPUT_ERROR: u8 = 1;
 
+/// The error and its causes joined by `: `, leaving out a cause whose text the message
+/// already holds (library errors often show their source in their own message).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
 #[allow(clippy::print_stderr)]
 fn main() -> ExitCode {
     let program = std::env::args_os()
@@ -58,7 +75,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(EXIT_INPUT_ERROR)
         }
     }

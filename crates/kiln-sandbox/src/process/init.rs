@@ -61,13 +61,15 @@ pub(crate) fn setup(plan: &Plan, sys: &dyn Syscall) -> Result<(), (Stage, Errno)
     .map_err(at(Stage::MountShm))?;
 
     // /sys from the host, read-only (a bind ignores MS_RDONLY until remounted).
-    sys.bind_mount(c"/sys", &plan.sys_dir)
+    if let Some(sys_dir) = &plan.sys_dir {
+        sys.bind_mount(c"/sys", sys_dir)
+            .map_err(at(Stage::BindSys))?;
+        sys.remount(
+            sys_dir,
+            MountFlags::BIND | MountFlags::RDONLY | nosuid_nodev_noexec,
+        )
         .map_err(at(Stage::BindSys))?;
-    sys.remount(
-        &plan.sys_dir,
-        MountFlags::BIND | MountFlags::RDONLY | nosuid_nodev_noexec,
-    )
-    .map_err(at(Stage::BindSys))?;
+    }
 
     // resolv.conf and hosts from the caller, read-only so the step cannot
     // write through to the caller's files.

@@ -3,6 +3,7 @@
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -47,8 +48,15 @@ pub(crate) fn prepare(spec: &RunSpec) -> Result<(Plan, Vec<PathBuf>), SandboxErr
     let mut created = Vec::new();
     ensure(&rootfs, "proc", Kind::Dir, &mut created)?;
     ensure(&rootfs, "dev", Kind::Dir, &mut created)?;
-    ensure(&rootfs, "sys", Kind::Dir, &mut created)?;
+    // A build container without /sys (rare, but a chroot may lack it) gets none.
+    let host_sys = Path::new("/sys/kernel").is_dir();
+    if host_sys {
+        ensure(&rootfs, "sys", Kind::Dir, &mut created)?;
+    }
     let mut plan = Plan::with_defaults(&rootfs)?;
+    if !host_sys {
+        plan.sys_dir = None;
+    }
     for (source, rel, stage) in [
         (&spec.resolv_conf, "etc/resolv.conf", Stage::BindResolvConf),
         (&spec.hosts, "etc/hosts", Stage::BindHosts),
@@ -104,7 +112,8 @@ pub fn run_step(
     let mut cmd = Command::new(&spec.argv[0]);
     cmd.args(&spec.argv[1..])
         .env_clear()
-        .stdin(Stdio::null())
+        // A pipe closed at once, not /dev/null: the build container may have no /dev.
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if !spec.env.iter().any(|(k, _)| k == "PATH") {
@@ -149,6 +158,7 @@ pub fn run_step(
         }
     };
 
+    drop(child.stdin.take());
     let pid = child.id() as i32;
     let mut out_pipe = child.stdout.take();
     let mut err_pipe = child.stderr.take();
@@ -184,6 +194,7 @@ pub fn run_step(
             return Ok(StepOutcome {
                 status: StepStatus::from_wait_status(wait_status),
                 created_mount_points,
+                without_sys: plan.sys_dir.is_none(),
             });
         }
     }

@@ -46,7 +46,8 @@ pub(crate) struct Plan {
     pub(crate) devices: Vec<(CString, Dev)>,
     pub(crate) dev_links: Vec<(CString, CString)>,
     pub(crate) shm_dir: CString,
-    pub(crate) sys_dir: CString,
+    /// Where the host's `/sys` is bound read-only; `None` when the host has no `/sys`.
+    pub(crate) sys_dir: Option<CString>,
     pub(crate) binds: Vec<Bind>,
     pub(crate) hostname: Option<Vec<u8>>,
     pub(crate) cwd_dirs: Vec<CString>,
@@ -106,7 +107,7 @@ impl Plan {
             devices,
             dev_links,
             shm_dir: cpath(&dev.join("shm"))?,
-            sys_dir: cpath(&rootfs.join("sys"))?,
+            sys_dir: Some(cpath(&rootfs.join("sys"))?),
             binds: Vec::new(),
             hostname: None,
             cwd_dirs: Vec::new(),
