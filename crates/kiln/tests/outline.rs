@@ -161,7 +161,7 @@ fn missing_dockerfile_and_bad_target_are_clear_errors() {
 }
 
 #[test]
-fn invoked_as_executor_says_build_is_not_implemented() {
+fn invoked_as_executor_without_a_destination_names_the_flag() {
     let tmp = tempfile::tempdir().unwrap();
     let exe = tmp.path().join("executor");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_kiln"), &exe).unwrap();
@@ -170,7 +170,8 @@ fn invoked_as_executor_says_build_is_not_implemented() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--destination is required unless --no-push"), "{err}");
 }
 
 #[test]
