@@ -516,3 +516,93 @@ fn the_binary_named_executor_is_kiln_build() {
     );
     assert!(tar.is_file());
 }
+
+/// `podman` with private storage in `dir`, as this machine allows it (runc, host network, the
+/// rlimits root may set).
+fn podman(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("podman")
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("runroot"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--runtime",
+            "runc",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+        ])
+        .args(args)
+        .output()
+        .expect("podman runs")
+}
+
+#[test]
+fn the_image_runs_under_podman_with_its_cmd_entrypoint_user_workdir_and_env() {
+    let world = World::new();
+    let context = common::context(
+        r#"ARG BASE
+FROM $BASE
+ENV GREETING="hello from kiln"
+WORKDIR /srv/app
+RUN echo data > data.txt && chown app data.txt
+USER app
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["echo \"$GREETING\"; pwd; id -un; cat data.txt"]
+"#,
+        &[],
+    );
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("image.tar");
+    let base_arg = format!("BASE={}", world.base);
+    let out = world.kiln(&[
+        "build",
+        "-c",
+        context.path().to_str().unwrap(),
+        "--no-push",
+        "--tar-path",
+        tar.to_str().unwrap(),
+        "-d",
+        "localhost/kiln-run-test:1",
+        "--build-arg",
+        &base_arg,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let loaded = podman(work.path(), &["load", "-i", tar.to_str().unwrap()]);
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    let ran = podman(
+        work.path(),
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "--ulimit",
+            "nofile=20000:20000",
+            "--ulimit",
+            "nproc=32768:32768",
+            "localhost/kiln-run-test:1",
+        ],
+    );
+    let _ = podman(work.path(), &["rmi", "-a", "-f"]);
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout),
+        "hello from kiln\n/srv/app\napp\ndata\n"
+    );
+}

@@ -171,7 +171,10 @@ fn invoked_as_executor_without_a_destination_names_the_flag() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--destination is required unless --no-push"), "{err}");
+    assert!(
+        err.contains("--destination is required unless --no-push"),
+        "{err}"
+    );
 }
 
 #[test]
