@@ -30,7 +30,8 @@ What is ignored is printed, never hidden:
 Known differences: FILE has lines `case<TAB>field-or-path<TAB>reason` (# comments allowed).
 `case` and `field-or-path` are shell patterns (fnmatch); a difference whose key matches is
 reported as known. Keys are a path (`/etc/hosts`) or `config.Env`, `author`, `os`,
-`history.layers`, `rootfs.diff_ids`, ...
+`history.layers`, `rootfs.diff_ids`, ...; a list that holds the same entries in another order
+has the key `config.Env.order` (etc.).
 
 Exit status of `pair`: 0 same, 3 differences that are all known, 1 other differences,
 2 error (a layout or bundle could not be read).
@@ -370,6 +371,11 @@ def cmd_pair(args):
         msg = f"{A} {show(va)} vs {B} {show(vb)}"
         if k in INFO_FIELDS:
             info.append(f"{k} (not compared): {msg}")
+            continue
+        if isinstance(va, list) and isinstance(vb, list) and sorted(map(show, va)) == sorted(map(show, vb)):
+            # Same entries, another order (Env): its own key, so that a known-differences line
+            # can allow the order alone.
+            diffs.append((k + ".order", "same entries, other order: " + msg))
             continue
         diffs.append((k, msg))
     for who, c in ((A, ca), (B, cb)):

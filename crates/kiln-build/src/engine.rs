@@ -864,7 +864,7 @@ impl<'a> StageRun<'a> {
                 run.image.layers.len()
             ));
             builder.materialize(&run.image.layers, &run.rootfs)?;
-        } else if lazy {
+        } else if lazy && matches!(stage.base, Base::Image { .. }) {
             builder.reporter.info(&format!(
                 "[{}/{}] stage {} only adds files: its base layers are not downloaded",
                 position.0, position.1, run.label
