@@ -202,6 +202,9 @@ def scan_rootfs(rootfs):
         if kind == "file":
             e["size"] = st.st_size
             e["sha256"] = sha256_file(abs_path)
+            if st.st_size <= PREVIEW_BYTES:
+                with open(abs_path, "rb") as f:
+                    e["preview"] = f.read()
             if st.st_nlink > 1:
                 inodes.setdefault((st.st_dev, st.st_ino), []).append(rel)
         elif kind == "symlink":
@@ -225,6 +228,9 @@ def scan_rootfs(rootfs):
                 entries[p]["hardlinks"] = sorted(q for q in paths if q != p)
     return entries
 
+
+# Small files' content is shown in a difference (never compared apart from sha256).
+PREVIEW_BYTES = 256
 
 COMPARED_ATTRS = ["type", "mode", "uid", "gid", "size", "sha256", "target", "device", "hardlinks", "xattrs"]
 
@@ -348,7 +354,7 @@ def cmd_pair(args):
         if ea is None or eb is None:
             present, who = (ea, A) if ea is not None else (eb, B)
             if path in RUNTIME_ARTIFACTS and is_empty(present):
-                ignored.append(f"{path}: only in {who}, empty runtime artifact ({describe(present)})")
+                ignored.append((f"empty mount points only in {who}", f"{path}: only in {who}, empty runtime artifact ({describe(present)})"))
                 continue
             diffs.append((path, f"only in {who}: {describe(present)}"))
             continue
@@ -357,6 +363,8 @@ def cmd_pair(args):
             detail = "; ".join(f"{k} {show(ea.get(k))} vs {show(eb.get(k))}" for k in changed if k != "sha256")
             if "sha256" in changed:
                 detail = (detail + "; " if detail else "") + "content differs"
+                if "preview" in ea and "preview" in eb:
+                    detail += f": {ea['preview']!r} vs {eb['preview']!r}"
             diffs.append((path, detail))
     common = set(fa) & set(fb)
     mtime_diff = sorted(p for p in common if fa[p]["mtime"] != fb[p]["mtime"])
@@ -382,13 +390,13 @@ def cmd_pair(args):
         for k in sorted(IGNORED_CONFIG_KEYS):
             v = (c.get("config") or {}).get(k)
             if not empty(v):
-                ignored.append(f"config.{k}={v!r} in {who}")
+                ignored.append((f"config.{k}", f"config.{k}={v!r} in {who}"))
     la = (ca.get("config") or {}).get("Labels") or {}
     lb = (cb.get("config") or {}).get("Labels") or {}
     for lab in sorted(IGNORED_LABELS):
         for who, labels in ((A, la), (B, lb)):
             if lab in labels:
-                ignored.append(f"label {lab}={labels[lab]!r} in {who}")
+                ignored.append((f"label {lab}", f"label {lab}={labels[lab]!r} in {who}"))
     if xa.get("history.layers") != xb.get("history.layers") or xa.get("history.entries") != xb.get("history.entries"):
         for who, c in ((A, ca), (B, cb)):
             info.append(f"history of {who}:")
@@ -409,7 +417,7 @@ def cmd_pair(args):
         print(f"DIFF  {key}: {msg}")
     for key, msg, reason in known:
         print(f"KNOWN {key}: {msg} [{reason}]")
-    for line in ignored:
+    for _, line in ignored:
         print(f"ignored: {line}")
     for line in info:
         print(f"info: {line}")
@@ -426,12 +434,10 @@ def cmd_pair(args):
         else:
             summary = f"{len(common)} paths, {xa.get('rootfs.diff_ids')} layers"
         if ignored:
-            names = []
-            for line in ignored:
-                name = line.split(":", 1)[0].split("=", 1)[0]
-                if name not in names:
-                    names.append(name)
-            summary += " (ignored: " + ", ".join(names) + ")"
+            counts = {}
+            for name, _ in ignored:
+                counts[name] = counts.get(name, 0) + 1
+            summary += " (ignored: " + ", ".join(f"{n} ({c})" if c > 1 else n for n, c in counts.items()) + ")"
         with open(args.summary_file, "w") as f:
             f.write(summary + "\n")
     if unknown:

@@ -3,6 +3,7 @@
 # both images with umoci and compares the root filesystems and image configs
 # (scripts/parity/compare.py). Everything is offline: a local Distribution registry on 127.0.0.1
 # serves a busybox base image that this script makes from Debian's busybox-static.
+# tests/parity/README.md describes the cases and what is compared.
 #
 #   bash scripts/parity/run.sh [options] [KILN_BINARY]
 #
@@ -14,6 +15,10 @@
 #   --keep            keep the work dir (its path is printed) instead of deleting it
 #   --kiln-arg ARG    pass one more argument to `kiln build` (repeatable)
 #
+# A case is a directory with a Dockerfile and its context, and optionally: `args` (one
+# `--build-arg K=V` per line), `target` (the stage name for --target), `Dockerfile.buildah` (what
+# buildah builds instead, for syntax buildah 1.28 lacks, such as heredocs).
+#
 # Needs root (buildah's chroot isolation, owners kept by umoci unpack). Exit status: 0 when every
 # case is the same or differs only as scripts/parity/known-differences.txt allows; 1 when a case
 # differs, or a build or unpack failed; 2 for usage or setup errors.
@@ -24,7 +29,7 @@ CASES_DIR="$REPO/tests/parity/cases"
 COMPARE="$REPO/scripts/parity/compare.py"
 KNOWN="$REPO/scripts/parity/known-differences.txt"
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 KILN=""
 ONLY=()
@@ -84,6 +89,8 @@ WORK=$(mktemp -d /tmp/kiln-parity.XXXXXX)
 REG_PID=""
 cleanup() {
     local rc=$?
+    # errexit off: a failing step here (grep finding no mount) must not skip the rest.
+    set +e
     if [ -n "$REG_PID" ] && kill -0 "$REG_PID" 2>/dev/null; then
         kill "$REG_PID" 2>/dev/null || true
         wait "$REG_PID" 2>/dev/null || true
@@ -91,7 +98,7 @@ cleanup() {
     # buildah's chroot isolation mounts inside its own mount namespace; unmount anything that
     # still shows up under the work dir before deleting it.
     if command -v findmnt >/dev/null 2>&1; then
-        findmnt -rn -o TARGET | grep "^$WORK/" | sort -r | while read -r m; do
+        findmnt -rn -o TARGET | grep -F "$WORK/" | sort -r | while read -r m; do
             umount -l "$m" 2>/dev/null || true
         done
     fi
@@ -304,7 +311,7 @@ unpack() {
 ROWS=()
 add_row() {
     local name=$1 result=$2 summary=$3
-    summary=$(printf '%s' "$summary" | tr '\n|' ';/' | cut -c1-300)
+    summary=$(printf '%s' "$summary" | tr '\n|' ';/' | cut -c1-400)
     ROWS+=("| $name | $result | $summary |")
 }
 

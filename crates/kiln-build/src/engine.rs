@@ -2,21 +2,16 @@
 //! (independent ones at the same time), and assembles the target stage's image.
 
 use crate::context::ContextView;
-use crate::copy::{self, CopySpec, Source};
 use crate::error::BuildError;
-use crate::image::{self, command_vector, env_pairs, set_env};
-use crate::options::{BuildOptions, ImageFormat, Isolation, Reporter, StepInfo};
-use crate::paths;
-use crate::users;
-use kiln_dockerfile::instructions::{Command, CommandLine, CopyArgs, Instruction};
+use crate::image::{self, env_pairs};
+use crate::options::{BuildOptions, ImageFormat, Isolation, Reporter};
+use kiln_dockerfile::instructions::{Command, Instruction};
 use kiln_dockerfile::{plan, Base, BaseImage, Dockerfile, Plan, PlanOptions, PlannedStage};
 use kiln_fs::layer::{LayerOptions, MediaTypes, MtimeRule};
-use kiln_fs::snapshot::{self, Change, ChangeKind, Changes, StatIndex};
 use kiln_fs::store::ContentStore;
 use kiln_oci::{media_type, Descriptor, Digest, ImageConfig, Platform};
 use kiln_registry::{BlobOutcome, Client, Reference};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -57,16 +52,16 @@ pub struct BuiltImage {
     pub layers: Vec<Layer>,
 }
 
-struct Finished {
-    image: StageImage,
+pub(crate) struct Finished {
+    pub(crate) image: StageImage,
     /// The stage's root file system, when it was extracted.
-    rootfs: Option<PathBuf>,
+    pub(crate) rootfs: Option<PathBuf>,
 }
 
 /// A base image as resolved from its registry.
 #[derive(Debug, Clone)]
-struct Resolved {
-    image: StageImage,
+pub(crate) struct Resolved {
+    pub(crate) image: StageImage,
 }
 
 /// Runs builds; owns the registry client, the content store and this build's directory.
@@ -76,6 +71,8 @@ pub struct Builder {
     client: Client,
     runtime: tokio::runtime::Runtime,
     store: ContentStore,
+    /// The same store, unpacking layers with overlay whiteouts (the overlay backend's lowers).
+    overlay_store: ContentStore,
     build_dir: PathBuf,
     /// Downloads of blobs into the store, one at a time per digest.
     fetch_lock: Mutex<()>,
@@ -118,6 +115,10 @@ impl Builder {
     /// A builder for `opts`: creates the kiln dir's store and this build's directory.
     pub fn new(mut opts: BuildOptions, reporter: Arc<dyn Reporter>) -> Result<Builder, BuildError> {
         let store = ContentStore::open(opts.kiln_dir.join("store"))?;
+        let mut overlay_apply = kiln_fs::apply::ApplyOptions::default();
+        overlay_apply.whiteouts = kiln_fs::apply::Whiteouts::Overlay;
+        let overlay_store =
+            ContentStore::open(opts.kiln_dir.join("store"))?.with_apply_options(overlay_apply);
         let builds = opts.kiln_dir.join("builds");
         std::fs::create_dir_all(&builds).map_err(BuildError::io("creating", &builds))?;
         let build_dir = tempfile::Builder::new()
@@ -140,6 +141,7 @@ impl Builder {
             client,
             runtime,
             store,
+            overlay_store,
             build_dir,
             fetch_lock: Mutex::new(()),
         })
@@ -165,6 +167,32 @@ impl Builder {
 
     pub(crate) fn reporter(&self) -> &dyn Reporter {
         &*self.reporter
+    }
+
+    pub(crate) fn options(&self) -> &BuildOptions {
+        &self.opts
+    }
+
+    pub(crate) fn overlay_store(&self) -> &ContentStore {
+        &self.overlay_store
+    }
+
+    /// The layers unpacked in the store with overlay whiteouts (downloaded first when they
+    /// are a base image's), bottom first: the overlay backend's lower dirs.
+    pub(crate) fn unpacked_layers(&self, layers: &[Layer]) -> Result<Vec<PathBuf>, BuildError> {
+        self.prefetch(layers)?;
+        let mut dirs = Vec::with_capacity(layers.len());
+        for layer in layers {
+            if media_type::is_foreign(&layer.descriptor.media_type) {
+                continue;
+            }
+            self.ensure_blob(layer)?;
+            dirs.push(
+                self.overlay_store
+                    .unpack_layer(&layer.descriptor.digest, &layer.diff_id)?,
+            );
+        }
+        Ok(dirs)
     }
 
     /// Checks that every destination accepts a push from these credentials, before any
@@ -244,7 +272,7 @@ impl Builder {
             self.opts.dockerfile_in_context.as_deref(),
             self.opts.outside_ignore_file.as_ref(),
         )?;
-        let isolation = self.isolation();
+        let isolation = self.isolation()?;
         let finished: Mutex<HashMap<usize, Arc<Finished>>> = Mutex::new(HashMap::new());
         let total = plan.stages.len();
         let position: HashMap<usize, usize> = plan
@@ -267,7 +295,15 @@ impl Builder {
                             (&finished, &resolved, &context, &plan);
                         let pos = (position[&index], total);
                         scope.spawn(move || {
-                            let run = StageRun::new(
+                            if isolation == Isolation::Overlay {
+                                kiln_sandbox::overlay::private_mount_namespace().map_err(
+                                    |source| BuildError::Sandbox {
+                                        at: format!("stage {index}"),
+                                        source,
+                                    },
+                                )?;
+                            }
+                            let run = crate::stage::StageRun::new(
                                 self, plan, stage, pos, resolved, finished, context, isolation,
                             )?;
                             run.execute().map(|f| (index, f))
@@ -305,27 +341,46 @@ impl Builder {
         Ok(image)
     }
 
-    fn isolation(&self) -> Isolation {
+    /// The RUN backend: overlay when this process may mount overlays, else chroot; the log
+    /// says which and why.
+    pub(crate) fn isolation(&self) -> Result<Isolation, BuildError> {
+        let probe = || {
+            let dir = self.build_dir.join("overlay-probe");
+            let result = kiln_sandbox::overlay::overlay_available(&dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            result
+        };
         match self.opts.isolation {
-            Isolation::Auto => {
-                self.reporter.info(
-                    "RUN isolation: chroot (the overlay backend is not available in this version)",
-                );
-                Isolation::Chroot
-            }
-            Isolation::Overlay => {
-                self.reporter
-                    .warn("--isolation overlay is not available in this version: using chroot");
-                Isolation::Chroot
-            }
+            Isolation::Auto => match probe() {
+                Ok(()) => {
+                    self.reporter
+                        .info("RUN isolation: overlay (this process may mount overlays)");
+                    Ok(Isolation::Overlay)
+                }
+                Err(why) => {
+                    self.reporter.info(&format!(
+                        "RUN isolation: chroot, with stat-index snapshots (no overlay: {why})"
+                    ));
+                    Ok(Isolation::Chroot)
+                }
+            },
+            Isolation::Overlay => match probe() {
+                Ok(()) => {
+                    self.reporter.info("RUN isolation: overlay (as asked)");
+                    Ok(Isolation::Overlay)
+                }
+                Err(why) => Err(BuildError::Options(format!(
+                    "--isolation overlay: this process cannot mount overlays: {why}"
+                ))),
+            },
             Isolation::Chroot => {
                 self.reporter.info("RUN isolation: chroot (as asked)");
-                Isolation::Chroot
+                Ok(Isolation::Chroot)
             }
         }
     }
 
-    fn at(&self, instruction: &Instruction) -> String {
+    pub(crate) fn at(&self, instruction: &Instruction) -> String {
         if instruction.span.start.line == 0 {
             format!(
                 "{} (ONBUILD trigger of the base image)",
@@ -395,7 +450,11 @@ impl Builder {
         Ok(())
     }
 
-    fn stage_platform(&self, stage: &PlannedStage, plan: &Plan) -> Result<Platform, BuildError> {
+    pub(crate) fn stage_platform(
+        &self,
+        stage: &PlannedStage,
+        plan: &Plan,
+    ) -> Result<Platform, BuildError> {
         match &stage.platform {
             Some(p) => Platform::parse_flag(p).map_err(|e| BuildError::Instruction {
                 at: format!(
@@ -527,7 +586,7 @@ impl Builder {
     }
 
     /// Extracts `layers` into the new directory `dir`.
-    fn materialize(&self, layers: &[Layer], dir: &Path) -> Result<(), BuildError> {
+    pub(crate) fn materialize(&self, layers: &[Layer], dir: &Path) -> Result<(), BuildError> {
         std::fs::create_dir_all(dir).map_err(BuildError::io("creating", dir))?;
         self.prefetch(layers)?;
         for layer in layers {
@@ -568,7 +627,7 @@ impl Builder {
     }
 
     /// The creation time written into configs and history.
-    fn created(&self) -> String {
+    pub(crate) fn created(&self) -> String {
         match (self.opts.reproducible, self.opts.source_date_epoch) {
             (_, Some(epoch)) => image::rfc3339(epoch),
             (true, None) => image::rfc3339(0),
@@ -576,24 +635,24 @@ impl Builder {
         }
     }
 
-    /// Writes the layer for `changes` of `root` into the store.
-    fn write_layer(
-        &self,
-        root: &Path,
-        changes: &Changes,
-        lazy: bool,
-        at: &str,
-    ) -> Result<Layer, BuildError> {
+    /// Writes a layer into the store with `write` (given the output and the layer options);
+    /// `lazy` leaves out parent directories the change set does not hold.
+    pub(crate) fn write_layer<F>(&self, at: &str, lazy: bool, write: F) -> Result<Layer, BuildError>
+    where
+        F: FnOnce(
+            std::io::BufWriter<&std::fs::File>,
+            &LayerOptions,
+        ) -> Result<kiln_fs::layer::LayerInfo, kiln_fs::layer::LayerError>,
+    {
         let tmp_dir = self.store.root().join("tmp");
         std::fs::create_dir_all(&tmp_dir).map_err(BuildError::io("creating", &tmp_dir))?;
         let tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
             .map_err(BuildError::io("creating a file in", &tmp_dir))?;
         let out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
-        let info = kiln_fs::layer::write_layer(root, changes, out, &self.layer_options(lazy))
-            .map_err(|source| BuildError::Layer {
-                at: at.to_owned(),
-                source,
-            })?;
+        let info = write(out, &self.layer_options(lazy)).map_err(|source| BuildError::Layer {
+            at: at.to_owned(),
+            source,
+        })?;
         let dest = self.store.blob_path(&info.digest);
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(BuildError::io("creating", parent))?;
@@ -700,765 +759,5 @@ fn remove_tree(path: &Path) -> Result<(), BuildError> {
             path: path.to_owned(),
             source: e,
         }),
-    }
-}
-
-/// Collects a RUN step's output: passes it to the reporter and keeps the tail for errors.
-struct OutputTail<'a> {
-    reporter: &'a dyn Reporter,
-    step: &'a StepInfo,
-    tail: Vec<u8>,
-}
-
-const TAIL_BYTES: usize = 4096;
-
-impl Write for OutputTail<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.reporter.output(self.step, buf);
-        self.tail.extend_from_slice(buf);
-        if self.tail.len() > 2 * TAIL_BYTES {
-            let cut = self.tail.len() - TAIL_BYTES;
-            self.tail.drain(..cut);
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl OutputTail<'_> {
-    fn last_lines(&self, n: usize) -> String {
-        let text = String::from_utf8_lossy(&self.tail);
-        let lines: Vec<&str> = text.lines().collect();
-        let start = lines.len().saturating_sub(n);
-        lines[start..]
-            .iter()
-            .map(|l| format!("  | {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-/// One stage being built.
-struct StageRun<'a> {
-    builder: &'a Builder,
-    stage: &'a PlannedStage,
-    label: String,
-    position: (usize, usize),
-    resolved: &'a HashMap<String, Resolved>,
-    finished: &'a Mutex<HashMap<usize, Arc<Finished>>>,
-    context: &'a ContextView,
-    /// Stage names (lower case) to indexes.
-    names: HashMap<String, usize>,
-    image: StageImage,
-    rootfs: PathBuf,
-    /// True when the stage never extracts its base: only files added on top of it.
-    lazy: bool,
-    /// ARG values in scope (RUN sees them as environment).
-    args: BTreeMap<String, String>,
-    /// CMD was set in this stage (an ENTRYPOINT then keeps it).
-    cmd_set: bool,
-    /// A stat index of the rootfs as it is now, when known.
-    index: Option<StatIndex>,
-    /// `--single-snapshot`: the index at the start of the stage.
-    single: Option<StatIndex>,
-    platform: Platform,
-}
-
-impl<'a> StageRun<'a> {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        builder: &'a Builder,
-        plan: &'a Plan,
-        stage: &'a PlannedStage,
-        position: (usize, usize),
-        resolved: &'a HashMap<String, Resolved>,
-        finished: &'a Mutex<HashMap<usize, Arc<Finished>>>,
-        context: &'a ContextView,
-        _isolation: Isolation,
-    ) -> Result<StageRun<'a>, BuildError> {
-        let label = match &stage.name {
-            Some(n) => n.clone(),
-            None => format!("#{}", stage.index),
-        };
-        let platform = builder.stage_platform(stage, plan)?;
-        let rootfs = builder
-            .build_dir
-            .join(format!("stage-{}", stage.index))
-            .join("rootfs");
-        let needs_rootfs =
-            stage
-                .onbuild
-                .iter()
-                .chain(&stage.instructions)
-                .any(|i| match &i.command {
-                    Command::Run { .. } => true,
-                    Command::Copy(a) | Command::Add(a) => a
-                        .chown
-                        .as_ref()
-                        .is_some_and(|c| users::needs_lookup(&c.value)),
-                    _ => false,
-                });
-        let single = builder.opts.single_snapshot && stage.index == plan.target;
-        let (image, rootfs_ready) = match &stage.base {
-            Base::Scratch => {
-                let mut config = ImageConfig::for_platform(&platform);
-                set_env(&mut config, "PATH", kiln_dockerfile::plan::DEFAULT_PATH);
-                config.rootfs.kind = "layers".into();
-                (
-                    StageImage {
-                        config,
-                        layers: Vec::new(),
-                    },
-                    true,
-                )
-            }
-            Base::Image { reference } => {
-                let r = resolved
-                    .get(reference)
-                    .expect("base images are resolved before stages run");
-                (r.image.clone(), false)
-            }
-            Base::Stage { index, .. } => {
-                let done = finished
-                    .lock()
-                    .expect("no stage thread panics while holding the lock")
-                    .get(index)
-                    .cloned()
-                    .expect("a base stage is built in an earlier wave");
-                (done.image.clone(), false)
-            }
-        };
-        let lazy = !needs_rootfs && !single && !rootfs_ready;
-        std::fs::create_dir_all(&rootfs).map_err(BuildError::io("creating", &rootfs))?;
-        let mut run = StageRun {
-            builder,
-            stage,
-            label,
-            position,
-            resolved,
-            finished,
-            context,
-            names: plan
-                .stages
-                .iter()
-                .filter_map(|s| s.name.as_ref().map(|n| (n.to_ascii_lowercase(), s.index)))
-                .collect(),
-            image,
-            rootfs,
-            lazy,
-            args: BTreeMap::new(),
-            cmd_set: false,
-            index: None,
-            single: None,
-            platform,
-        };
-        if !lazy && !rootfs_ready {
-            builder.reporter.info(&format!(
-                "[{}/{}] extracting the base of stage {} ({} layers)",
-                position.0,
-                position.1,
-                run.label,
-                run.image.layers.len()
-            ));
-            builder.materialize(&run.image.layers, &run.rootfs)?;
-        } else if lazy && matches!(stage.base, Base::Image { .. }) {
-            builder.reporter.info(&format!(
-                "[{}/{}] stage {} only adds files: its base layers are not downloaded",
-                position.0, position.1, run.label
-            ));
-        }
-        if single {
-            run.single = Some(run.scan("--single-snapshot")?);
-        }
-        // Proxy build args reach RUN without being declared (as in BuildKit).
-        for name in kiln_dockerfile::plan::PROXY_ARGS {
-            if let Some(v) = builder.opts.build_args.get(name) {
-                run.args.insert(name.to_owned(), v.clone());
-            }
-        }
-        Ok(run)
-    }
-
-    fn at(&self, instruction: &Instruction) -> String {
-        self.builder.at(instruction)
-    }
-
-    fn scan(&self, at: &str) -> Result<StatIndex, BuildError> {
-        let ignored: Vec<PathBuf> = self
-            .builder
-            .opts
-            .ignore_paths
-            .iter()
-            .map(PathBuf::from)
-            .collect();
-        let ignored: Vec<&Path> = ignored.iter().map(PathBuf::as_path).collect();
-        StatIndex::scan(&self.rootfs, &ignored).map_err(|source| BuildError::Snapshot {
-            at: at.to_owned(),
-            source,
-        })
-    }
-
-    fn execute(mut self) -> Result<Finished, BuildError> {
-        let stage = self.stage;
-        let steps: Vec<&Instruction> = stage.onbuild.iter().chain(&stage.instructions).collect();
-        let had_triggers = !stage.onbuild.is_empty();
-        let total = steps.len();
-        if had_triggers || matches!(stage.base, Base::Image { .. } | Base::Stage { .. }) {
-            // Triggers run once: the new image does not inherit them.
-            if let Some(c) = self.image.config.config.as_mut() {
-                if c.on_build.is_some() {
-                    c.on_build = None;
-                }
-            }
-        }
-        for (i, instruction) in steps.iter().enumerate() {
-            let info = StepInfo {
-                stage: self.position,
-                stage_name: self.label.clone(),
-                step: (i + 1, total),
-                text: instruction.command.to_string(),
-            };
-            self.builder.reporter.step_started(&info);
-            let started = Instant::now();
-            self.step(instruction, &info)?;
-            self.builder
-                .reporter
-                .step_finished(&info, started.elapsed());
-        }
-        if let Some(before) = self.single.take() {
-            let at = format!("stage {}", self.label);
-            let after = self.scan(&at)?;
-            let changes = snapshot::diff(&before, &after);
-            if !changes.is_empty() {
-                let layer = self
-                    .builder
-                    .write_layer(&self.rootfs, &changes, false, &at)?;
-                let created = self.builder.created();
-                self.image.config.push_step(
-                    Some(layer.diff_id.clone()),
-                    image::history(&created, "kiln --single-snapshot".into()),
-                );
-                self.image.layers.push(layer);
-            }
-        }
-        let rootfs = (!self.lazy).then_some(self.rootfs);
-        Ok(Finished {
-            image: self.image,
-            rootfs,
-        })
-    }
-
-    fn record(&mut self, instruction: &Instruction, layer: Option<Layer>) {
-        let created = self.builder.created();
-        let history = image::history(&created, instruction.command.to_string());
-        match layer {
-            Some(layer) => {
-                self.image
-                    .config
-                    .push_step(Some(layer.diff_id.clone()), history);
-                self.image.layers.push(layer);
-            }
-            None => self.image.config.push_step(None, history),
-        }
-    }
-
-    fn step(&mut self, instruction: &Instruction, info: &StepInfo) -> Result<(), BuildError> {
-        let at = self.at(instruction);
-        let bad = |message: String| BuildError::Instruction {
-            at: at.clone(),
-            keyword: instruction.keyword(),
-            message,
-        };
-        let config = &mut self.image.config;
-        match &instruction.command {
-            Command::From { .. } => {}
-            Command::Arg { args } => {
-                for decl in args {
-                    if let Some(v) = &decl.default {
-                        self.args.insert(decl.name.clone(), v.value.clone());
-                    }
-                }
-            }
-            Command::Env { env } => {
-                for kv in env {
-                    set_env(config, &kv.key.value, &kv.value.value);
-                }
-                self.record(instruction, None);
-            }
-            Command::Label { labels } => {
-                let map = config
-                    .config_mut()
-                    .labels
-                    .get_or_insert_with(Default::default);
-                for kv in labels {
-                    map.insert(kv.key.value.clone(), kv.value.value.clone());
-                }
-                self.record(instruction, None);
-            }
-            Command::Maintainer { name } => {
-                config.author = Some(name.value.clone());
-                self.record(instruction, None);
-            }
-            Command::Expose { ports } => {
-                let mut keys = Vec::new();
-                for p in ports {
-                    keys.extend(image::port_keys(&p.value).map_err(bad)?);
-                }
-                image::expose(config, keys);
-                self.record(instruction, None);
-            }
-            Command::Volume { paths } => {
-                let paths: Vec<String> = paths.iter().map(|p| p.value.clone()).collect();
-                image::volumes(config, &paths);
-                self.record(instruction, None);
-            }
-            Command::User { user } => {
-                config.config_mut().user = Some(user.value.clone());
-                self.record(instruction, None);
-            }
-            Command::Stopsignal { signal } => {
-                config.config_mut().stop_signal = Some(signal.value.clone());
-                self.record(instruction, None);
-            }
-            Command::Healthcheck { health } => {
-                config.config_mut().healthcheck = Some(image::healthcheck(health));
-                self.record(instruction, None);
-            }
-            Command::Shell { shell } => {
-                config.config_mut().shell = Some(shell.clone());
-                self.record(instruction, None);
-            }
-            Command::Onbuild { expression, .. } => {
-                config
-                    .config_mut()
-                    .on_build
-                    .get_or_insert_with(Vec::new)
-                    .push(expression.clone());
-                self.record(instruction, None);
-            }
-            Command::Cmd { command } => {
-                let v = command_vector(config, command);
-                let c = config.config_mut();
-                c.cmd = Some(v);
-                c.null_fields.remove("Cmd");
-                self.cmd_set = true;
-                self.record(instruction, None);
-            }
-            Command::Entrypoint { command } => {
-                let v = command_vector(config, command);
-                let cmd_set = self.cmd_set;
-                let c = config.config_mut();
-                c.entrypoint = Some(v);
-                c.null_fields.remove("Entrypoint");
-                if !cmd_set {
-                    // An ENTRYPOINT resets a CMD inherited from the base.
-                    c.cmd = None;
-                }
-                self.record(instruction, None);
-            }
-            Command::Workdir { path } => {
-                let cwd = config
-                    .config
-                    .as_ref()
-                    .and_then(|c| c.working_dir.clone())
-                    .filter(|w| !w.is_empty())
-                    .unwrap_or_else(|| "/".into());
-                let dir = paths::absolute(&cwd, &path.value);
-                config.config_mut().working_dir = Some(dir.clone());
-                let layer = if self.lazy || self.single.is_some() {
-                    // Without the base's files kiln cannot tell whether it exists; runtimes
-                    // create a missing working directory.
-                    None
-                } else {
-                    self.workdir(&dir, &at)?
-                };
-                self.record(instruction, layer);
-            }
-            Command::Run {
-                command, heredocs, ..
-            } => {
-                let layer = self.run(instruction, command, heredocs, info)?;
-                self.record(instruction, layer);
-            }
-            Command::Copy(args) | Command::Add(args) => {
-                let layer = self.copy(instruction, args)?;
-                self.record(instruction, layer);
-            }
-        }
-        Ok(())
-    }
-
-    /// Creates a missing WORKDIR (owned by the stage's USER, as BuildKit does).
-    fn workdir(&mut self, dir: &str, at: &str) -> Result<Option<Layer>, BuildError> {
-        let rel = paths::resolve_in_root(&self.rootfs, dir, true).map_err(|e| {
-            BuildError::Instruction {
-                at: at.to_owned(),
-                keyword: "WORKDIR",
-                message: e.to_string(),
-            }
-        })?;
-        if paths::host(&self.rootfs, &rel).is_dir() {
-            return Ok(None);
-        }
-        let owner = match self.user() {
-            Some(spec) => {
-                let id = users::resolve_user(&self.rootfs, &spec).map_err(|m| {
-                    BuildError::Instruction {
-                        at: at.to_owned(),
-                        keyword: "WORKDIR",
-                        message: m,
-                    }
-                })?;
-                (id.uid, id.gid)
-            }
-            None => (0, 0),
-        };
-        let mut created = Vec::new();
-        paths::mkdir_all(&self.rootfs, &rel, 0o755, owner, &mut created).map_err(|e| {
-            BuildError::Instruction {
-                at: at.to_owned(),
-                keyword: "WORKDIR",
-                message: e.to_string(),
-            }
-        })?;
-        let changes: Vec<Change> = created
-            .into_iter()
-            .map(|p| Change {
-                path: PathBuf::from(p),
-                kind: ChangeKind::Added,
-            })
-            .collect();
-        self.index = None;
-        if self.single.is_some() {
-            return Ok(None);
-        }
-        Ok(Some(self.builder.write_layer(
-            &self.rootfs,
-            &Changes::new(changes),
-            false,
-            at,
-        )?))
-    }
-
-    fn user(&self) -> Option<String> {
-        self.image
-            .config
-            .config
-            .as_ref()
-            .and_then(|c| c.user.clone())
-            .filter(|u| !u.is_empty())
-    }
-
-    fn run(
-        &mut self,
-        instruction: &Instruction,
-        command: &CommandLine,
-        heredocs: &[kiln_dockerfile::parser::Heredoc],
-        info: &StepInfo,
-    ) -> Result<Option<Layer>, BuildError> {
-        let at = self.at(instruction);
-        let host = Platform::host();
-        if self.platform.os != host.os || self.platform.architecture != host.architecture {
-            return Err(BuildError::Unsupported {
-                at,
-                what: format!(
-                    "RUN for platform {} on this {} machine (no emulation)",
-                    self.platform, host
-                ),
-            });
-        }
-        let argv = match command {
-            CommandLine::Exec(args) => args.clone(),
-            CommandLine::Shell(text) => {
-                let mut script = text.clone();
-                // The shell reads heredoc bodies after the command line, as a script.
-                for h in heredocs {
-                    script.push('\n');
-                    script.push_str(&h.content);
-                    script.push_str(&h.name);
-                }
-                let mut v = image::shell(&self.image.config);
-                v.push(script);
-                v
-            }
-        };
-        if argv.is_empty() {
-            return Err(BuildError::Instruction {
-                at,
-                keyword: "RUN",
-                message: "empty command".into(),
-            });
-        }
-        let mut env: BTreeMap<String, String> = self.args.clone();
-        for (k, v) in env_pairs(&self.image.config) {
-            env.insert(k, v);
-        }
-        let identity = match self.user() {
-            Some(spec) => {
-                users::resolve_user(&self.rootfs, &spec).map_err(|m| BuildError::Instruction {
-                    at: at.clone(),
-                    keyword: "RUN",
-                    message: format!("USER {spec}: {m}"),
-                })?
-            }
-            None => users::Identity {
-                uid: 0,
-                gid: 0,
-                groups: Vec::new(),
-            },
-        };
-        let cwd = self
-            .image
-            .config
-            .config
-            .as_ref()
-            .and_then(|c| c.working_dir.clone())
-            .filter(|w| !w.is_empty())
-            .unwrap_or_else(|| "/".into());
-        let before = match self.index.take() {
-            Some(i) => i,
-            None => self.scan(&at)?,
-        };
-        let hosts = self.builder.build_dir.join("hosts");
-        if !hosts.exists() {
-            std::fs::write(
-                &hosts,
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-            )
-            .map_err(BuildError::io("writing", &hosts))?;
-        }
-        let safe_file = |rel: &str| {
-            std::fs::symlink_metadata(self.rootfs.join(rel)).map_or(true, |m| m.is_file())
-        };
-        let resolv = Path::new("/etc/resolv.conf");
-        let spec = kiln_sandbox::RunSpec {
-            rootfs: self.rootfs.clone(),
-            argv,
-            env: env.into_iter().collect(),
-            cwd,
-            uid: identity.uid,
-            gid: identity.gid,
-            extra_gids: identity.groups,
-            hostname: Some("kiln".into()),
-            resolv_conf: (resolv.is_file() && safe_file("etc/resolv.conf"))
-                .then(|| resolv.to_owned()),
-            hosts: safe_file("etc/hosts").then_some(hosts),
-        };
-        let mut out = OutputTail {
-            reporter: &*self.builder.reporter,
-            step: info,
-            tail: Vec::new(),
-        };
-        let outcome = {
-            // stdout and stderr interleave in one tail, as a terminal shows them.
-            let mut err_tail = OutputTail {
-                reporter: &*self.builder.reporter,
-                step: info,
-                tail: Vec::new(),
-            };
-            let r = kiln_sandbox::run_step(&spec, &mut out, &mut err_tail);
-            out.tail.extend_from_slice(&err_tail.tail);
-            r
-        }
-        .map_err(|source| BuildError::Sandbox {
-            at: at.clone(),
-            source,
-        })?;
-        // Mount points kiln made are not the step's: remove them before the snapshot.
-        let canonical = std::fs::canonicalize(&self.rootfs)
-            .map_err(BuildError::io("resolving", &self.rootfs))?;
-        for point in outcome.created_mount_points.iter().rev() {
-            if point.starts_with(&canonical) {
-                let meta = std::fs::symlink_metadata(point);
-                let _ = match meta {
-                    Ok(m) if m.is_dir() => std::fs::remove_dir(point),
-                    Ok(_) => std::fs::remove_file(point),
-                    Err(_) => Ok(()),
-                };
-            }
-        }
-        if outcome.without_sys {
-            self.builder.reporter.warn(&format!(
-                "{at}: RUN ran without /sys: this container has none to share"
-            ));
-        }
-        if !outcome.status.success() {
-            let status = match outcome.status {
-                kiln_sandbox::StepStatus::Exited(code) => format!("exited with status {code}"),
-                kiln_sandbox::StepStatus::Signaled(sig) => format!("was killed by signal {sig}"),
-            };
-            return Err(BuildError::RunFailed {
-                at,
-                stage: self.label.clone(),
-                command: match command {
-                    CommandLine::Exec(a) => serde_json::to_string(a).unwrap_or_default(),
-                    CommandLine::Shell(t) => t.clone(),
-                },
-                status,
-                tail: out.last_lines(20),
-            });
-        }
-        let after = self.scan(&at)?;
-        if self.single.is_some() {
-            self.index = Some(after);
-            return Ok(None);
-        }
-        let changes = snapshot::diff(&before, &after);
-        self.index = Some(after);
-        if changes.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(self.builder.write_layer(
-            &self.rootfs,
-            &changes,
-            false,
-            &at,
-        )?))
-    }
-
-    fn copy(
-        &mut self,
-        instruction: &Instruction,
-        args: &CopyArgs,
-    ) -> Result<Option<Layer>, BuildError> {
-        let at = self.at(instruction);
-        let keyword = instruction.keyword();
-        let bad = |message: String| BuildError::Instruction {
-            at: at.clone(),
-            keyword,
-            message,
-        };
-        let owner = match &args.chown {
-            Some(spec) => Some(
-                users::resolve_chown(&self.rootfs, &spec.value)
-                    .map_err(|m| bad(format!("--chown={}: {m}", spec.value)))?,
-            ),
-            None => None,
-        };
-        let chmod = match &args.chmod {
-            Some(c) => Some(
-                kiln_dockerfile::mount::parse_chmod(&c.value)
-                    .map_err(|m| bad(format!("--chmod={}: {m}", c.value)))?,
-            ),
-            None => None,
-        };
-        let exclude = if args.exclude.is_empty() {
-            None
-        } else {
-            Some(
-                kiln_dockerfile::ignore::Matcher::from_strings(
-                    args.exclude.iter().map(|w| w.value.clone()),
-                )
-                .map_err(|e| bad(format!("--exclude: {e}")))?,
-            )
-        };
-        let cwd = self
-            .image
-            .config
-            .config
-            .as_ref()
-            .and_then(|c| c.working_dir.clone())
-            .filter(|w| !w.is_empty())
-            .unwrap_or_else(|| "/".into());
-        let mut dest = paths::absolute(&cwd, &args.dest.value);
-        if (args.dest.value.ends_with('/')
-            || args.dest.value.ends_with("/.")
-            || args.dest.value == ".")
-            && dest != "/"
-        {
-            dest.push('/');
-        }
-        if args.sources.len() + args.inline.len() > 1 && !dest.ends_with('/') {
-            return Err(bad(format!(
-                "when using {keyword} with more than one source file, the destination must be a directory and end with a /"
-            )));
-        }
-        let inline: Vec<(String, String)> = args
-            .inline
-            .iter()
-            .map(|s| (s.name.clone(), s.content.clone()))
-            .collect();
-        let spec = CopySpec {
-            sources: args.sources.iter().map(|w| w.value.clone()).collect(),
-            inline,
-            dest,
-            owner,
-            chmod: chmod.as_ref(),
-            parents: args.parents,
-            exclude: exclude.as_ref(),
-            unpack_archives: keyword == "ADD" && args.unpack != Some(false),
-            // On a tree without the base's files, directories made only to hold the new
-            // files stay out of the layer (the base's own keep their metadata).
-            record_parents: !self.lazy,
-        };
-        let changes = match &args.from {
-            None => copy::copy(&Source::Context(self.context), &spec, &self.rootfs),
-            Some(from) => {
-                let dir = self.source_rootfs(&from.value, &at)?;
-                copy::copy(&Source::Rootfs(&dir), &spec, &self.rootfs)
-            }
-        }
-        .map_err(bad)?;
-        self.index = None;
-        if self.single.is_some() {
-            return Ok(None);
-        }
-        if changes.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(self.builder.write_layer(
-            &self.rootfs,
-            &Changes::new(changes),
-            self.lazy,
-            &at,
-        )?))
-    }
-
-    /// The root file system `COPY --from=X` reads: a built stage's, or an image's.
-    fn source_rootfs(&self, from: &str, at: &str) -> Result<PathBuf, BuildError> {
-        let stage_index = from
-            .parse::<usize>()
-            .ok()
-            .or_else(|| self.names.get(&from.to_ascii_lowercase()).copied())
-            .filter(|i| self.stage.depends_on.contains(i));
-        if let Some(index) = stage_index {
-            let done = self
-                .finished
-                .lock()
-                .expect("no stage thread panics while holding the lock")
-                .get(&index)
-                .cloned()
-                .expect("a --from stage is built in an earlier wave");
-            if let Some(root) = &done.rootfs {
-                return Ok(root.clone());
-            }
-            let dir = self
-                .builder
-                .build_dir
-                .join(format!("from-stage-{index}-for-{}", self.stage.index));
-            if !dir.exists() {
-                self.builder.materialize(&done.image.layers, &dir)?;
-            }
-            return Ok(dir);
-        }
-        let Some(r) = self.resolved.get(from) else {
-            return Err(BuildError::Instruction {
-                at: at.to_owned(),
-                keyword: "COPY",
-                message: format!("--from={from}: no such stage or image"),
-            });
-        };
-        let n = self.resolved.keys().position(|k| k == from).unwrap_or(0);
-        let dir = self
-            .builder
-            .build_dir
-            .join(format!("image-{n}-for-{}", self.stage.index));
-        if !dir.exists() {
-            self.builder.materialize(&r.image.layers, &dir)?;
-        }
-        Ok(dir)
     }
 }

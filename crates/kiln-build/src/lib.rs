@@ -26,6 +26,8 @@ pub mod image;
 mod options;
 pub mod output;
 pub mod paths;
+mod rootfs;
+mod stage;
 pub mod users;
 
 pub use engine::{Builder, BuiltImage, Layer, StageImage};

@@ -29,6 +29,7 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod overlay;
 mod process;
 mod rootfs;
 mod spec;

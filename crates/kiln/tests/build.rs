@@ -9,83 +9,89 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 #[test]
 fn run_copy_and_metadata_instructions_make_the_expected_image() {
     let world = World::new();
-    let dockerfile = r#"ARG BASE
-FROM $BASE
-ENV GREETING=hello TARGET_DIR=/app
-WORKDIR $TARGET_DIR
-COPY hello.txt ./
-RUN echo "$GREETING from $(pwd)" > made.txt && id -u > /app/uid.txt
-USER app
-RUN id -un > /tmp/who.txt
-LABEL org.example.team=kiln
-EXPOSE 8080 53/udp
-ENTRYPOINT ["/bin/sh", "-c"]
-CMD ["cat /app/made.txt"]
-STOPSIGNAL SIGTERM
-"#;
-    let built = world.build(dockerfile, &[("hello.txt", "hi there\n")], &[]);
-    built.ok();
-    let fs = built.unpack();
-    assert_eq!(fs.read("/app/hello.txt"), "hi there\n");
-    assert_eq!(fs.read("/app/made.txt"), "hello from /app\n");
-    assert_eq!(fs.read("/app/uid.txt"), "0\n");
-    assert_eq!(fs.read("/tmp/who.txt"), "app\n");
-    assert_eq!(fs.meta("/app/hello.txt").uid(), 0);
-    assert_eq!(fs.meta("/tmp").permissions().mode() & 0o7777, 0o1777);
-    assert!(fs.exists("/bin/busybox"), "base layers are in the image");
-    let config = built.config();
-    let c = &config["config"];
-    assert_eq!(c["WorkingDir"], "/app");
-    assert_eq!(c["User"], "app");
-    assert_eq!(c["Labels"]["org.example.team"], "kiln");
-    assert!(c["ExposedPorts"]["8080/tcp"].is_object());
-    assert!(c["ExposedPorts"]["53/udp"].is_object());
-    assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
-    assert_eq!(c["Cmd"], serde_json::json!(["cat /app/made.txt"]));
-    assert_eq!(c["StopSignal"], "SIGTERM");
-    let env: Vec<String> = serde_json::from_value(c["Env"].clone()).unwrap();
-    assert!(env.contains(&"GREETING=hello".to_string()));
-    assert!(env.iter().any(|e| e.starts_with("PATH=")));
-    let history = config["history"].as_array().unwrap();
-    let layers = config["rootfs"]["diff_ids"].as_array().unwrap();
-    let non_empty = history.iter().filter(|h| h["empty_layer"] != true).count();
-    assert_eq!(non_empty, layers.len(), "one history entry per layer");
+    for backend in common::BACKENDS {
+        *world.isolation.borrow_mut() = backend.into();
+        let dockerfile = r#"ARG BASE
+    FROM $BASE
+    ENV GREETING=hello TARGET_DIR=/app
+    WORKDIR $TARGET_DIR
+    COPY hello.txt ./
+    RUN echo "$GREETING from $(pwd)" > made.txt && id -u > /app/uid.txt
+    USER app
+    RUN id -un > /tmp/who.txt
+    LABEL org.example.team=kiln
+    EXPOSE 8080 53/udp
+    ENTRYPOINT ["/bin/sh", "-c"]
+    CMD ["cat /app/made.txt"]
+    STOPSIGNAL SIGTERM
+    "#;
+        let built = world.build(dockerfile, &[("hello.txt", "hi there\n")], &[]);
+        built.ok();
+        let fs = built.unpack();
+        assert_eq!(fs.read("/app/hello.txt"), "hi there\n");
+        assert_eq!(fs.read("/app/made.txt"), "hello from /app\n");
+        assert_eq!(fs.read("/app/uid.txt"), "0\n");
+        assert_eq!(fs.read("/tmp/who.txt"), "app\n");
+        assert_eq!(fs.meta("/app/hello.txt").uid(), 0);
+        assert_eq!(fs.meta("/tmp").permissions().mode() & 0o7777, 0o1777);
+        assert!(fs.exists("/bin/busybox"), "base layers are in the image");
+        let config = built.config();
+        let c = &config["config"];
+        assert_eq!(c["WorkingDir"], "/app");
+        assert_eq!(c["User"], "app");
+        assert_eq!(c["Labels"]["org.example.team"], "kiln");
+        assert!(c["ExposedPorts"]["8080/tcp"].is_object());
+        assert!(c["ExposedPorts"]["53/udp"].is_object());
+        assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+        assert_eq!(c["Cmd"], serde_json::json!(["cat /app/made.txt"]));
+        assert_eq!(c["StopSignal"], "SIGTERM");
+        let env: Vec<String> = serde_json::from_value(c["Env"].clone()).unwrap();
+        assert!(env.contains(&"GREETING=hello".to_string()));
+        assert!(env.iter().any(|e| e.starts_with("PATH=")));
+        let history = config["history"].as_array().unwrap();
+        let layers = config["rootfs"]["diff_ids"].as_array().unwrap();
+        let non_empty = history.iter().filter(|h| h["empty_layer"] != true).count();
+        assert_eq!(non_empty, layers.len(), "one history entry per layer");
+    }
 }
 
 #[test]
 fn multi_stage_builds_copy_from_stages_by_name_and_index_and_skip_unused_ones() {
     let world = World::new();
-    let dockerfile = r#"ARG BASE
-FROM $BASE AS one
-RUN mkdir -p /out && echo one > /out/one.txt
-FROM $BASE AS two
-RUN mkdir -p /out && echo two > /out/two.txt && ln /out/two.txt /out/two-link.txt
-FROM $BASE AS unused
-RUN exit 3
-FROM one AS derived
-RUN echo derived >> /out/one.txt
-FROM scratch
-COPY --from=derived /out/one.txt /one.txt
-COPY --from=1 /out/ /two/
-"#;
-    let built = world.build(dockerfile, &[], &[]);
-    built.ok();
-    let fs = built.unpack();
-    assert_eq!(fs.read("/one.txt"), "one\nderived\n");
-    assert_eq!(fs.read("/two/two.txt"), "two\n");
-    assert_eq!(
-        fs.meta("/two/two.txt").ino(),
-        fs.meta("/two/two-link.txt").ino(),
-        "a hard link stays a hard link through COPY --from"
-    );
-    assert!(
-        !fs.exists("/bin/busybox"),
-        "scratch has only what was copied"
-    );
-    let config = built.config();
-    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
-    let env = config["config"]["Env"].as_array().unwrap();
-    assert!(env.iter().any(|e| e.as_str().unwrap().starts_with("PATH=")));
+    for backend in common::BACKENDS {
+        *world.isolation.borrow_mut() = backend.into();
+        let dockerfile = r#"ARG BASE
+    FROM $BASE AS one
+    RUN mkdir -p /out && echo one > /out/one.txt
+    FROM $BASE AS two
+    RUN mkdir -p /out && echo two > /out/two.txt && ln /out/two.txt /out/two-link.txt
+    FROM $BASE AS unused
+    RUN exit 3
+    FROM one AS derived
+    RUN echo derived >> /out/one.txt
+    FROM scratch
+    COPY --from=derived /out/one.txt /one.txt
+    COPY --from=1 /out/ /two/
+    "#;
+        let built = world.build(dockerfile, &[], &[]);
+        built.ok();
+        let fs = built.unpack();
+        assert_eq!(fs.read("/one.txt"), "one\nderived\n");
+        assert_eq!(fs.read("/two/two.txt"), "two\n");
+        assert_eq!(
+            fs.meta("/two/two.txt").ino(),
+            fs.meta("/two/two-link.txt").ino(),
+            "a hard link stays a hard link through COPY --from"
+        );
+        assert!(
+            !fs.exists("/bin/busybox"),
+            "scratch has only what was copied"
+        );
+        let config = built.config();
+        assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+        let env = config["config"]["Env"].as_array().unwrap();
+        assert!(env.iter().any(|e| e.as_str().unwrap().starts_with("PATH=")));
+    }
 }
 
 #[test]
@@ -100,49 +106,54 @@ fn target_picks_a_stage_and_stops_there() {
 #[test]
 fn deletions_and_type_changes_become_whiteouts_that_other_tools_apply() {
     let world = World::new();
-    let dockerfile = r#"ARG BASE
-FROM $BASE
-RUN rm /base/file && rm -r /base/dir \
- && rm -r /base/replace-me && echo now-a-file > /base/replace-me \
- && rm /base/link && mkdir /base/link \
- && echo f > /tmp/x && ln /tmp/x /tmp/y \
- && cp /bin/busybox /usr-bin-su && chmod 4755 /usr-bin-su \
- && echo pid > /var/run/app.pid
-"#;
-    let built = world.build(dockerfile, &[], &[]);
-    built.ok();
-    let fs = built.unpack();
-    assert!(!fs.exists("/base/file"));
-    assert!(!fs.exists("/base/dir"));
-    assert_eq!(fs.read("/base/replace-me"), "now-a-file\n");
-    assert!(fs.meta("/base/link").is_dir());
-    assert_eq!(fs.meta("/tmp/x").ino(), fs.meta("/tmp/y").ino());
-    assert_eq!(fs.meta("/usr-bin-su").permissions().mode() & 0o7777, 0o4755);
-    assert!(
-        fs.meta("/var/run").file_type().is_symlink(),
-        "/var/run stays a symlink"
-    );
-    assert_eq!(fs.read("/run/app.pid"), "pid\n");
+    for backend in common::BACKENDS {
+        *world.isolation.borrow_mut() = backend.into();
+        let dockerfile = r#"ARG BASE
+    FROM $BASE
+    RUN rm /base/file && rm -r /base/dir \
+     && rm -r /base/replace-me && echo now-a-file > /base/replace-me \
+     && rm /base/link && mkdir /base/link \
+     && echo f > /tmp/x && ln /tmp/x /tmp/y \
+     && cp /bin/busybox /usr-bin-su && chmod 4755 /usr-bin-su \
+     && echo pid > /var/run/app.pid
+    "#;
+        let built = world.build(dockerfile, &[], &[]);
+        built.ok();
+        let fs = built.unpack();
+        assert!(!fs.exists("/base/file"));
+        assert!(!fs.exists("/base/dir"));
+        assert_eq!(fs.read("/base/replace-me"), "now-a-file\n");
+        assert!(fs.meta("/base/link").is_dir());
+        assert_eq!(fs.meta("/tmp/x").ino(), fs.meta("/tmp/y").ino());
+        assert_eq!(fs.meta("/usr-bin-su").permissions().mode() & 0o7777, 0o4755);
+        assert!(
+            fs.meta("/var/run").file_type().is_symlink(),
+            "/var/run stays a symlink"
+        );
+        assert_eq!(fs.read("/run/app.pid"), "pid\n");
+    }
 }
 
 #[test]
 fn copy_and_add_follow_docker_semantics() {
     let world = World::new();
-    // A tar.gz for ADD to unpack, made with busybox tar by a RUN of an earlier stage would
-    // need a shell here; make it with the tar crate instead.
-    let tarball = {
-        let layer = kiln_test::LayerTar::new()
-            .dir("pkg", 0o755, (0, 0))
-            .unwrap()
-            .file("pkg/data.txt", 0o640, (7, 8), b"packed\n")
-            .unwrap()
-            .finish()
-            .unwrap();
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, &layer).unwrap();
-        gz.finish().unwrap()
-    };
-    let dockerfile = r#"ARG BASE
+    for backend in common::BACKENDS {
+        *world.isolation.borrow_mut() = backend.into();
+        // A tar.gz for ADD to unpack, made with busybox tar by a RUN of an earlier stage would
+        // need a shell here; make it with the tar crate instead.
+        let tarball = {
+            let layer = kiln_test::LayerTar::new()
+                .dir("pkg", 0o755, (0, 0))
+                .unwrap()
+                .file("pkg/data.txt", 0o640, (7, 8), b"packed\n")
+                .unwrap()
+                .finish()
+                .unwrap();
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut gz, &layer).unwrap();
+            gz.finish().unwrap()
+        };
+        let dockerfile = r#"ARG BASE
 FROM $BASE
 COPY *.txt /globbed/
 COPY dir /contents
@@ -158,70 +169,71 @@ COPY <<EOF /inline.txt
 inline ${WHO} ${BASE:-global-args-need-redeclaring}
 EOF
 "#;
-    let context = common::context(
-        dockerfile,
-        &[
-            ("one.txt", "1\n"),
-            ("two.txt", "2\n"),
-            ("dir/sub/deep.txt", "deep\n"),
-            ("script.sh", "#!/bin/sh\necho hi\n"),
-            ("ignored.txt", "secret\n"),
-            (".dockerignore", "ignored.txt\n"),
-        ],
-    );
-    std::fs::write(context.path().join("archive.tar.gz"), &tarball).unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let layout = out.path().join("layout");
-    let base_arg = format!("BASE={}", world.base);
-    let output = world.kiln(&[
-        "build",
-        "-c",
-        context.path().to_str().unwrap(),
-        "--no-push",
-        "--oci-layout-path",
-        layout.to_str().unwrap(),
-        "--build-arg",
-        &base_arg,
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let fs = common::unpack(&layout);
-    assert_eq!(fs.read("/globbed/one.txt"), "1\n");
-    assert_eq!(fs.read("/globbed/two.txt"), "2\n");
-    assert!(
-        !fs.exists("/globbed/ignored.txt"),
-        ".dockerignore excludes it"
-    );
-    assert_eq!(fs.read("/contents/sub/deep.txt"), "deep\n");
-    assert_eq!(fs.read("/named/dir/sub/deep.txt"), "deep\n");
-    let script = fs.meta("/usr/local/bin/script.sh");
-    assert_eq!((script.uid(), script.gid()), (1000, 10));
-    assert_eq!(script.permissions().mode() & 0o7777, 0o750);
-    let owned = fs.meta("/owned-by-1234");
-    assert_eq!((owned.uid(), owned.gid()), (1234, 1234));
-    assert_eq!(fs.read("/renamed.txt"), "1\n");
-    assert_eq!(fs.read("/unpacked/pkg/data.txt"), "packed\n");
-    let packed = fs.meta("/unpacked/pkg/data.txt");
-    assert_eq!(
-        (
-            packed.uid(),
-            packed.gid(),
-            packed.permissions().mode() & 0o777
-        ),
-        (7, 8, 0o640)
-    );
-    assert_eq!(fs.read("/kept/archive.tgz.dir/pkg/data.txt"), "packed\n");
-    assert!(
-        fs.meta("/copied/archive.tar.gz").is_file(),
-        "COPY never unpacks"
-    );
-    assert_eq!(
-        fs.read("/inline.txt"),
-        "inline works global-args-need-redeclaring\n"
-    );
+        let context = common::context(
+            dockerfile,
+            &[
+                ("one.txt", "1\n"),
+                ("two.txt", "2\n"),
+                ("dir/sub/deep.txt", "deep\n"),
+                ("script.sh", "#!/bin/sh\necho hi\n"),
+                ("ignored.txt", "secret\n"),
+                (".dockerignore", "ignored.txt\n"),
+            ],
+        );
+        std::fs::write(context.path().join("archive.tar.gz"), &tarball).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let layout = out.path().join("layout");
+        let base_arg = format!("BASE={}", world.base);
+        let output = world.kiln(&[
+            "build",
+            "-c",
+            context.path().to_str().unwrap(),
+            "--no-push",
+            "--oci-layout-path",
+            layout.to_str().unwrap(),
+            "--build-arg",
+            &base_arg,
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let fs = common::unpack(&layout);
+        assert_eq!(fs.read("/globbed/one.txt"), "1\n");
+        assert_eq!(fs.read("/globbed/two.txt"), "2\n");
+        assert!(
+            !fs.exists("/globbed/ignored.txt"),
+            ".dockerignore excludes it"
+        );
+        assert_eq!(fs.read("/contents/sub/deep.txt"), "deep\n");
+        assert_eq!(fs.read("/named/dir/sub/deep.txt"), "deep\n");
+        let script = fs.meta("/usr/local/bin/script.sh");
+        assert_eq!((script.uid(), script.gid()), (1000, 10));
+        assert_eq!(script.permissions().mode() & 0o7777, 0o750);
+        let owned = fs.meta("/owned-by-1234");
+        assert_eq!((owned.uid(), owned.gid()), (1234, 1234));
+        assert_eq!(fs.read("/renamed.txt"), "1\n");
+        assert_eq!(fs.read("/unpacked/pkg/data.txt"), "packed\n");
+        let packed = fs.meta("/unpacked/pkg/data.txt");
+        assert_eq!(
+            (
+                packed.uid(),
+                packed.gid(),
+                packed.permissions().mode() & 0o777
+            ),
+            (7, 8, 0o640)
+        );
+        assert_eq!(fs.read("/kept/archive.tgz.dir/pkg/data.txt"), "packed\n");
+        assert!(
+            fs.meta("/copied/archive.tar.gz").is_file(),
+            "COPY never unpacks"
+        );
+        assert_eq!(
+            fs.read("/inline.txt"),
+            "inline works global-args-need-redeclaring\n"
+        );
+    }
 }
 
 #[test]

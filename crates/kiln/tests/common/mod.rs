@@ -13,7 +13,12 @@ pub struct World {
     pub base: String,
     pub kiln_dir: tempfile::TempDir,
     pub docker_config: tempfile::TempDir,
+    /// `--isolation` for every build (`auto` unless a test picks a backend).
+    pub isolation: std::cell::RefCell<String>,
 }
+
+/// The RUN backends a test runs its scenario with.
+pub const BACKENDS: [&str; 2] = ["overlay", "chroot"];
 
 impl World {
     pub fn new() -> World {
@@ -32,6 +37,7 @@ impl World {
             registry,
             kiln_dir: tempfile::tempdir().unwrap(),
             docker_config,
+            isolation: std::cell::RefCell::new("auto".into()),
         }
     }
 

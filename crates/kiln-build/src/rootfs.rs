@@ -1,0 +1,268 @@
+//! A stage's root file system and how a step's changes become a layer, per RUN backend:
+//!
+//! - [`StageFs::Dir`] (chroot backend): an extracted directory; a RUN step's layer is the diff of
+//!   two stat indexes (no content is hashed), a COPY's the list of paths it wrote.
+//! - [`StageFs::Overlay`] (overlay backend): each step gets an upper dir over the stage's layers
+//!   unpacked in the store (overlay whiteouts), mounted in the stage thread's private mount
+//!   namespace; the layer is the upper dir, which then moves into the store as that layer's
+//!   unpacked form and becomes the next step's top lower. Nothing is scanned.
+
+use crate::engine::{Builder, Layer};
+use crate::error::BuildError;
+use kiln_fs::snapshot::{self, Change, Changes, StatIndex};
+use kiln_sandbox::overlay::OverlayMount;
+use std::path::{Path, PathBuf};
+
+/// An extracted tree (chroot backend, or a stage that never extracts its base).
+pub(crate) struct DirFs {
+    pub(crate) root: PathBuf,
+    /// Only what this stage added is in the tree: its base was never extracted.
+    pub(crate) lazy: bool,
+    /// A stat index of the tree as it is now, when known.
+    index: Option<StatIndex>,
+    /// `--single-snapshot`: the index when the stage started.
+    single_start: Option<StatIndex>,
+    ignore: Vec<PathBuf>,
+}
+
+/// Layers of the stage as overlay lowers, and the upper dir of the step under way.
+pub(crate) struct OverlayFs {
+    dir: PathBuf,
+    /// Bottom first.
+    lowers: Vec<PathBuf>,
+    /// The upper and work dirs not yet cut into a layer (kept across steps by
+    /// `--single-snapshot`).
+    upper: Option<(PathBuf, PathBuf)>,
+    next: usize,
+}
+
+/// A stage's tree.
+pub(crate) enum StageFs {
+    Dir(DirFs),
+    Overlay(OverlayFs),
+}
+
+impl StageFs {
+    /// An extracted tree at `root` (already filled, or empty when `lazy`).
+    pub(crate) fn dir(root: PathBuf, lazy: bool, ignore: &[String]) -> StageFs {
+        StageFs::Dir(DirFs {
+            root,
+            lazy,
+            index: None,
+            single_start: None,
+            ignore: ignore.iter().map(PathBuf::from).collect(),
+        })
+    }
+
+    /// An overlay tree in `dir` over `lowers` (unpacked layers, bottom first).
+    pub(crate) fn overlay(dir: PathBuf, lowers: Vec<PathBuf>) -> StageFs {
+        StageFs::Overlay(OverlayFs {
+            dir,
+            lowers,
+            upper: None,
+            next: 0,
+        })
+    }
+
+    /// True for a tree holding only this stage's additions.
+    pub(crate) fn lazy(&self) -> bool {
+        matches!(self, StageFs::Dir(d) if d.lazy)
+    }
+
+    /// Starts `--single-snapshot` bookkeeping.
+    pub(crate) fn start_single(&mut self, at: &str) -> Result<(), BuildError> {
+        if let StageFs::Dir(d) = self {
+            d.single_start = Some(d.scan(at)?);
+        }
+        Ok(())
+    }
+
+    /// Runs one step that may change the tree. `op` gets the tree's path and returns its
+    /// value and, when it knows them, the paths it changed; `scan` says the changes must be
+    /// found by diffing (a RUN). Returns the value and the step's layer (none when nothing
+    /// changed, or in `single` mode until [`StageFs::finish_single`]).
+    pub(crate) fn step<T>(
+        &mut self,
+        builder: &Builder,
+        at: &str,
+        scan: bool,
+        single: bool,
+        op: impl FnOnce(&Path) -> Result<(T, Vec<Change>), BuildError>,
+    ) -> Result<(T, Option<Layer>), BuildError> {
+        match self {
+            StageFs::Dir(d) => {
+                let before = if scan && !single {
+                    Some(match d.index.take() {
+                        Some(i) => i,
+                        None => d.scan(at)?,
+                    })
+                } else {
+                    None
+                };
+                d.index = None;
+                let (value, known) = op(&d.root)?;
+                if single {
+                    return Ok((value, None));
+                }
+                let changes = match before {
+                    Some(before) => {
+                        let after = d.scan(at)?;
+                        let changes = snapshot::diff(&before, &after);
+                        d.index = Some(after);
+                        changes
+                    }
+                    None => Changes::new(known),
+                };
+                if changes.is_empty() {
+                    return Ok((value, None));
+                }
+                let (root, lazy) = (d.root.clone(), d.lazy);
+                let layer = builder.write_layer(at, lazy, |out, opts| {
+                    kiln_fs::layer::write_layer(&root, &changes, out, opts)
+                })?;
+                Ok((value, Some(layer)))
+            }
+            StageFs::Overlay(o) => {
+                let (upper, work) = o.upper_dirs()?;
+                let merged = o.dir.join("merged");
+                let value = {
+                    let lowers = o.lowers_or_empty()?;
+                    let mount = OverlayMount::mount(
+                        &lowers,
+                        Some((&upper, &work)),
+                        &o.dir.join("links"),
+                        &merged,
+                    )
+                    .map_err(|source| BuildError::Sandbox {
+                        at: at.to_owned(),
+                        source,
+                    })?;
+                    let result = op(mount.path());
+                    drop(mount);
+                    result?.0
+                };
+                if single {
+                    return Ok((value, None));
+                }
+                let layer = o.cut(builder, at)?;
+                Ok((value, layer))
+            }
+        }
+    }
+
+    /// The one layer of a `--single-snapshot` stage.
+    pub(crate) fn finish_single(
+        &mut self,
+        builder: &Builder,
+        at: &str,
+    ) -> Result<Option<Layer>, BuildError> {
+        match self {
+            StageFs::Dir(d) => {
+                let Some(before) = d.single_start.take() else {
+                    return Ok(None);
+                };
+                let after = d.scan(at)?;
+                let changes = snapshot::diff(&before, &after);
+                if changes.is_empty() {
+                    return Ok(None);
+                }
+                let root = d.root.clone();
+                Ok(Some(builder.write_layer(at, false, |out, opts| {
+                    kiln_fs::layer::write_layer(&root, &changes, out, opts)
+                })?))
+            }
+            StageFs::Overlay(o) => o.cut(builder, at),
+        }
+    }
+}
+
+impl DirFs {
+    fn scan(&self, at: &str) -> Result<StatIndex, BuildError> {
+        let ignored: Vec<&Path> = self.ignore.iter().map(PathBuf::as_path).collect();
+        StatIndex::scan(&self.root, &ignored).map_err(|source| BuildError::Snapshot {
+            at: at.to_owned(),
+            source,
+        })
+    }
+}
+
+impl OverlayFs {
+    fn upper_dirs(&mut self) -> Result<(PathBuf, PathBuf), BuildError> {
+        if let Some(dirs) = &self.upper {
+            return Ok(dirs.clone());
+        }
+        let upper = self.dir.join(format!("upper-{}", self.next));
+        let work = self.dir.join(format!("work-{}", self.next));
+        self.next += 1;
+        for d in [&upper, &work] {
+            std::fs::create_dir_all(d).map_err(BuildError::io("creating", d))?;
+        }
+        self.upper = Some((upper.clone(), work.clone()));
+        Ok((upper, work))
+    }
+
+    /// The lowers, or one empty dir for a stage from scratch (overlayfs needs one).
+    fn lowers_or_empty(&self) -> Result<Vec<PathBuf>, BuildError> {
+        if !self.lowers.is_empty() {
+            return Ok(self.lowers.clone());
+        }
+        let empty = self.dir.join("empty");
+        std::fs::create_dir_all(&empty).map_err(BuildError::io("creating", &empty))?;
+        Ok(vec![empty])
+    }
+
+    /// Turns the upper dir into a layer; it then becomes the top lower (moved into the store
+    /// as the layer's unpacked form).
+    fn cut(&mut self, builder: &Builder, at: &str) -> Result<Option<Layer>, BuildError> {
+        let Some((upper, work)) = self.upper.take() else {
+            return Ok(None);
+        };
+        let _ = std::fs::remove_dir_all(&work);
+        let empty = std::fs::read_dir(&upper)
+            .map_err(BuildError::io("reading", &upper))?
+            .next()
+            .is_none();
+        if empty {
+            let _ = std::fs::remove_dir(&upper);
+            return Ok(None);
+        }
+        let layer = builder.write_layer(at, false, |out, opts| {
+            kiln_fs::layer::layer_from_overlay_upper(&upper, out, opts)
+        })?;
+        let unpacked = builder.overlay_store().layer_path(&layer.diff_id);
+        if unpacked.exists() {
+            let _ = std::fs::remove_dir_all(&upper);
+        } else {
+            if let Some(parent) = unpacked.parent() {
+                std::fs::create_dir_all(parent).map_err(BuildError::io("creating", parent))?;
+            }
+            std::fs::rename(&upper, &unpacked)
+                .map_err(BuildError::io("storing the unpacked layer", &unpacked))?;
+        }
+        self.lowers.push(unpacked);
+        Ok(Some(layer))
+    }
+}
+
+/// Mounts a read-only overlay of `lowers` (a finished stage's or an image's layers) at
+/// `dir/merged` for reading (`COPY --from`); unmounted when the guard drops.
+pub(crate) fn read_only_view(
+    lowers: &[PathBuf],
+    dir: &Path,
+    at: &str,
+) -> Result<OverlayMount, BuildError> {
+    let (lowers, empty) = if lowers.is_empty() {
+        let empty = dir.join("empty");
+        std::fs::create_dir_all(&empty).map_err(BuildError::io("creating", &empty))?;
+        (vec![empty.clone()], Some(empty))
+    } else {
+        (lowers.to_vec(), None)
+    };
+    let _ = empty;
+    OverlayMount::mount(&lowers, None, &dir.join("links"), &dir.join("merged")).map_err(|source| {
+        BuildError::Sandbox {
+            at: at.to_owned(),
+            source,
+        }
+    })
+}

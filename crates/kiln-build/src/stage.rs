@@ -1,0 +1,743 @@
+//! One stage being built: its instructions in order, each changing the image config, the tree
+//! (through [`StageFs`]) or both.
+
+use crate::context::ContextView;
+use crate::copy::{self, CopySpec, Source};
+use crate::engine::{Builder, Finished, Layer, Resolved, StageImage};
+use crate::error::BuildError;
+use crate::image::{self, command_vector, env_pairs, set_env};
+use crate::options::{Isolation, Reporter, StepInfo};
+use crate::paths;
+use crate::rootfs::{read_only_view, StageFs};
+use crate::users;
+use kiln_dockerfile::instructions::{Command, CommandLine, CopyArgs, Instruction};
+use kiln_dockerfile::{Base, Plan, PlannedStage};
+use kiln_fs::snapshot::{Change, ChangeKind};
+use kiln_oci::{ImageConfig, Platform};
+use kiln_sandbox::overlay::OverlayMount;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Collects a RUN step's output: passes it to the reporter and keeps the tail for errors.
+struct OutputTail<'a> {
+    reporter: &'a dyn Reporter,
+    step: &'a StepInfo,
+    tail: Vec<u8>,
+}
+
+const TAIL_BYTES: usize = 4096;
+
+impl Write for OutputTail<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.reporter.output(self.step, buf);
+        self.tail.extend_from_slice(buf);
+        if self.tail.len() > 2 * TAIL_BYTES {
+            let cut = self.tail.len() - TAIL_BYTES;
+            self.tail.drain(..cut);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl OutputTail<'_> {
+    fn last_lines(&self, n: usize) -> String {
+        let text = String::from_utf8_lossy(&self.tail);
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(n);
+        lines[start..]
+            .iter()
+            .map(|l| format!("  | {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// One stage being built.
+pub(crate) struct StageRun<'a> {
+    builder: &'a Builder,
+    stage: &'a PlannedStage,
+    label: String,
+    position: (usize, usize),
+    resolved: &'a HashMap<String, Resolved>,
+    finished: &'a Mutex<HashMap<usize, Arc<Finished>>>,
+    context: &'a ContextView,
+    /// Stage names (lower case) to indexes.
+    names: HashMap<String, usize>,
+    image: StageImage,
+    fs: StageFs,
+    isolation: Isolation,
+    stage_dir: PathBuf,
+    /// ARG values in scope (RUN sees them as environment).
+    args: BTreeMap<String, String>,
+    /// CMD was set in this stage (an ENTRYPOINT then keeps it).
+    cmd_set: bool,
+    /// `--single-snapshot` applies to this stage.
+    single: bool,
+    platform: Platform,
+}
+
+/// What `COPY --from` reads: an extracted tree, or a read-only overlay mounted for it.
+pub(crate) enum SourceView {
+    Dir(PathBuf),
+    Overlay(OverlayMount),
+}
+
+impl SourceView {
+    fn path(&self) -> &Path {
+        match self {
+            SourceView::Dir(p) => p,
+            SourceView::Overlay(m) => m.path(),
+        }
+    }
+}
+
+impl<'a> StageRun<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        builder: &'a Builder,
+        plan: &'a Plan,
+        stage: &'a PlannedStage,
+        position: (usize, usize),
+        resolved: &'a HashMap<String, Resolved>,
+        finished: &'a Mutex<HashMap<usize, Arc<Finished>>>,
+        context: &'a ContextView,
+        isolation: Isolation,
+    ) -> Result<StageRun<'a>, BuildError> {
+        let label = match &stage.name {
+            Some(n) => n.clone(),
+            None => format!("#{}", stage.index),
+        };
+        let platform = builder.stage_platform(stage, plan)?;
+        let stage_dir = builder.build_dir().join(format!("stage-{}", stage.index));
+        let needs_rootfs =
+            stage
+                .onbuild
+                .iter()
+                .chain(&stage.instructions)
+                .any(|i| match &i.command {
+                    Command::Run { .. } => true,
+                    Command::Copy(a) | Command::Add(a) => a
+                        .chown
+                        .as_ref()
+                        .is_some_and(|c| users::needs_lookup(&c.value)),
+                    _ => false,
+                });
+        let single = builder.options().single_snapshot && stage.index == plan.target;
+        let (image, from_scratch) = match &stage.base {
+            Base::Scratch => {
+                let mut config = ImageConfig::for_platform(&platform);
+                set_env(&mut config, "PATH", kiln_dockerfile::plan::DEFAULT_PATH);
+                config.rootfs.kind = "layers".into();
+                (
+                    StageImage {
+                        config,
+                        layers: Vec::new(),
+                    },
+                    true,
+                )
+            }
+            Base::Image { reference } => {
+                let r = resolved
+                    .get(reference)
+                    .expect("base images are resolved before stages run");
+                (r.image.clone(), false)
+            }
+            Base::Stage { index, .. } => {
+                let done = finished
+                    .lock()
+                    .expect("no stage thread panics while holding the lock")
+                    .get(index)
+                    .cloned()
+                    .expect("a base stage is built in an earlier wave");
+                (done.image.clone(), false)
+            }
+        };
+        let lazy = !needs_rootfs && !single && !from_scratch;
+        let ignore = &builder.options().ignore_paths;
+        let fs = if lazy {
+            let root = stage_dir.join("rootfs");
+            std::fs::create_dir_all(&root).map_err(BuildError::io("creating", &root))?;
+            if matches!(stage.base, Base::Image { .. }) {
+                builder.reporter().info(&format!(
+                    "[{}/{}] stage {label} only adds files: its base layers are not downloaded",
+                    position.0, position.1
+                ));
+            }
+            StageFs::dir(root, true, ignore)
+        } else if isolation == Isolation::Overlay {
+            let lowers = builder.unpacked_layers(&image.layers)?;
+            StageFs::overlay(stage_dir.clone(), lowers)
+        } else {
+            let root = stage_dir.join("rootfs");
+            if !from_scratch {
+                builder.reporter().info(&format!(
+                    "[{}/{}] extracting the base of stage {label} ({} layers)",
+                    position.0,
+                    position.1,
+                    image.layers.len()
+                ));
+            }
+            builder.materialize(&image.layers, &root)?;
+            StageFs::dir(root, false, ignore)
+        };
+        let mut run = StageRun {
+            builder,
+            stage,
+            label,
+            position,
+            resolved,
+            finished,
+            context,
+            names: plan
+                .stages
+                .iter()
+                .filter_map(|s| s.name.as_ref().map(|n| (n.to_ascii_lowercase(), s.index)))
+                .collect(),
+            image,
+            fs,
+            isolation,
+            stage_dir,
+            args: BTreeMap::new(),
+            cmd_set: false,
+            single,
+            platform,
+        };
+        if single {
+            run.fs.start_single("--single-snapshot")?;
+        }
+        // Proxy build args reach RUN without being declared (as in BuildKit).
+        for name in kiln_dockerfile::plan::PROXY_ARGS {
+            if let Some(v) = builder.options().build_args.get(name) {
+                run.args.insert(name.to_owned(), v.clone());
+            }
+        }
+        Ok(run)
+    }
+
+    fn at(&self, instruction: &Instruction) -> String {
+        self.builder.at(instruction)
+    }
+
+    fn workdir_or_root(&self) -> String {
+        self.image
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.working_dir.clone())
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into())
+    }
+
+    pub(crate) fn execute(mut self) -> Result<Finished, BuildError> {
+        let stage = self.stage;
+        let steps: Vec<&Instruction> = stage.onbuild.iter().chain(&stage.instructions).collect();
+        let total = steps.len();
+        // Triggers run once: the new image does not inherit them.
+        if let Some(c) = self.image.config.config.as_mut() {
+            c.on_build = None;
+        }
+        for (i, instruction) in steps.iter().enumerate() {
+            let info = StepInfo {
+                stage: self.position,
+                stage_name: self.label.clone(),
+                step: (i + 1, total),
+                text: instruction.command.to_string(),
+            };
+            self.builder.reporter().step_started(&info);
+            let started = Instant::now();
+            self.step(instruction, &info)?;
+            self.builder
+                .reporter()
+                .step_finished(&info, started.elapsed());
+        }
+        if self.single {
+            let at = format!("stage {}", self.label);
+            if let Some(layer) = self.fs.finish_single(self.builder, &at)? {
+                let created = self.builder.created();
+                self.image.config.push_step(
+                    Some(layer.diff_id.clone()),
+                    image::history(&created, "kiln --single-snapshot".into()),
+                );
+                self.image.layers.push(layer);
+            }
+        }
+        let rootfs = match &self.fs {
+            StageFs::Dir(d) if !d.lazy => Some(d.root.clone()),
+            _ => None,
+        };
+        Ok(Finished {
+            image: self.image,
+            rootfs,
+        })
+    }
+
+    fn record(&mut self, instruction: &Instruction, layer: Option<Layer>) {
+        let created = self.builder.created();
+        let history = image::history(&created, instruction.command.to_string());
+        match layer {
+            Some(layer) => {
+                self.image
+                    .config
+                    .push_step(Some(layer.diff_id.clone()), history);
+                self.image.layers.push(layer);
+            }
+            None => self.image.config.push_step(None, history),
+        }
+    }
+
+    fn step(&mut self, instruction: &Instruction, info: &StepInfo) -> Result<(), BuildError> {
+        let at = self.at(instruction);
+        let bad = |message: String| BuildError::Instruction {
+            at: at.clone(),
+            keyword: instruction.keyword(),
+            message,
+        };
+        let config = &mut self.image.config;
+        match &instruction.command {
+            Command::From { .. } => {}
+            Command::Arg { args } => {
+                for decl in args {
+                    if let Some(v) = &decl.default {
+                        self.args.insert(decl.name.clone(), v.value.clone());
+                    }
+                }
+            }
+            Command::Env { env } => {
+                for kv in env {
+                    set_env(config, &kv.key.value, &kv.value.value);
+                }
+                self.record(instruction, None);
+            }
+            Command::Label { labels } => {
+                let map = config
+                    .config_mut()
+                    .labels
+                    .get_or_insert_with(Default::default);
+                for kv in labels {
+                    map.insert(kv.key.value.clone(), kv.value.value.clone());
+                }
+                self.record(instruction, None);
+            }
+            Command::Maintainer { name } => {
+                config.author = Some(name.value.clone());
+                self.record(instruction, None);
+            }
+            Command::Expose { ports } => {
+                let mut keys = Vec::new();
+                for p in ports {
+                    keys.extend(image::port_keys(&p.value).map_err(bad)?);
+                }
+                image::expose(config, keys);
+                self.record(instruction, None);
+            }
+            Command::Volume { paths } => {
+                let paths: Vec<String> = paths.iter().map(|p| p.value.clone()).collect();
+                image::volumes(config, &paths);
+                self.record(instruction, None);
+            }
+            Command::User { user } => {
+                config.config_mut().user = Some(user.value.clone());
+                self.record(instruction, None);
+            }
+            Command::Stopsignal { signal } => {
+                config.config_mut().stop_signal = Some(signal.value.clone());
+                self.record(instruction, None);
+            }
+            Command::Healthcheck { health } => {
+                config.config_mut().healthcheck = Some(image::healthcheck(health));
+                self.record(instruction, None);
+            }
+            Command::Shell { shell } => {
+                config.config_mut().shell = Some(shell.clone());
+                self.record(instruction, None);
+            }
+            Command::Onbuild { expression, .. } => {
+                config
+                    .config_mut()
+                    .on_build
+                    .get_or_insert_with(Vec::new)
+                    .push(expression.clone());
+                self.record(instruction, None);
+            }
+            Command::Cmd { command } => {
+                let v = command_vector(config, command);
+                let c = config.config_mut();
+                c.cmd = Some(v);
+                c.null_fields.remove("Cmd");
+                self.cmd_set = true;
+                self.record(instruction, None);
+            }
+            Command::Entrypoint { command } => {
+                let v = command_vector(config, command);
+                let cmd_set = self.cmd_set;
+                let c = config.config_mut();
+                c.entrypoint = Some(v);
+                c.null_fields.remove("Entrypoint");
+                if !cmd_set {
+                    // An ENTRYPOINT resets a CMD inherited from the base.
+                    c.cmd = None;
+                }
+                self.record(instruction, None);
+            }
+            Command::Workdir { path } => {
+                let cwd = config
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.working_dir.clone())
+                    .filter(|w| !w.is_empty())
+                    .unwrap_or_else(|| "/".into());
+                let dir = paths::absolute(&cwd, &path.value);
+                config.config_mut().working_dir = Some(dir.clone());
+                let layer = if self.fs.lazy() {
+                    // Without the base's files kiln cannot tell whether it exists; runtimes
+                    // create a missing working directory.
+                    None
+                } else {
+                    self.workdir(&dir, &at)?
+                };
+                self.record(instruction, layer);
+            }
+            Command::Run {
+                command, heredocs, ..
+            } => {
+                let layer = self.run(instruction, command, heredocs, info)?;
+                self.record(instruction, layer);
+            }
+            Command::Copy(args) | Command::Add(args) => {
+                let layer = self.copy(instruction, args)?;
+                self.record(instruction, layer);
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a missing WORKDIR (owned by the stage's USER, as BuildKit does).
+    fn workdir(&mut self, dir: &str, at: &str) -> Result<Option<Layer>, BuildError> {
+        let bad = |message: String| BuildError::Instruction {
+            at: at.to_owned(),
+            keyword: "WORKDIR",
+            message,
+        };
+        let user = self.user();
+        let single = self.single;
+        let builder = self.builder;
+        let (_, layer) = self.fs.step(builder, at, false, single, |root| {
+            let rel = paths::resolve_in_root(root, dir, true).map_err(|e| bad(e.to_string()))?;
+            if paths::host(root, &rel).is_dir() {
+                return Ok(((), Vec::new()));
+            }
+            let owner = match &user {
+                Some(spec) => {
+                    let id = users::resolve_user(root, spec).map_err(bad)?;
+                    (id.uid, id.gid)
+                }
+                None => (0, 0),
+            };
+            let mut created = Vec::new();
+            paths::mkdir_all(root, &rel, 0o755, owner, &mut created)
+                .map_err(|e| bad(e.to_string()))?;
+            let changes = created
+                .into_iter()
+                .map(|p| Change {
+                    path: PathBuf::from(p),
+                    kind: ChangeKind::Added,
+                })
+                .collect();
+            Ok(((), changes))
+        })?;
+        Ok(layer)
+    }
+
+    fn user(&self) -> Option<String> {
+        self.image
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.user.clone())
+            .filter(|u| !u.is_empty())
+    }
+
+    fn run(
+        &mut self,
+        instruction: &Instruction,
+        command: &CommandLine,
+        heredocs: &[kiln_dockerfile::parser::Heredoc],
+        info: &StepInfo,
+    ) -> Result<Option<Layer>, BuildError> {
+        let at = self.at(instruction);
+        let host = Platform::host();
+        if self.platform.os != host.os || self.platform.architecture != host.architecture {
+            return Err(BuildError::Unsupported {
+                at,
+                what: format!(
+                    "RUN for platform {} on this {} machine (no emulation)",
+                    self.platform, host
+                ),
+            });
+        }
+        let argv = match command {
+            CommandLine::Exec(args) => args.clone(),
+            CommandLine::Shell(text) => {
+                let mut script = text.clone();
+                // The shell reads heredoc bodies after the command line, as a script.
+                for h in heredocs {
+                    script.push('\n');
+                    script.push_str(&h.content);
+                    script.push_str(&h.name);
+                }
+                let mut v = image::shell(&self.image.config);
+                v.push(script);
+                v
+            }
+        };
+        if argv.is_empty() {
+            return Err(BuildError::Instruction {
+                at,
+                keyword: "RUN",
+                message: "empty command".into(),
+            });
+        }
+        let mut env: BTreeMap<String, String> = self.args.clone();
+        for (k, v) in env_pairs(&self.image.config) {
+            env.insert(k, v);
+        }
+        let user = self.user();
+        let cwd = self.workdir_or_root();
+        let hosts = self.builder.build_dir().join("hosts");
+        if !hosts.exists() {
+            std::fs::write(
+                &hosts,
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+            )
+            .map_err(BuildError::io("writing", &hosts))?;
+        }
+        let reporter = self.builder.reporter();
+        let label = self.label.clone();
+        let shown_command = match command {
+            CommandLine::Exec(a) => serde_json::to_string(a).unwrap_or_default(),
+            CommandLine::Shell(t) => t.clone(),
+        };
+        let single = self.single;
+        let builder = self.builder;
+        let (_, layer) = self.fs.step(builder, &at, true, single, |root| {
+            let identity = match &user {
+                Some(spec) => {
+                    users::resolve_user(root, spec).map_err(|m| BuildError::Instruction {
+                        at: at.clone(),
+                        keyword: "RUN",
+                        message: format!("USER {spec}: {m}"),
+                    })?
+                }
+                None => users::Identity {
+                    uid: 0,
+                    gid: 0,
+                    groups: Vec::new(),
+                },
+            };
+            let safe_file =
+                |rel: &str| std::fs::symlink_metadata(root.join(rel)).map_or(true, |m| m.is_file());
+            let resolv = Path::new("/etc/resolv.conf");
+            let spec = kiln_sandbox::RunSpec {
+                rootfs: root.to_owned(),
+                argv,
+                env: env.into_iter().collect(),
+                cwd,
+                uid: identity.uid,
+                gid: identity.gid,
+                extra_gids: identity.groups,
+                hostname: Some("kiln".into()),
+                resolv_conf: (resolv.is_file() && safe_file("etc/resolv.conf"))
+                    .then(|| resolv.to_owned()),
+                hosts: safe_file("etc/hosts").then_some(hosts),
+            };
+            // stdout and stderr interleave in one tail, as a terminal shows them.
+            let mut out = OutputTail {
+                reporter,
+                step: info,
+                tail: Vec::new(),
+            };
+            let mut err = OutputTail {
+                reporter,
+                step: info,
+                tail: Vec::new(),
+            };
+            let outcome = kiln_sandbox::run_step(&spec, &mut out, &mut err);
+            out.tail.extend_from_slice(&err.tail);
+            let outcome = outcome.map_err(|source| BuildError::Sandbox {
+                at: at.clone(),
+                source,
+            })?;
+            // Mount points kiln made are not the step's: remove them before the snapshot.
+            let canonical =
+                std::fs::canonicalize(root).map_err(BuildError::io("resolving", root))?;
+            for point in outcome.created_mount_points.iter().rev() {
+                if point.starts_with(&canonical) {
+                    let _ = match std::fs::symlink_metadata(point) {
+                        Ok(m) if m.is_dir() => std::fs::remove_dir(point),
+                        Ok(_) => std::fs::remove_file(point),
+                        Err(_) => Ok(()),
+                    };
+                }
+            }
+            if outcome.without_sys {
+                reporter.warn(&format!(
+                    "{at}: RUN ran without /sys: this container has none to share"
+                ));
+            }
+            if !outcome.status.success() {
+                let status = match outcome.status {
+                    kiln_sandbox::StepStatus::Exited(code) => format!("exited with status {code}"),
+                    kiln_sandbox::StepStatus::Signaled(sig) => {
+                        format!("was killed by signal {sig}")
+                    }
+                };
+                return Err(BuildError::RunFailed {
+                    at: at.clone(),
+                    stage: label,
+                    command: shown_command,
+                    status,
+                    tail: out.last_lines(20),
+                });
+            }
+            Ok(((), Vec::new()))
+        })?;
+        Ok(layer)
+    }
+
+    fn copy(
+        &mut self,
+        instruction: &Instruction,
+        args: &CopyArgs,
+    ) -> Result<Option<Layer>, BuildError> {
+        let at = self.at(instruction);
+        let keyword = instruction.keyword();
+        let bad = |message: String| BuildError::Instruction {
+            at: at.clone(),
+            keyword,
+            message,
+        };
+        let chmod = match &args.chmod {
+            Some(c) => Some(
+                kiln_dockerfile::mount::parse_chmod(&c.value)
+                    .map_err(|m| bad(format!("--chmod={}: {m}", c.value)))?,
+            ),
+            None => None,
+        };
+        let exclude = if args.exclude.is_empty() {
+            None
+        } else {
+            Some(
+                kiln_dockerfile::ignore::Matcher::from_strings(
+                    args.exclude.iter().map(|w| w.value.clone()),
+                )
+                .map_err(|e| bad(format!("--exclude: {e}")))?,
+            )
+        };
+        let cwd = self.workdir_or_root();
+        let mut dest = paths::absolute(&cwd, &args.dest.value);
+        if (args.dest.value.ends_with('/')
+            || args.dest.value.ends_with("/.")
+            || args.dest.value == ".")
+            && dest != "/"
+        {
+            dest.push('/');
+        }
+        if args.sources.len() + args.inline.len() > 1 && !dest.ends_with('/') {
+            return Err(bad(format!(
+                "when using {keyword} with more than one source file, the destination must be a directory and end with a /"
+            )));
+        }
+        let inline: Vec<(String, String)> = args
+            .inline
+            .iter()
+            .map(|s| (s.name.clone(), s.content.clone()))
+            .collect();
+        let source_view = match &args.from {
+            None => None,
+            Some(from) => Some(self.source_view(&from.value, &at)?),
+        };
+        let lazy = self.fs.lazy();
+        let context = self.context;
+        let single = self.single;
+        let builder = self.builder;
+        let chown = args.chown.as_ref().map(|c| c.value.clone());
+        let sources: Vec<String> = args.sources.iter().map(|w| w.value.clone()).collect();
+        let (_, layer) = self.fs.step(builder, &at, false, single, |root| {
+            let owner = match &chown {
+                Some(spec) => Some(
+                    users::resolve_chown(root, spec)
+                        .map_err(|m| bad(format!("--chown={spec}: {m}")))?,
+                ),
+                None => None,
+            };
+            let spec = CopySpec {
+                sources,
+                inline,
+                dest,
+                owner,
+                chmod: chmod.as_ref(),
+                parents: args.parents,
+                exclude: exclude.as_ref(),
+                unpack_archives: keyword == "ADD" && args.unpack != Some(false),
+                // On a tree without the base's files, directories made only to hold the new
+                // files stay out of the layer (the base's own keep their metadata).
+                record_parents: !lazy,
+            };
+            let changes = match &source_view {
+                None => copy::copy(&Source::Context(context), &spec, root),
+                Some(view) => copy::copy(&Source::Rootfs(view.path()), &spec, root),
+            }
+            .map_err(bad)?;
+            Ok(((), changes))
+        })?;
+        Ok(layer)
+    }
+
+    /// What `COPY --from=X` reads: a built stage's tree, or an image's.
+    fn source_view(&self, from: &str, at: &str) -> Result<SourceView, BuildError> {
+        let stage_index = from
+            .parse::<usize>()
+            .ok()
+            .or_else(|| self.names.get(&from.to_ascii_lowercase()).copied())
+            .filter(|i| self.stage.depends_on.contains(i));
+        let (layers, name) = if let Some(index) = stage_index {
+            let done = self
+                .finished
+                .lock()
+                .expect("no stage thread panics while holding the lock")
+                .get(&index)
+                .cloned()
+                .expect("a --from stage is built in an earlier wave");
+            if let Some(root) = &done.rootfs {
+                return Ok(SourceView::Dir(root.clone()));
+            }
+            (done.image.layers.clone(), format!("stage-{index}"))
+        } else {
+            let Some(r) = self.resolved.get(from) else {
+                return Err(BuildError::Instruction {
+                    at: at.to_owned(),
+                    keyword: "COPY",
+                    message: format!("--from={from}: no such stage or image"),
+                });
+            };
+            let n = self.resolved.keys().position(|k| k == from).unwrap_or(0);
+            (r.image.layers.clone(), format!("image-{n}"))
+        };
+        let dir = self.stage_dir.join(format!("from-{name}"));
+        if self.isolation == Isolation::Overlay {
+            let lowers = self.builder.unpacked_layers(&layers)?;
+            return Ok(SourceView::Overlay(read_only_view(&lowers, &dir, at)?));
+        }
+        if !dir.exists() {
+            self.builder.materialize(&layers, &dir)?;
+        }
+        Ok(SourceView::Dir(dir))
+    }
+}
