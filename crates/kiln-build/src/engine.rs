@@ -229,6 +229,17 @@ impl Builder {
         };
         let first = plan(&dockerfile, &plan_options)?;
         self.check_supported(&first)?;
+        let euid = rustix::process::geteuid();
+        if !euid.is_root() {
+            return Err(BuildError::Unsupported {
+                at: format!(
+                    "{} (kiln runs as uid {})",
+                    self.opts.dockerfile_name,
+                    euid.as_raw()
+                ),
+                what: "building as a non-root user (the rootless, user-namespace backend)".into(),
+            });
+        }
         // Base images: their configs now (ENV and ONBUILD change the plan), layers later.
         let mut resolved: HashMap<String, Resolved> = HashMap::new();
         for stage in &first.stages {
