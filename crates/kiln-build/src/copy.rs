@@ -165,7 +165,7 @@ pub fn copy(source: &Source<'_>, spec: &CopySpec<'_>, root: &Path) -> Result<Vec
             } else {
                 dest.clone()
             };
-            w.ensure_dir(&target, Some(&meta))?;
+            w.ensure_dir(&target, Some(&meta), Some(&src_host))?;
             w.copy_tree(source, &resolved, &target, spec.exclude, "")?;
         } else {
             let base = rel.rsplit('/').next().unwrap_or(rel);
@@ -593,7 +593,12 @@ impl Writer<'_> {
     }
 
     /// Makes sure the directory `dest` exists; a new one takes `meta`'s mode and times.
-    fn ensure_dir(&mut self, dest: &str, meta: Option<&fs::Metadata>) -> Result<String, String> {
+    fn ensure_dir(
+        &mut self,
+        dest: &str,
+        meta: Option<&fs::Metadata>,
+        src_dir: Option<&Path>,
+    ) -> Result<String, String> {
         let rel = self.prepare(dest)?;
         let rel =
             resolve_in_root(self.root, &format!("/{rel}"), true).map_err(|e| e.to_string())?;
@@ -603,6 +608,9 @@ impl Writer<'_> {
             let mode = self.mode_for(meta.map_or(0o755, |m| m.mode()), true);
             let owner = meta.map_or(self.owner, |m| self.owner_for(m));
             set_meta(&path, mode, owner).map_err(|e| format!("{dest}: {e}"))?;
+            if let Some(src) = src_dir {
+                copy_xattrs(src, &path).map_err(|e| format!("{dest}: {e}"))?;
+            }
             if let Some(m) = meta {
                 self.dir_times.push((path, m.mtime(), m.mtime_nsec()));
             }
@@ -630,7 +638,7 @@ impl Writer<'_> {
             let meta = fs::symlink_metadata(&src_host).map_err(|e| format!("{child}: {e}"))?;
             let target = format!("{dest}/{name}");
             if meta.is_dir() {
-                self.ensure_dir(&target, Some(&meta))?;
+                self.ensure_dir(&target, Some(&meta), Some(&src_host))?;
                 self.copy_tree(source, &child, &target, exclude, &rel_below)?;
             } else {
                 self.copy_entry(&src_host, &meta, &target)?;
@@ -671,6 +679,7 @@ impl Writer<'_> {
             io::copy(&mut input, &mut output).map_err(err)?;
             drop(output);
             set_meta(&path, self.mode_for(meta.mode(), false), owner).map_err(err)?;
+            copy_xattrs(src, &path).map_err(err)?;
         } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
             let kind = if ft.is_fifo() {
                 rustix::fs::FileType::Fifo
@@ -714,7 +723,7 @@ impl Writer<'_> {
     /// ADD of a local archive: its entries land in the directory `dest` (path-safe), owners
     /// as recorded unless `--chown` says otherwise.
     fn extract(&mut self, src: &Path, kind: ArchiveKind, dest: &str) -> Result<(), String> {
-        let dest_rel = self.ensure_dir(dest, None)?;
+        let dest_rel = self.ensure_dir(dest, None, None)?;
         let target = host(self.root, &dest_rel);
         let before = kiln_fs::snapshot::StatIndex::scan(&target, &[])
             .map_err(|e| format!("scanning {dest}: {e}"))?;
@@ -747,6 +756,50 @@ impl Writer<'_> {
         self.changes.retain(|c| seen.insert(c.path.clone()));
         Ok(self.changes)
     }
+}
+
+/// Copies extended attributes (file capabilities, `user.*`, ACLs) from `src` to `dst`, without
+/// following symlinks. Never the host's SELinux label or overlayfs' own attributes; refusals
+/// of the destination file system are skipped. Call after chown, which drops capabilities.
+fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
+    let mut names = vec![0u8; 4096];
+    let n = match rustix::fs::llistxattr(src, &mut names) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+        Err(rustix::io::Errno::RANGE) => {
+            names = vec![0u8; 65536];
+            rustix::fs::llistxattr(src, &mut names)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        if name == b"security.selinux"
+            || name.starts_with(b"trusted.overlay.")
+            || name.starts_with(b"user.overlay.")
+        {
+            continue;
+        }
+        let Ok(cname) = std::ffi::CString::new(name) else {
+            continue;
+        };
+        let mut value = vec![0u8; 65536];
+        let len = match rustix::fs::lgetxattr(src, cname.as_c_str(), &mut value) {
+            Ok(len) => len,
+            Err(_) => continue,
+        };
+        match rustix::fs::lsetxattr(
+            dst,
+            cname.as_c_str(),
+            &value[..len],
+            rustix::fs::XattrFlags::empty(),
+        ) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::NOTSUP | rustix::io::Errno::PERM | rustix::io::Errno::INVAL) => {
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 fn set_meta(path: &Path, mode: u32, owner: (u32, u32)) -> io::Result<()> {

@@ -76,6 +76,24 @@ impl LayerTar {
         Ok(self)
     }
 
+    /// A regular file with extended attributes (PAX `SCHILY.xattr.*` records).
+    pub fn file_with_xattrs(
+        mut self,
+        path: &str,
+        mode: u32,
+        content: &[u8],
+        xattrs: &[(&str, &[u8])],
+    ) -> Result<Self> {
+        let records: Vec<(String, &[u8])> = xattrs
+            .iter()
+            .map(|(k, v)| (format!("SCHILY.xattr.{k}"), *v))
+            .collect();
+        self.builder
+            .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
+            .context(|| format!("tar xattrs of {path}"))?;
+        self.file(path, mode, (0, 0), content)
+    }
+
     /// A symbolic link.
     pub fn symlink(mut self, path: &str, target: &str) -> Result<Self> {
         let mut h = Self::header(tar::EntryType::Symlink, 0o777, (0, 0), 0);

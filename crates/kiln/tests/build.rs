@@ -647,3 +647,58 @@ fn as_a_non_root_user_kiln_says_the_rootless_backend_is_missing() {
     assert!(!out.status.success());
     assert!(err.contains("non-root user"), "{err}");
 }
+
+#[test]
+fn file_capabilities_and_xattrs_survive_copy_from_and_run() {
+    // cap_net_raw+ep, VFS capability v2.
+    const CAP: [u8; 20] = [
+        1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let world = World::new();
+    let layer = kiln_test::LayerTar::new()
+        .dir("caps", 0o755, (0, 0))
+        .unwrap()
+        .file_with_xattrs(
+            "caps/ping",
+            0o755,
+            b"not really ping\n",
+            &[
+                ("security.capability", &CAP[..]),
+                ("user.kiln.note", b"kept"),
+            ],
+        )
+        .unwrap()
+        .finish()
+        .unwrap();
+    let base = kiln_test::BaseImage::build(
+        vec![kiln_test::busybox_layer().unwrap(), layer],
+        serde_json::json!({"Env": ["PATH=/bin"]}),
+    )
+    .unwrap();
+    let with_caps = world.push_base(&base, "with-caps:1");
+    for backend in common::BACKENDS {
+        *world.isolation.borrow_mut() = backend.into();
+        let built = world.build(
+            &format!(
+                "FROM {with_caps} AS source\nRUN echo touched > /caps/other\nFROM scratch\nCOPY --from=source /caps/ /copied/\n"
+            ),
+            &[],
+            &[],
+        );
+        built.ok();
+        let fs = built.unpack();
+        let copied = fs.rootfs().join("copied/ping");
+        assert_eq!(
+            xattr::get(&copied, "security.capability")
+                .unwrap()
+                .as_deref(),
+            Some(&CAP[..]),
+            "{backend}: the file capability is kept"
+        );
+        assert_eq!(
+            xattr::get(&copied, "user.kiln.note").unwrap().as_deref(),
+            Some(&b"kept"[..])
+        );
+        assert_eq!(fs.read("/copied/other"), "touched\n");
+    }
+}
