@@ -75,6 +75,8 @@ pub struct CopySpec<'a> {
     pub sources: Vec<String>,
     /// Inline (heredoc) sources: name and content.
     pub inline: Vec<(String, String)>,
+    /// Downloaded sources (ADD of a URL): name, file, modification time.
+    pub downloads: Vec<(String, PathBuf, Option<i64>)>,
     /// The destination, absolute, with a trailing `/` kept when written.
     pub dest: String,
     /// `--chown`, resolved.
@@ -124,7 +126,7 @@ pub fn copy(source: &Source<'_>, spec: &CopySpec<'_>, root: &Path) -> Result<Vec
         }
     }
     let dest_is_dir = spec.dest.ends_with('/')
-        || matches.len() + spec.inline.len() > 1
+        || matches.len() + spec.inline.len() + spec.downloads.len() > 1
         || spec.parents
         || resolve_in_root(root, &spec.dest, true)
             .map(|r| fs::metadata(host(root, &r)).is_ok_and(|m| m.is_dir()))
@@ -148,6 +150,15 @@ pub fn copy(source: &Source<'_>, spec: &CopySpec<'_>, root: &Path) -> Result<Vec
             dest.clone()
         };
         w.write_bytes(&target, content.as_bytes(), 0o644)?;
+    }
+    for (name, file, mtime) in &spec.downloads {
+        let target = if dest_is_dir {
+            format!("{dest}/{name}")
+        } else {
+            dest.clone()
+        };
+        // ADD of a URL: 0600 as BuildKit makes it, its time from Last-Modified.
+        w.write_file(&target, file, 0o600, *mtime)?;
     }
     for (rel, parents_path) in &matches {
         let resolved = match source {
@@ -716,6 +727,29 @@ impl Writer<'_> {
         let err = |e: io::Error| format!("writing {dest}: {e}");
         fs::write(&path, bytes).map_err(err)?;
         set_meta(&path, self.mode_for(mode, false), self.owner).map_err(err)?;
+        self.record(&rel, kind);
+        Ok(())
+    }
+
+    /// Writes a downloaded file.
+    fn write_file(
+        &mut self,
+        dest: &str,
+        src: &Path,
+        mode: u32,
+        mtime: Option<i64>,
+    ) -> Result<(), String> {
+        let rel = self.prepare(dest)?;
+        let Some(kind) = self.clear(&rel, false)? else {
+            unreachable!("clear only returns None for directories")
+        };
+        let path = host(self.root, &rel);
+        let err = |e: io::Error| format!("writing {dest}: {e}");
+        fs::copy(src, &path).map_err(err)?;
+        set_meta(&path, self.mode_for(mode, false), self.owner).map_err(err)?;
+        if let Some(secs) = mtime {
+            set_times(&path, secs, 0).map_err(err)?;
+        }
         self.record(&rel, kind);
         Ok(())
     }

@@ -157,6 +157,21 @@ impl Builder {
         &self.client
     }
 
+    /// Downloads an ADD source URL into `dest`.
+    pub(crate) fn download(
+        &self,
+        url: &str,
+        dest: &Path,
+        checksum: Option<&Digest>,
+        at: &str,
+    ) -> Result<kiln_registry::Download, BuildError> {
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(BuildError::io("creating", parent))?;
+        }
+        self.block_on(self.client.download(url, dest, checksum))
+            .map_err(BuildError::registry(format!("{at}: ADD {url}")))
+    }
+
     pub(crate) fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.runtime.block_on(f)
     }
@@ -181,16 +196,35 @@ impl Builder {
     /// are a base image's), bottom first: the overlay backend's lower dirs.
     pub(crate) fn unpacked_layers(&self, layers: &[Layer]) -> Result<Vec<PathBuf>, BuildError> {
         self.prefetch(layers)?;
-        let mut dirs = Vec::with_capacity(layers.len());
+        let mut dirs: Vec<PathBuf> = Vec::with_capacity(layers.len());
         for layer in layers {
             if media_type::is_foreign(&layer.descriptor.media_type) {
                 continue;
             }
-            self.ensure_blob(layer)?;
-            dirs.push(
-                self.overlay_store
-                    .unpack_layer(&layer.descriptor.digest, &layer.diff_id)?,
-            );
+            let blob = self.ensure_blob(layer)?;
+            let dir = self
+                .overlay_store
+                .unpack_layer(&layer.descriptor.digest, &layer.diff_id)?;
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+                continue;
+            }
+            // The same layer twice: overlayfs refuses one directory twice, so unpack a copy.
+            let copy = tempfile::Builder::new()
+                .prefix("dup-layer-")
+                .tempdir_in(&self.build_dir)
+                .map_err(BuildError::io("creating a directory in", &self.build_dir))?
+                .keep();
+            let file = std::fs::File::open(&blob).map_err(BuildError::io("opening", &blob))?;
+            let mut options = kiln_fs::apply::ApplyOptions::default();
+            options.whiteouts = kiln_fs::apply::Whiteouts::Overlay;
+            kiln_fs::apply::apply_layer(std::io::BufReader::new(file), &copy, &options).map_err(
+                |source| BuildError::Apply {
+                    digest: layer.descriptor.digest.to_string(),
+                    source,
+                },
+            )?;
+            dirs.push(copy);
         }
         Ok(dirs)
     }
@@ -436,21 +470,19 @@ impl Builder {
                     }
                     Command::Add(args) => {
                         for source in &args.sources {
-                            let v = &source.value;
-                            if v.starts_with("http://")
-                                || v.starts_with("https://")
-                                || v.starts_with("git@")
-                            {
+                            if is_git_source(&source.value) {
                                 return Err(unsupported(&format!(
-                                    "ADD of a URL or git repository ({v})"
+                                    "ADD of a git repository ({})",
+                                    source.value
                                 )));
                             }
                         }
-                        if args.checksum.is_some() {
+                        let urls = args.sources.iter().filter(|s| is_url(&s.value)).count();
+                        if args.checksum.is_some() && (urls != 1 || args.sources.len() != 1) {
                             return Err(BuildError::Instruction {
                                 at: self.at(instruction),
                                 keyword: "ADD",
-                                message: "--checksum is only valid for an http(s) source".into(),
+                                message: "--checksum is only valid with one http(s) source".into(),
                             });
                         }
                     }
@@ -738,6 +770,20 @@ impl Builder {
             layers: image.layers,
         })
     }
+}
+
+/// An http(s) URL source of ADD.
+pub(crate) fn is_url(source: &str) -> bool {
+    source.starts_with("http://") || source.starts_with("https://")
+}
+
+/// A git repository source of ADD (BuildKit's rules: `git@…`, `git://…`, or an http(s) URL
+/// whose path ends in `.git`, with an optional `#ref`).
+fn is_git_source(source: &str) -> bool {
+    let without_ref = source.split('#').next().unwrap_or(source);
+    source.starts_with("git@")
+        || source.starts_with("git://")
+        || (is_url(source) && without_ref.trim_end_matches('/').ends_with(".git"))
 }
 
 /// A base layer's media type in the output's family (compression kept).

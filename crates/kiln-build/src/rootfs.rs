@@ -229,16 +229,24 @@ impl OverlayFs {
         let layer = builder.write_layer(at, false, |out, opts| {
             kiln_fs::layer::layer_from_overlay_upper(&upper, out, opts)
         })?;
-        let unpacked = builder.overlay_store().layer_path(&layer.diff_id);
-        if unpacked.exists() {
+        let stored = builder.overlay_store().layer_path(&layer.diff_id);
+        // overlayfs refuses one directory twice among the lowers (ELOOP): a layer equal to one
+        // already below (two steps that change the same way) keeps its own upper dir.
+        let unpacked = if self.lowers.contains(&stored) {
+            let kept = self.dir.join(format!("layer-{}", self.next));
+            std::fs::rename(&upper, &kept).map_err(BuildError::io("keeping", &kept))?;
+            kept
+        } else if stored.exists() {
             let _ = std::fs::remove_dir_all(&upper);
+            stored
         } else {
-            if let Some(parent) = unpacked.parent() {
+            if let Some(parent) = stored.parent() {
                 std::fs::create_dir_all(parent).map_err(BuildError::io("creating", parent))?;
             }
-            std::fs::rename(&upper, &unpacked)
-                .map_err(BuildError::io("storing the unpacked layer", &unpacked))?;
-        }
+            std::fs::rename(&upper, &stored)
+                .map_err(BuildError::io("storing the unpacked layer", &stored))?;
+            stored
+        };
         self.lowers.push(unpacked);
         Ok(Some(layer))
     }

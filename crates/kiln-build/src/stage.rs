@@ -83,6 +83,17 @@ pub(crate) struct StageRun<'a> {
     platform: Platform,
 }
 
+/// `RUN <<EOF` (nothing but one heredoc on the command line): its body is the script.
+fn heredoc_is_command(text: &str, heredocs: &[kiln_dockerfile::parser::Heredoc]) -> bool {
+    let [heredoc] = heredocs else { return false };
+    let word = text.trim();
+    let Some(rest) = word.strip_prefix("<<") else {
+        return false;
+    };
+    let rest = rest.strip_prefix('-').unwrap_or(rest);
+    rest.trim_matches(|c| c == '\'' || c == '"') == heredoc.name
+}
+
 /// What `COPY --from` reads: an extracted tree, or a read-only overlay mounted for it.
 pub(crate) enum SourceView {
     Dir(PathBuf),
@@ -484,6 +495,26 @@ impl<'a> StageRun<'a> {
         }
         let argv = match command {
             CommandLine::Exec(args) => args.clone(),
+            CommandLine::Shell(text) if heredoc_is_command(text, heredocs) => {
+                let body = &heredocs[0].content;
+                let mut v = image::shell(&self.image.config);
+                if let Some(line) = body.strip_prefix("#!").and_then(|b| b.lines().next()) {
+                    // A script with its own interpreter (BuildKit runs it as a file): kept in
+                    // the step's /dev/shm, so it never reaches the layer, and handed to the
+                    // interpreter, since /dev/shm is noexec.
+                    let line = line.trim();
+                    let (interpreter, arg) = match line.split_once(char::is_whitespace) {
+                        Some((i, a)) => (i, format!(" '{}'", a.trim().replace('\'', "'\\''"))),
+                        None => (line, String::new()),
+                    };
+                    v.push(format!(
+                        "f=$(mktemp /dev/shm/kiln-heredoc.XXXXXX) && cat > \"$f\" <<'KILN_HEREDOC_END'\n{body}KILN_HEREDOC_END\n'{interpreter}'{arg} \"$f\"; s=$?; rm -f \"$f\"; exit $s"
+                    ));
+                } else {
+                    v.push(body.clone());
+                }
+                v
+            }
             CommandLine::Shell(text) => {
                 let mut script = text.clone();
                 // The shell reads heredoc bodies after the command line, as a script.
@@ -535,12 +566,16 @@ impl<'a> StageRun<'a> {
                         message: format!("USER {spec}: {m}"),
                     })?
                 }
-                None => users::Identity {
+                None => users::resolve_user(root, "0").unwrap_or(users::Identity {
                     uid: 0,
                     gid: 0,
-                    groups: Vec::new(),
-                },
+                    groups: vec![0],
+                    home: "/root".into(),
+                }),
             };
+            // As runc does: HOME from /etc/passwd unless the image or an ARG sets it.
+            let mut env = env;
+            env.entry("HOME".into()).or_insert(identity.home.clone());
             let safe_file =
                 |rel: &str| std::fs::symlink_metadata(root.join(rel)).map_or(true, |m| m.is_file());
             let resolv = Path::new("/etc/resolv.conf");
@@ -668,7 +703,32 @@ impl<'a> StageRun<'a> {
         let single = self.single;
         let builder = self.builder;
         let chown = args.chown.as_ref().map(|c| c.value.clone());
-        let sources: Vec<String> = args.sources.iter().map(|w| w.value.clone()).collect();
+        let checksum = match &args.checksum {
+            Some(c) => Some(
+                c.value
+                    .parse::<kiln_oci::Digest>()
+                    .map_err(|e| bad(format!("--checksum={}: {e}", c.value)))?,
+            ),
+            None => None,
+        };
+        let mut downloads = Vec::new();
+        for (n, url) in args
+            .sources
+            .iter()
+            .filter(|s| keyword == "ADD" && crate::engine::is_url(&s.value))
+            .enumerate()
+        {
+            let file = self.stage_dir.join("downloads").join(n.to_string());
+            let got = builder.download(&url.value, &file, checksum.as_ref(), &at)?;
+            let name = got.file_name.unwrap_or_else(|| "download".into());
+            downloads.push((name, file, got.last_modified));
+        }
+        let sources: Vec<String> = args
+            .sources
+            .iter()
+            .filter(|s| !(keyword == "ADD" && crate::engine::is_url(&s.value)))
+            .map(|w| w.value.clone())
+            .collect();
         let (_, layer) = self.fs.step(builder, &at, false, single, |root| {
             let owner = match &chown {
                 Some(spec) => Some(
@@ -680,6 +740,7 @@ impl<'a> StageRun<'a> {
             let spec = CopySpec {
                 sources,
                 inline,
+                downloads,
                 dest,
                 owner,
                 chmod: chmod.as_ref(),

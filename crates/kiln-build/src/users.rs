@@ -11,13 +11,18 @@ pub struct Identity {
     pub uid: u32,
     /// Primary group id.
     pub gid: u32,
-    /// Supplementary groups (from `/etc/group` membership; empty for numeric users).
+    /// Supplementary groups: the primary group, then the `/etc/group` memberships (what
+    /// runc gives a container process).
     pub groups: Vec<u32>,
+    /// The home directory from `/etc/passwd` (`/` when the user has no entry).
+    pub home: String,
 }
 
 struct Entry {
     name: String,
     id: u32,
+    /// passwd: the home directory.
+    home: String,
     /// passwd: the primary gid; group: unused.
     gid: u32,
     /// group: the members.
@@ -39,6 +44,11 @@ fn read_db(root: &Path, file: &str, group: bool) -> Vec<Entry> {
             Some(Entry {
                 name: f[0].to_owned(),
                 id,
+                home: if group {
+                    String::new()
+                } else {
+                    f.get(5).map_or(String::new(), |h| (*h).to_owned())
+                },
                 gid: if group { 0 } else { f.get(3)?.parse().ok()? },
                 members: if group {
                     f.get(3)
@@ -87,22 +97,28 @@ pub fn resolve_user(root: &Path, spec: &str) -> Result<Identity, String> {
         Some(e) => e.id,
         None => user.parse().map_err(|_| format!("invalid user {user:?}"))?,
     };
-    let (gid, groups) = match group {
-        Some(g) => (lookup_group(root, g)?, Vec::new()),
-        None => {
-            let gid = entry.map_or(0, |e| e.gid);
-            let groups = match entry {
-                Some(e) => read_db(root, "/etc/group", true)
-                    .into_iter()
-                    .filter(|g| g.members.contains(&e.name) && g.id != gid)
-                    .map(|g| g.id)
-                    .collect(),
-                None => Vec::new(),
-            };
-            (gid, groups)
-        }
+    let gid = match group {
+        Some(g) => lookup_group(root, g)?,
+        None => entry.map_or(0, |e| e.gid),
     };
-    Ok(Identity { uid, gid, groups })
+    let mut groups = vec![gid];
+    if let (Some(e), None) = (entry, group) {
+        for g in read_db(root, "/etc/group", true) {
+            if g.members.contains(&e.name) && !groups.contains(&g.id) {
+                groups.push(g.id);
+            }
+        }
+    }
+    let home = entry
+        .map(|e| e.home.clone())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".into());
+    Ok(Identity {
+        uid,
+        gid,
+        groups,
+        home,
+    })
 }
 
 /// `COPY --chown=user[:group]`: a numeric user alone gives `uid:uid`, a name its primary
@@ -158,7 +174,9 @@ mod tests {
     fn users_by_name_and_number() {
         let dir = root();
         let app = resolve_user(dir.path(), "app").unwrap();
-        assert_eq!((app.uid, app.gid, app.groups), (1000, 1001, vec![10]));
+        assert_eq!((app.uid, app.gid, app.groups), (1000, 1001, vec![1001, 10]));
+        assert_eq!(app.home, "/home/app");
+        assert_eq!(resolve_user(dir.path(), "4242").unwrap().home, "/");
         assert_eq!(resolve_user(dir.path(), "4242").unwrap().gid, 0);
         assert_eq!(resolve_user(dir.path(), "app:wheel").unwrap().gid, 10);
         assert!(resolve_user(dir.path(), "nobody")

@@ -133,6 +133,48 @@ pub struct ResolvedImage {
     pub config: Vec<u8>,
 }
 
+/// What [`Client::download`] fetched.
+#[derive(Debug, Clone)]
+pub struct Download {
+    /// Its digest (sha256 unless a checksum of another algorithm was given).
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// The file name: `Content-Disposition`'s, else the URL path's last segment.
+    pub file_name: Option<String>,
+    /// `Last-Modified`, in seconds since the epoch.
+    pub last_modified: Option<i64>,
+}
+
+/// `Last-Modified` (IMF-fixdate, e.g. `Wed, 21 Oct 2015 07:28:00 GMT`) in seconds since the epoch.
+fn parse_http_date(text: &str) -> Option<i64> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    if parts.len() != 6 || parts[5] != "GMT" {
+        return None;
+    }
+    let day: i64 = parts[1].parse().ok()?;
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == parts[2])? as i64
+        + 1;
+    let year: i64 = parts[3].parse().ok()?;
+    let hms: Vec<i64> = parts[4].split(':').filter_map(|p| p.parse().ok()).collect();
+    if hms.len() != 3 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2])
+}
+
 /// The registry client.
 pub struct Client {
     clients: Clients,
@@ -718,6 +760,124 @@ impl Client {
         result
     }
 
+    /// Downloads a plain URL (`ADD https://…`) into `dest` (a temp file beside it, then a
+    /// rename), with the TLS settings of its host, no registry credentials, and retries of
+    /// failed connections. Returns what was downloaded; `expected` (`--checksum`) must match.
+    pub async fn download(
+        &self,
+        url: &str,
+        dest: &Path,
+        expected: Option<&Digest>,
+    ) -> Result<Download, RegistryError> {
+        let parsed = url::Url::parse(url).map_err(|e| RegistryError::Manifest {
+            reference: url.to_owned(),
+            reason: format!("not a valid URL: {e}"),
+        })?;
+        let request = RequestInfo::new(&Method::GET, &parsed);
+        let host = match parsed.port() {
+            Some(p) => format!("{}:{p}", parsed.host_str().unwrap_or_default()),
+            None => parsed.host_str().unwrap_or_default().to_owned(),
+        };
+        let client = self.clients.get(&host, Direction::Pull)?;
+        let io_err = |path: &Path, source: std::io::Error| RegistryError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut attempt = 0;
+        let response = loop {
+            match client.get(parsed.clone()).send().await {
+                Ok(r) if r.status().is_success() => break r,
+                Ok(r) if r.status().is_server_error() && attempt < self.options.pull_retries => {}
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let body = r.bytes().await.unwrap_or_default();
+                    let text: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+                    return Err(RegistryError::Status {
+                        request,
+                        status,
+                        code: None,
+                        message: (!text.trim().is_empty()).then(|| text.trim().to_owned()),
+                    });
+                }
+                Err(e) if attempt < self.options.pull_retries => {
+                    let delay = self.backoff(attempt, None);
+                    self.reporter
+                        .retry(&request, attempt + 1, delay, &without_url(&e));
+                }
+                Err(e) => return Err(RegistryError::connection(request, &e)),
+            }
+            attempt += 1;
+            tokio::time::sleep(self.backoff(attempt, None)).await;
+        };
+        let last_modified = response
+            .headers()
+            .get(reqwest::header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_http_date);
+        let disposition_name = response
+            .headers()
+            .get(reqwest::header::CONTENT_DISPOSITION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.split(';')
+                    .map(str::trim)
+                    .find_map(|p| p.strip_prefix("filename="))
+                    .map(|n| n.trim_matches('"').to_owned())
+            })
+            .filter(|n| !n.is_empty() && !n.contains('/'));
+        let temp = temp_path(dest);
+        let result = async {
+            let mut file = tokio::fs::File::create(&temp)
+                .await
+                .map_err(|e| io_err(&temp, e))?;
+            let mut hasher =
+                Hasher::new(expected.map_or(kiln_oci::Algorithm::Sha256, |d| d.algorithm()));
+            let mut size = 0u64;
+            let mut response = response;
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| RegistryError::connection(request.clone(), &e))?
+            {
+                size += chunk.len() as u64;
+                hasher.update(&chunk);
+                file.write_all(&chunk).await.map_err(|e| io_err(&temp, e))?;
+            }
+            file.flush().await.map_err(|e| io_err(&temp, e))?;
+            drop(file);
+            let digest = hasher.finish();
+            if let Some(expected) = expected {
+                if *expected != digest {
+                    return Err(RegistryError::Mismatch {
+                        request: request.clone(),
+                        what: "checksum",
+                        expected: expected.to_string(),
+                        actual: digest.to_string(),
+                    });
+                }
+            }
+            tokio::fs::rename(&temp, dest)
+                .await
+                .map_err(|e| io_err(dest, e))?;
+            Ok((digest, size))
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&temp).await;
+        }
+        let (digest, size) = result?;
+        let url_name = parsed
+            .path_segments()
+            .and_then(|mut s| s.next_back().map(str::to_owned))
+            .filter(|n| !n.is_empty());
+        Ok(Download {
+            digest,
+            size,
+            file_name: disposition_name.or(url_name),
+            last_modified,
+        })
+    }
+
     /// Downloads several blobs at once (up to `concurrency`), each into `dir/<hex>`.
     pub async fn fetch_blobs(
         &self,
@@ -1096,4 +1256,20 @@ fn file_body(
 /// Whether a layer media type may be skipped when pushing (foreign layers live elsewhere).
 pub fn is_foreign(descriptor: &Descriptor) -> bool {
     media_type::is_foreign(&descriptor.media_type)
+}
+
+#[cfg(test)]
+mod download_tests {
+    #[test]
+    fn http_dates() {
+        assert_eq!(
+            super::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(1_445_412_480)
+        );
+        assert_eq!(
+            super::parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(0)
+        );
+        assert_eq!(super::parse_http_date("garbage"), None);
+    }
 }

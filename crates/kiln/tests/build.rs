@@ -702,3 +702,54 @@ fn file_capabilities_and_xattrs_survive_copy_from_and_run() {
         assert_eq!(fs.read("/copied/other"), "touched\n");
     }
 }
+
+#[test]
+fn add_of_a_url_downloads_with_checksum_and_run_heredocs_and_home_behave() {
+    let world = World::new();
+    // Any HTTP server will do: the registry serves blobs by URL without auth.
+    let inspected = kiln_test::skopeo_checked([
+        "inspect".to_string(),
+        "--tls-verify=false".to_string(),
+        format!("docker://{}", world.base),
+    ])
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&inspected).unwrap();
+    let layer = v["Layers"][0].as_str().unwrap().to_owned();
+    let url = format!("http://{}/v2/busybox/blobs/{layer}", world.registry.host());
+    let dockerfile = format!(
+        "ARG BASE\nFROM $BASE\nADD --checksum={layer} {url} /downloads/\nADD {url} /named.bin\n\
+         USER app\nRUN echo \"$HOME\" > /tmp/home && id > /tmp/id\nUSER root\n\
+         RUN <<EOT\nset -e\necho from a heredoc > /heredoc.txt\nEOT\n\
+         RUN <<'EOT'\n#!/bin/sh\necho \"script $0\" > /script.txt\nEOT\n"
+    );
+    for backend in common::BACKENDS {
+        *world.isolation.borrow_mut() = backend.into();
+        let built = world.build(&dockerfile, &[], &[]);
+        built.ok();
+        let fs = built.unpack();
+        let downloaded = fs.meta(&format!("/downloads/{layer}"));
+        assert_eq!(downloaded.permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs.meta("/named.bin").len(), downloaded.len());
+        assert_eq!(fs.read("/tmp/home"), "/home/app\n");
+        assert!(
+            fs.read("/tmp/id").contains("groups=10(wheel),1000(app)"),
+            "{}",
+            fs.read("/tmp/id")
+        );
+        assert_eq!(fs.read("/heredoc.txt"), "from a heredoc\n");
+        assert!(fs
+            .read("/script.txt")
+            .starts_with("script /dev/shm/kiln-heredoc."));
+    }
+    let wrong = format!(
+        "ARG BASE\nFROM $BASE\nADD --checksum=sha256:{} {url} /x\n",
+        "0".repeat(64)
+    );
+    let built = world.build(&wrong, &[], &[]);
+    assert!(!built.output.status.success());
+    let err = built.stderr();
+    assert!(
+        err.contains("Dockerfile:3:1") && err.contains("checksum"),
+        "{err}"
+    );
+}
