@@ -25,3 +25,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo test --workspace --locked
+
+# Parity with buildah: 35 Dockerfiles built by both, files and config compared
+# (tests/parity/README.md). Uses the kiln binary the tests just built.
+bash scripts/parity/run.sh target/debug/kiln

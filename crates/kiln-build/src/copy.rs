@@ -149,7 +149,8 @@ pub fn copy(source: &Source<'_>, spec: &CopySpec<'_>, root: &Path) -> Result<Vec
         } else {
             dest.clone()
         };
-        w.write_bytes(&target, content.as_bytes(), 0o644)?;
+        // BuildKit makes inline files 0664 before copying them.
+        w.write_bytes(&target, content.as_bytes(), 0o664)?;
     }
     for (name, file, mtime) in &spec.downloads {
         let target = if dest_is_dir {
