@@ -12,7 +12,7 @@ fi
 # Registry tests run the real Distribution registry and check images with skopeo and umoci;
 # htpasswd (apache2-utils) and openssl make their credentials and keys; podman loads archives;
 # busybox-static makes the rootfs the sandbox tests run steps in.
-packages=(docker-registry skopeo umoci apache2-utils openssl podman runc busybox-static)
+packages=(docker-registry skopeo umoci apache2-utils openssl podman runc uidmap busybox-static)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

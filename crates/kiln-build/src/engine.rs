@@ -115,8 +115,7 @@ impl Builder {
     /// A builder for `opts`: creates the kiln dir's store and this build's directory.
     pub fn new(mut opts: BuildOptions, reporter: Arc<dyn Reporter>) -> Result<Builder, BuildError> {
         let store = ContentStore::open(opts.kiln_dir.join("store"))?;
-        let mut overlay_apply = kiln_fs::apply::ApplyOptions::default();
-        overlay_apply.whiteouts = kiln_fs::apply::Whiteouts::Overlay;
+        let overlay_apply = apply_options(true);
         let overlay_store =
             ContentStore::open(opts.kiln_dir.join("store"))?.with_apply_options(overlay_apply);
         let builds = opts.kiln_dir.join("builds");
@@ -216,14 +215,11 @@ impl Builder {
                 .map_err(BuildError::io("creating a directory in", &self.build_dir))?
                 .keep();
             let file = std::fs::File::open(&blob).map_err(BuildError::io("opening", &blob))?;
-            let mut options = kiln_fs::apply::ApplyOptions::default();
-            options.whiteouts = kiln_fs::apply::Whiteouts::Overlay;
-            kiln_fs::apply::apply_layer(std::io::BufReader::new(file), &copy, &options).map_err(
-                |source| BuildError::Apply {
+            kiln_fs::apply::apply_layer(std::io::BufReader::new(file), &copy, &apply_options(true))
+                .map_err(|source| BuildError::Apply {
                     digest: layer.descriptor.digest.to_string(),
                     source,
-                },
-            )?;
+                })?;
             dirs.push(copy);
         }
         Ok(dirs)
@@ -271,7 +267,9 @@ impl Builder {
                     self.opts.dockerfile_name,
                     euid.as_raw()
                 ),
-                what: "building as a non-root user (the rootless, user-namespace backend)".into(),
+                what: "building as a non-root user outside a user namespace (run `kiln build`, \
+                       which enters one itself)"
+                    .into(),
             });
         }
         // Base images: their configs now (ENV and ONBUILD change the plan), layers later.
@@ -641,7 +639,7 @@ impl Builder {
             kiln_fs::apply::apply_layer(
                 std::io::BufReader::with_capacity(1 << 20, file),
                 dir,
-                &kiln_fs::apply::ApplyOptions::default(),
+                &apply_options(false),
             )
             .map_err(|source| BuildError::Apply {
                 digest: layer.descriptor.digest.to_string(),
@@ -770,6 +768,23 @@ impl Builder {
             layers: image.layers,
         })
     }
+}
+
+/// How layers are unpacked: for overlay lower dirs or as a merged tree; in a user namespace
+/// (rootless) opaque dirs are marked with `user.overlay.opaque` and device nodes are skipped
+/// (mknod is not allowed there).
+fn apply_options(overlay: bool) -> kiln_fs::apply::ApplyOptions {
+    let rootless = kiln_sandbox::userns::is_rootless();
+    let mut options = kiln_fs::apply::ApplyOptions::default();
+    if rootless {
+        options.devices = kiln_fs::apply::Devices::Skip;
+    }
+    options.whiteouts = match (overlay, rootless) {
+        (false, _) => kiln_fs::apply::Whiteouts::Apply,
+        (true, false) => kiln_fs::apply::Whiteouts::Overlay,
+        (true, true) => kiln_fs::apply::Whiteouts::OverlayUserXattr,
+    };
+    options
 }
 
 /// An http(s) URL source of ADD.

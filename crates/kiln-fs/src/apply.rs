@@ -104,6 +104,9 @@ pub enum Whiteouts {
     /// overlay lower dir: `.wh.NAME` becomes a `0:0` character device `NAME`,
     /// an opaque directory gets `trusted.overlay.opaque=y` (needs root).
     Overlay,
+    /// As [`Whiteouts::Overlay`] for an overlay mounted with `userxattr` (in a user
+    /// namespace): an opaque directory gets `user.overlay.opaque=y`.
+    OverlayUserXattr,
 }
 
 /// How [`apply_layer`] treats owners, devices, xattrs and whiteouts.
@@ -476,6 +479,7 @@ const COPY_BUF: usize = 128 * 1024;
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+const OVERLAY_USER_OPAQUE_XATTR: &str = "user.overlay.opaque";
 
 /// A directory whose mode and times are set once the whole layer is applied
 /// (creating entries inside it would change its mtime; a read-only mode
@@ -1194,7 +1198,7 @@ impl Applier<'_> {
                 self.note_parent(dir_rel, dir.as_fd());
                 at::remove_all(dir.as_fd(), victim).map_err(ioerr(shown, "remove whited-out entry"))
             }
-            Whiteouts::Overlay => {
+            Whiteouts::Overlay | Whiteouts::OverlayUserXattr => {
                 let parent = self.parent_for(shown, &victim_rel)?;
                 self.clear_slot(shown, parent.as_fd(), victim, false)?;
                 rfs::mknodat(
@@ -1220,17 +1224,22 @@ impl Applier<'_> {
                     Err(e) => return Err(ioerr(shown, "open opaque directory")(e)),
                 }
             }
-            Whiteouts::Overlay => self.ensure_dir(shown, dir_rel)?,
+            Whiteouts::Overlay | Whiteouts::OverlayUserXattr => self.ensure_dir(shown, dir_rel)?,
         };
         self.clear_lower(shown, dir.as_fd(), dir_rel)?;
-        if self.options.whiteouts == Whiteouts::Overlay {
-            rfs::fsetxattr(&dir, OVERLAY_OPAQUE_XATTR, b"y", rfs::XattrFlags::empty()).map_err(
-                |e| ApplyError::Xattr {
+        let marker = match self.options.whiteouts {
+            Whiteouts::Apply => None,
+            Whiteouts::Overlay => Some(OVERLAY_OPAQUE_XATTR),
+            Whiteouts::OverlayUserXattr => Some(OVERLAY_USER_OPAQUE_XATTR),
+        };
+        if let Some(name) = marker {
+            rfs::fsetxattr(&dir, name, b"y", rfs::XattrFlags::empty()).map_err(|e| {
+                ApplyError::Xattr {
                     entry: shown.to_owned(),
-                    name: OVERLAY_OPAQUE_XATTR.to_owned(),
+                    name: name.to_owned(),
                     source: e.into(),
-                },
-            )?;
+                }
+            })?;
         }
         Ok(())
     }

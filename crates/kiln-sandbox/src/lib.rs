@@ -34,6 +34,7 @@ mod process;
 mod rootfs;
 mod spec;
 pub mod syscall;
+pub mod userns;
 
 pub use error::{SandboxError, Stage};
 pub use process::parent::run_step;

@@ -82,7 +82,13 @@ impl OverlayMount {
                 work.display()
             ));
         }
-        data.push_str(",redirect_dir=off,metacopy=off,index=off");
+        if crate::userns::is_rootless() {
+            // trusted.* xattrs belong to the host's root: overlayfs keeps its own in user.*,
+            // and then only takes `nofollow` (redirects neither made nor followed).
+            data.push_str(",userxattr,redirect_dir=nofollow,metacopy=off,index=off");
+        } else {
+            data.push_str(",redirect_dir=off,metacopy=off,index=off");
+        }
         let data = CString::new(data).map_err(|_| SandboxError::InvalidSpec {
             reason: "overlay paths contain a NUL byte".into(),
         })?;

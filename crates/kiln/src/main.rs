@@ -61,6 +61,20 @@ fn main() -> ExitCode {
         })
         .unwrap_or_default();
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let builds = program == "executor" || argv.get(1).is_some_and(|a| a == "build");
+    if builds
+        && !rustix::process::geteuid().is_root()
+        && std::env::var_os(kiln_sandbox::userns::IN_USER_NAMESPACE_ENV).is_none()
+    {
+        // Rootless: run again as root of a user namespace (before any thread starts).
+        return match kiln_sandbox::userns::run_in_user_namespace() {
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_INPUT_ERROR)
+            }
+        };
+    }
     if program == "executor" {
         // `/kaniko/executor --context … --destination …` is `kiln build …`.
         argv.insert(1, "build".into());

@@ -620,35 +620,6 @@ CMD ["echo \"$GREETING\"; pwd; id -un; cat data.txt"]
 }
 
 #[test]
-fn as_a_non_root_user_kiln_says_the_rootless_backend_is_missing() {
-    use std::os::unix::fs::PermissionsExt;
-    let context = common::context("FROM scratch\nCOPY Dockerfile /\n", &[]);
-    std::fs::set_permissions(context.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let kiln_dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(kiln_dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "--",
-        ])
-        .arg(env!("CARGO_BIN_EXE_kiln"))
-        .args(["build", "--no-push", "--kiln-dir"])
-        .arg(kiln_dir.path())
-        .arg("-c")
-        .arg(context.path())
-        .env("HOME", "/nonexistent")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("non-root user"), "{err}");
-}
-
-#[test]
 fn file_capabilities_and_xattrs_survive_copy_from_and_run() {
     // cap_net_raw+ep, VFS capability v2.
     const CAP: [u8; 20] = [

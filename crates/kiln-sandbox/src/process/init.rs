@@ -40,11 +40,18 @@ pub(crate) fn setup(plan: &Plan, sys: &dyn Syscall) -> Result<(), (Stage, Errno)
         Some(c"mode=755,size=65536k"),
     )
     .map_err(at(Stage::MountDev))?;
-    for (path, dev) in &plan.devices {
-        sys.mknod_char(path, 0o666, *dev)
-            .map_err(at(Stage::DeviceNodes))?;
-        // mknod applies the umask; devices must be world-usable.
-        sys.chmod(path, 0o666).map_err(at(Stage::DeviceNodes))?;
+    for (path, dev, host) in &plan.devices {
+        match sys.mknod_char(path, 0o666, *dev) {
+            // mknod applies the umask; devices must be world-usable.
+            Ok(()) => sys.chmod(path, 0o666).map_err(at(Stage::DeviceNodes))?,
+            // In a user namespace: bind the host's node instead.
+            Err(Errno::PERM) => {
+                sys.create_file(path, 0o666)
+                    .map_err(at(Stage::DeviceNodes))?;
+                sys.bind_mount(host, path).map_err(at(Stage::DeviceNodes))?;
+            }
+            Err(e) => return Err((Stage::DeviceNodes, e)),
+        }
     }
     for (target, link) in &plan.dev_links {
         sys.symlink(target, link).map_err(at(Stage::DeviceNodes))?;
@@ -62,8 +69,12 @@ pub(crate) fn setup(plan: &Plan, sys: &dyn Syscall) -> Result<(), (Stage, Errno)
 
     // /sys from the host, read-only (a bind ignores MS_RDONLY until remounted).
     if let Some(sys_dir) = &plan.sys_dir {
-        sys.bind_mount(c"/sys", sys_dir)
-            .map_err(at(Stage::BindSys))?;
+        if plan.sys_recursive {
+            sys.rbind_mount(c"/sys", sys_dir)
+        } else {
+            sys.bind_mount(c"/sys", sys_dir)
+        }
+        .map_err(at(Stage::BindSys))?;
         sys.remount(
             sys_dir,
             MountFlags::BIND | MountFlags::RDONLY | nosuid_nodev_noexec,

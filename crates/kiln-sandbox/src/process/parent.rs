@@ -57,6 +57,7 @@ pub(crate) fn prepare(spec: &RunSpec) -> Result<(Plan, Vec<PathBuf>), SandboxErr
     if !host_sys {
         plan.sys_dir = None;
     }
+    plan.sys_recursive = crate::userns::is_rootless();
     for (source, rel, stage) in [
         (&spec.resolv_conf, "etc/resolv.conf", Stage::BindResolvConf),
         (&spec.hosts, "etc/hosts", Stage::BindHosts),

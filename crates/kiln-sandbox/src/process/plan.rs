@@ -43,11 +43,15 @@ pub(crate) struct Plan {
     pub(crate) rootfs: CString,
     pub(crate) proc_dir: CString,
     pub(crate) dev_dir: CString,
-    pub(crate) devices: Vec<(CString, Dev)>,
+    /// Device nodes: path in the rootfs, number, and the host's node to bind when mknod is
+    /// not allowed (in a user namespace).
+    pub(crate) devices: Vec<(CString, Dev, CString)>,
     pub(crate) dev_links: Vec<(CString, CString)>,
     pub(crate) shm_dir: CString,
     /// Where the host's `/sys` is bound read-only; `None` when the host has no `/sys`.
     pub(crate) sys_dir: Option<CString>,
+    /// Bind `/sys` with its submounts (a user namespace refuses a plain bind of it).
+    pub(crate) sys_recursive: bool,
     pub(crate) binds: Vec<Bind>,
     pub(crate) hostname: Option<Vec<u8>>,
     pub(crate) cwd_dirs: Vec<CString>,
@@ -94,7 +98,11 @@ impl Plan {
         let dev = rootfs.join("dev");
         let mut devices = Vec::new();
         for (name, major, minor) in DEVICES {
-            devices.push((cpath(&dev.join(name))?, makedev(major, minor)));
+            devices.push((
+                cpath(&dev.join(name))?,
+                makedev(major, minor),
+                cstr(format!("/dev/{name}").as_bytes())?,
+            ));
         }
         let mut dev_links = Vec::new();
         for (name, target) in DEV_LINKS {
@@ -108,6 +116,7 @@ impl Plan {
             dev_links,
             shm_dir: cpath(&dev.join("shm"))?,
             sys_dir: Some(cpath(&rootfs.join("sys"))?),
+            sys_recursive: false,
             binds: Vec::new(),
             hostname: None,
             cwd_dirs: Vec::new(),

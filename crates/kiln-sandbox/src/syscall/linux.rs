@@ -29,6 +29,19 @@ impl Syscall for LinuxSyscall {
         rustix::mount::mount_bind(source, target)
     }
 
+    fn rbind_mount(&self, source: &CStr, target: &CStr) -> SysResult {
+        rustix::mount::mount_bind_recursive(source, target)
+    }
+
+    fn create_file(&self, path: &CStr, mode: u32) -> SysResult {
+        rustix::fs::open(
+            path,
+            rustix::fs::OFlags::CREATE | rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+        )
+        .map(drop)
+    }
+
     fn remount(&self, target: &CStr, flags: MountFlags) -> SysResult {
         rustix::mount::mount_remount(target, flags, c"")
     }

@@ -40,6 +40,11 @@ pub trait Syscall: Send + Sync {
     ) -> SysResult;
     /// `mount(source, target, NULL, MS_BIND, NULL)`.
     fn bind_mount(&self, source: &CStr, target: &CStr) -> SysResult;
+    /// `mount(source, target, NULL, MS_BIND | MS_REC, NULL)`: a bind with the mounts below
+    /// (what a user namespace allows for a tree with locked submounts, like `/sys`).
+    fn rbind_mount(&self, source: &CStr, target: &CStr) -> SysResult;
+    /// `open(path, O_CREAT | O_WRONLY, mode)` then `close`: an empty file (a bind target).
+    fn create_file(&self, path: &CStr, mode: u32) -> SysResult;
     /// `mount(NULL, target, NULL, MS_REMOUNT | flags, NULL)`.
     fn remount(&self, target: &CStr, flags: MountFlags) -> SysResult;
     /// `mount(NULL, target, NULL, propagation, NULL)`: change propagation.

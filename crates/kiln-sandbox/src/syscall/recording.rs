@@ -26,6 +26,11 @@ pub enum Call {
         source: String,
         target: String,
     },
+    RbindMount {
+        source: String,
+        target: String,
+    },
+    CreateFile(String),
     Remount {
         target: String,
         flags: MountFlags,
@@ -118,6 +123,15 @@ impl Syscall for RecordingSyscall {
             source: s(source),
             target: s(target),
         })
+    }
+    fn rbind_mount(&self, source: &CStr, target: &CStr) -> SysResult {
+        self.push(Call::RbindMount {
+            source: s(source),
+            target: s(target),
+        })
+    }
+    fn create_file(&self, path: &CStr, _mode: u32) -> SysResult {
+        self.push(Call::CreateFile(s(path)))
     }
     fn remount(&self, target: &CStr, flags: MountFlags) -> SysResult {
         self.push(Call::Remount {
