@@ -81,6 +81,23 @@ pub struct Builder {
 struct BlobLines(Arc<dyn Reporter>);
 
 impl kiln_registry::Reporter for BlobLines {
+    fn blob_start(
+        &self,
+        digest: &Digest,
+        size: u64,
+        direction: kiln_registry::transport::Direction,
+    ) {
+        self.0.transfer_started(
+            digest,
+            size,
+            direction == kiln_registry::transport::Direction::Push,
+        );
+    }
+
+    fn blob_progress(&self, digest: &Digest, bytes: u64) {
+        self.0.transfer_progress(digest, bytes);
+    }
+
     fn blob_done(&self, digest: &Digest, outcome: BlobOutcome) {
         let what = match outcome {
             BlobOutcome::Downloaded => "pulled",

@@ -109,6 +109,10 @@ pub trait Reporter: Send + Sync {
     fn output(&self, step: &StepInfo, bytes: &[u8]);
     /// A blob moved (pulled, pushed, mounted, already there).
     fn blob(&self, what: &str, digest: &kiln_oci::Digest);
+    /// A blob transfer starts: `size` bytes, pushed (`true`) or pulled.
+    fn transfer_started(&self, _digest: &kiln_oci::Digest, _size: u64, _push: bool) {}
+    /// `bytes` more bytes of a transfer moved.
+    fn transfer_progress(&self, _digest: &kiln_oci::Digest, _bytes: u64) {}
 }
 
 /// A reporter that drops everything.

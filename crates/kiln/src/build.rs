@@ -240,13 +240,66 @@ fn build_args(raw: &[String]) -> BTreeMap<String, String> {
     out
 }
 
-/// Prints progress as lines: `[2/3] STEP 4/9: RUN make  (3.2s)`, or JSON.
+/// Prints progress as lines: `[2/3] STEP 4/9: RUN make  (3.2s)`, or JSON. On a terminal (text
+/// or color format) a live status line under the log shows the running steps and the
+/// transfers with bytes and rates; it is redrawn by a ticker thread.
 struct LineReporter {
     format: LogFormat,
     timestamps: bool,
     quiet_info: bool,
     show_output: bool,
     out: Mutex<std::io::Stderr>,
+    live: Option<Mutex<Live>>,
+}
+
+/// What the status line shows.
+#[derive(Default)]
+struct Live {
+    /// Running steps: stage position → (text, start).
+    steps: BTreeMap<usize, (String, std::time::Instant)>,
+    /// Transfers: digest → (done, total, push, start).
+    transfers: BTreeMap<String, (u64, u64, bool, std::time::Instant)>,
+    /// Whether a status line is on screen.
+    shown: bool,
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+impl Live {
+    fn line(&self) -> String {
+        let mut parts = Vec::new();
+        for (push, arrow) in [(false, "pull"), (true, "push")] {
+            let active: Vec<_> = self.transfers.values().filter(|t| t.2 == push).collect();
+            if active.is_empty() {
+                continue;
+            }
+            let done: u64 = active.iter().map(|t| t.0).sum();
+            let total: u64 = active.iter().map(|t| t.1).sum();
+            let secs = active
+                .iter()
+                .map(|t| t.3.elapsed().as_secs_f64())
+                .fold(0.0, f64::max)
+                .max(0.001);
+            parts.push(format!(
+                "{arrow} {} blob{} {:.1}/{:.1} MiB {:.1} MiB/s",
+                active.len(),
+                if active.len() == 1 { "" } else { "s" },
+                mib(done),
+                mib(total),
+                mib(done) / secs
+            ));
+        }
+        for (stage, (text, start)) in &self.steps {
+            let text: String = text.chars().take(60).collect();
+            parts.push(format!(
+                "[{stage}] {text} ({:.1}s)",
+                start.elapsed().as_secs_f64()
+            ));
+        }
+        parts.join(" | ")
+    }
 }
 
 impl LineReporter {
@@ -270,6 +323,13 @@ impl LineReporter {
         } else {
             String::new()
         };
+        let live = self
+            .live
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()));
+        if live.as_ref().is_some_and(|l| l.shown) {
+            let _ = write!(out, "\r\x1b[K");
+        }
         let (start, end) = match (self.format, level) {
             (LogFormat::Color, "warn") => ("\x1b[33m", "\x1b[0m"),
             (LogFormat::Color, "error") => ("\x1b[31m", "\x1b[0m"),
@@ -278,7 +338,36 @@ impl LineReporter {
         };
         let tag = if level == "warn" { "warning: " } else { "" };
         let _ = writeln!(out, "{prefix}{start}{tag}{message}{end}");
+        if let Some(mut live) = live {
+            live.shown = false;
+            draw(&mut out, &mut live);
+        }
     }
+
+    /// Redraws the status line (the ticker calls this).
+    fn tick(&self) {
+        if let Some(live) = &self.live {
+            let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+            let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+            draw(&mut out, &mut live);
+        }
+    }
+
+    fn live(&self, f: impl FnOnce(&mut Live)) {
+        if let Some(live) = &self.live {
+            f(&mut live.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+    }
+}
+
+fn draw(out: &mut std::io::Stderr, live: &mut Live) {
+    let line = live.line();
+    if line.is_empty() && !live.shown {
+        return;
+    }
+    let _ = write!(out, "\r\x1b[K{line}");
+    let _ = out.flush();
+    live.shown = !line.is_empty();
 }
 
 impl Reporter for LineReporter {
@@ -293,6 +382,10 @@ impl Reporter for LineReporter {
     }
 
     fn step_started(&self, step: &StepInfo) {
+        self.live(|l| {
+            l.steps
+                .insert(step.stage.0, (step.text.clone(), std::time::Instant::now()));
+        });
         if self.format == LogFormat::Json && !self.quiet_info {
             self.line(
                 "info",
@@ -303,6 +396,9 @@ impl Reporter for LineReporter {
     }
 
     fn step_finished(&self, step: &StepInfo, elapsed: Duration) {
+        self.live(|l| {
+            l.steps.remove(&step.stage.0);
+        });
         if self.quiet_info {
             return;
         }
@@ -335,10 +431,42 @@ impl Reporter for LineReporter {
             return;
         }
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(live) = &self.live {
+            let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+            if live.shown {
+                let _ = write!(out, "\r\x1b[K");
+                live.shown = false;
+            }
+            let _ = out.write_all(bytes);
+            if bytes.ends_with(b"\n") {
+                draw(&mut out, &mut live);
+            }
+            return;
+        }
         let _ = out.write_all(bytes);
     }
 
+    fn transfer_started(&self, digest: &kiln_oci::Digest, size: u64, push: bool) {
+        self.live(|l| {
+            l.transfers.insert(
+                digest.to_string(),
+                (0, size, push, std::time::Instant::now()),
+            );
+        });
+    }
+
+    fn transfer_progress(&self, digest: &kiln_oci::Digest, bytes: u64) {
+        self.live(|l| {
+            if let Some(t) = l.transfers.get_mut(&digest.to_string()) {
+                t.0 += bytes;
+            }
+        });
+    }
+
     fn blob(&self, what: &str, digest: &kiln_oci::Digest) {
+        self.live(|l| {
+            l.transfers.remove(&digest.to_string());
+        });
         if !self.quiet_info {
             self.line(
                 "info",
@@ -378,7 +506,37 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
             Verbosity::Panic | Verbosity::Fatal | Verbosity::Error
         ),
         out: Mutex::new(std::io::stderr()),
+        live: (args.log_format != LogFormat::Json
+            && std::io::IsTerminal::is_terminal(&std::io::stderr())
+            && std::env::var_os("TERM").is_some_and(|t| t != "dumb"))
+        .then(|| Mutex::new(Live::default())),
     });
+    let ticker_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticker = reporter.live.is_some().then(|| {
+        let (reporter, stop) = (reporter.clone(), ticker_stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                reporter.tick();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    });
+    let result = run_build(args, reporter.clone());
+    ticker_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = ticker {
+        let _ = t.join();
+    }
+    if let Some(live) = &reporter.live {
+        let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+        live.steps.clear();
+        live.transfers.clear();
+        let mut out = reporter.out.lock().unwrap_or_else(|e| e.into_inner());
+        draw(&mut out, &mut live);
+    }
+    result
+}
+
+fn run_build(args: BuildArgs, reporter: Arc<LineReporter>) -> Result<()> {
     for (flag, value) in [
         ("--snapshot-mode", args.snapshot_mode.is_some()),
         ("--use-new-run", args.use_new_run.is_some()),

@@ -724,3 +724,38 @@ fn add_of_a_url_downloads_with_checksum_and_run_heredocs_and_home_behave() {
         "{err}"
     );
 }
+
+#[test]
+fn a_terminal_gets_a_live_status_line_and_a_pipe_gets_plain_lines() {
+    let world = World::new();
+    let context = common::context("ARG BASE\nFROM $BASE\nRUN sleep 1 && echo slept\n", &[]);
+    let work = tempfile::tempdir().unwrap();
+    let command = format!(
+        "{} build -c {} --no-push --tar-path {} --build-arg BASE={} --insecure-registry {} --kiln-dir {}",
+        env!("CARGO_BIN_EXE_kiln"),
+        context.path().display(),
+        work.path().join("image.tar").display(),
+        world.base,
+        world.registry.host(),
+        world.kiln_dir.path().display()
+    );
+    // `script` gives kiln a pseudo-terminal.
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("TERM", "xterm")
+        .env("DOCKER_CONFIG", world.docker_config.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("\r\x1b[K[1] RUN sleep 1 && echo slept ("),
+        "{text:?}"
+    );
+    assert!(text.contains("slept"));
+    // Through a pipe: lines only, no escape sequences.
+    let piped = world.build("ARG BASE\nFROM $BASE\nRUN echo plain\n", &[], &[]);
+    piped.ok();
+    assert!(!piped.stderr().contains('\x1b'), "{:?}", piped.stderr());
+    assert!(piped.stderr().contains("[1/1] STEP 1/1: RUN echo plain  ("));
+}
