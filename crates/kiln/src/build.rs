@@ -536,6 +536,7 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
     result
 }
 
+#[allow(clippy::print_stdout)]
 fn run_build(args: BuildArgs, reporter: Arc<LineReporter>) -> Result<()> {
     for (flag, value) in [
         ("--snapshot-mode", args.snapshot_mode.is_some()),
