@@ -58,8 +58,9 @@ pub fn prepare(
         .find(|s| spec.starts_with(**s))
     {
         return Err(err(format!(
-            "{scheme} contexts are not supported yet: clone or download it first and pass the \
-             directory (or tar://FILE)"
+            "{scheme} contexts of this kind (git repositories, object stores) are not supported \
+             yet: clone or download it first and pass the directory (or tar://FILE); an http(s) \
+             URL of a tarball works"
         )));
     } else {
         let path = spec.strip_prefix("dir://").unwrap_or(spec);

@@ -647,12 +647,17 @@ fn run_build(args: BuildArgs, reporter: Arc<LineReporter>) -> Result<()> {
     let kiln_dir = kiln_dir(args.kiln_dir.as_ref())?;
     std::fs::create_dir_all(&kiln_dir)
         .with_context(|| format!("--kiln-dir {}: cannot create it", kiln_dir.display()))?;
-    // The context and Dockerfile.
-    let context = kiln_build::context::prepare(
-        &args.context,
-        args.context_sub_path.as_deref(),
-        &kiln_dir.join("contexts"),
-    )?;
+    // The context and Dockerfile. An http(s) URL of a tarball is downloaded first (a git
+    // repository URL is refused by `prepare`).
+    let contexts = kiln_dir.join("contexts");
+    let downloaded = download_context(&args.context, &registry, &contexts)?;
+    let spec = match &downloaded {
+        Some(file) => format!("tar://{}", file.path().display()),
+        None => args.context.clone(),
+    };
+    let context = kiln_build::context::prepare(&spec, args.context_sub_path.as_deref(), &contexts)
+        .with_context(|| format!("--context {}", args.context))?;
+    drop(downloaded);
     let (dockerfile_text, dockerfile_name, in_context, outside_ignore) = if args.dockerfile == "-" {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
@@ -732,6 +737,36 @@ fn run_build(args: BuildArgs, reporter: Arc<LineReporter>) -> Result<()> {
     let digest = result?;
     println!("{digest}");
     Ok(())
+}
+
+/// Downloads an http(s) tarball context into `dir` (a temp file removed when dropped).
+fn download_context(
+    context: &str,
+    registry: &kiln_registry::RegistryOptions,
+    dir: &Path,
+) -> Result<Option<tempfile::NamedTempFile>> {
+    let is_git = context.starts_with("git://")
+        || context
+            .split('#')
+            .next()
+            .unwrap_or(context)
+            .ends_with(".git");
+    if !(context.starts_with("https://") || context.starts_with("http://")) || is_git {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    let client =
+        kiln_registry::Client::new(registry.clone(), kiln_registry::DockerConfig::default());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime
+        .block_on(client.download(context, file.path(), None))
+        .with_context(|| format!("--context {context}: downloading the tarball"))?;
+    Ok(Some(file))
 }
 
 fn build_and_write(

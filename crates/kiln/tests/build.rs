@@ -759,3 +759,91 @@ fn a_terminal_gets_a_live_status_line_and_a_pipe_gets_plain_lines() {
     assert!(!piped.stderr().contains('\x1b'), "{:?}", piped.stderr());
     assert!(piped.stderr().contains("[1/1] STEP 1/1: RUN echo plain  ("));
 }
+
+#[test]
+fn contexts_from_a_tarball_url_stdin_and_a_sub_path() {
+    let world = World::new();
+    let inspected = kiln_test::skopeo_checked([
+        "inspect".to_string(),
+        "--tls-verify=false".to_string(),
+        format!("docker://{}", world.base),
+    ])
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&inspected).unwrap();
+    let layer = v["Layers"][0].as_str().unwrap().to_owned();
+    // The busybox layer is a tar.gz of a rootfs: a fine context.
+    let url = format!("http://{}/v2/busybox/blobs/{layer}", world.registry.host());
+    let work = tempfile::tempdir().unwrap();
+    let dockerfile = work.path().join("Dockerfile");
+    std::fs::write(&dockerfile, "FROM scratch\nCOPY passwd group /etc/\n").unwrap();
+    let layout = work.path().join("from-url");
+    let out = world.kiln(&[
+        "build",
+        "--context",
+        &url,
+        "--context-sub-path",
+        "etc",
+        "--dockerfile",
+        dockerfile.to_str().unwrap(),
+        "--no-push",
+        "--oci-layout-path",
+        layout.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fs = common::unpack(&layout);
+    assert_eq!(fs.read("/etc/passwd"), kiln_test::PASSWD);
+    assert_eq!(fs.read("/etc/group"), kiln_test::GROUP);
+    // The same tarball on stdin.
+    let blob = kiln_test::http_get(
+        world.registry.addr(),
+        &format!("/v2/busybox/blobs/{layer}"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(blob.status, 200);
+    let layout = work.path().join("from-stdin");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "build",
+            "--context",
+            "tar://stdin",
+            "--context-sub-path",
+            "etc",
+            "--no-push",
+        ])
+        .arg("--dockerfile")
+        .arg(&dockerfile)
+        .arg("--oci-layout-path")
+        .arg(&layout)
+        .arg("--kiln-dir")
+        .arg(world.kiln_dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &blob.body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        common::unpack(&layout).read("/etc/passwd"),
+        kiln_test::PASSWD
+    );
+    // A git repository is refused clearly.
+    let out = world.kiln(&[
+        "build",
+        "--context",
+        "git://example.com/repo.git#main",
+        "--no-push",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not supported yet"), "{err}");
+}
