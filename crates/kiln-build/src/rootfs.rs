@@ -34,6 +34,8 @@ pub(crate) struct OverlayFs {
     /// `--single-snapshot`).
     upper: Option<(PathBuf, PathBuf)>,
     next: usize,
+    /// `--ignore-path`s, relative: kept out of layers, still seen by later steps.
+    ignore: Vec<PathBuf>,
 }
 
 /// A stage's tree.
@@ -55,12 +57,17 @@ impl StageFs {
     }
 
     /// An overlay tree in `dir` over `lowers` (unpacked layers, bottom first).
-    pub(crate) fn overlay(dir: PathBuf, lowers: Vec<PathBuf>) -> StageFs {
+    pub(crate) fn overlay(dir: PathBuf, lowers: Vec<PathBuf>, ignore: &[String]) -> StageFs {
         StageFs::Overlay(OverlayFs {
             dir,
             lowers,
             upper: None,
             next: 0,
+            ignore: ignore
+                .iter()
+                .map(|p| PathBuf::from(p.trim_start_matches('/')))
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect(),
         })
     }
 
@@ -218,6 +225,35 @@ impl OverlayFs {
             return Ok(None);
         };
         let _ = std::fs::remove_dir_all(&work);
+        // `--ignore-path`: what the step wrote there moves to a lower of its own, above the
+        // layer, so later steps still see it but no layer holds it.
+        let aside = self.dir.join(format!("ignored-{}", self.next));
+        let mut moved = false;
+        for rel in &self.ignore {
+            let from = upper.join(rel);
+            if std::fs::symlink_metadata(&from).is_err() {
+                continue;
+            }
+            let to = aside.join(rel);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(BuildError::io("creating", parent))?;
+            }
+            std::fs::rename(&from, &to).map_err(BuildError::io("setting aside", &from))?;
+            moved = true;
+        }
+        let result = self.cut_upper(builder, at, upper);
+        if moved {
+            self.lowers.push(aside);
+        }
+        result
+    }
+
+    fn cut_upper(
+        &mut self,
+        builder: &Builder,
+        at: &str,
+        upper: PathBuf,
+    ) -> Result<Option<Layer>, BuildError> {
         let empty = std::fs::read_dir(&upper)
             .map_err(BuildError::io("reading", &upper))?
             .next()

@@ -184,7 +184,7 @@ impl<'a> StageRun<'a> {
             StageFs::dir(root, true, ignore)
         } else if isolation == Isolation::Overlay {
             let lowers = builder.unpacked_layers(&image.layers)?;
-            StageFs::overlay(stage_dir.clone(), lowers)
+            StageFs::overlay(stage_dir.clone(), lowers, ignore)
         } else {
             let root = stage_dir.join("rootfs");
             if !from_scratch {

@@ -847,3 +847,205 @@ fn contexts_from_a_tarball_url_stdin_and_a_sub_path() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not supported yet"), "{err}");
 }
+
+#[test]
+fn build_flags_shape_the_image() {
+    let world = World::new();
+    let dockerfile = r#"ARG BASE
+FROM $BASE
+MAINTAINER kiln tests
+SHELL ["/bin/sh", "-ec"]
+RUN mkdir -p /var/cache/app && echo junk > /var/cache/app/junk && echo kept > /kept
+COPY --parents src/./a/one.txt src/./b/two.txt /tree/
+COPY --exclude=*.log logs/ /logs/
+VOLUME /data
+HEALTHCHECK --interval=30s --retries=2 CMD wget -q localhost || exit 1
+CMD echo shell-form
+"#;
+    let files = [
+        ("src/a/one.txt", "1"),
+        ("src/b/two.txt", "2"),
+        ("logs/keep.txt", "k"),
+        ("logs/drop.log", "d"),
+    ];
+    let built = world.build(
+        dockerfile,
+        &files,
+        &[
+            "--label",
+            "org.example.flag=yes",
+            "--image-format",
+            "oci",
+            "--single-snapshot",
+            "--ignore-path",
+            "/var/cache",
+            "--custom-platform",
+            "linux/amd64",
+            "--log-format",
+            "json",
+        ],
+    );
+    built.ok();
+    for line in built.stderr().lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(v["level"].is_string() && v["msg"].is_string());
+    }
+    let manifest = common::read_manifest(&built.layout);
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "the base layer and one snapshot");
+    assert_eq!(
+        layers[1]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    let config = built.config();
+    let c = &config["config"];
+    assert_eq!(c["Labels"]["org.example.flag"], "yes");
+    assert_eq!(config["author"], "kiln tests");
+    assert_eq!(c["Shell"], serde_json::json!(["/bin/sh", "-ec"]));
+    assert_eq!(
+        c["Cmd"],
+        serde_json::json!(["/bin/sh", "-ec", "echo shell-form"])
+    );
+    assert!(c["Volumes"]["/data"].is_object());
+    assert_eq!(c["Healthcheck"]["Interval"], 30_000_000_000i64);
+    assert_eq!(c["Healthcheck"]["Retries"], 2);
+    assert_eq!(
+        c["Healthcheck"]["Test"],
+        serde_json::json!(["CMD-SHELL", "wget -q localhost || exit 1"])
+    );
+    let fs = built.unpack();
+    assert_eq!(fs.read("/kept"), "kept\n");
+    assert!(
+        !fs.exists("/var/cache/app/junk"),
+        "--ignore-path keeps it out of the layer"
+    );
+    assert_eq!(fs.read("/tree/a/one.txt"), "1");
+    assert_eq!(fs.read("/tree/b/two.txt"), "2");
+    assert_eq!(fs.read("/logs/keep.txt"), "k");
+    assert!(!fs.exists("/logs/drop.log"), "--exclude");
+}
+
+#[test]
+fn another_platform_builds_without_run_and_refuses_run_clearly() {
+    let world = World::new();
+    let built = world.build(
+        "FROM scratch\nCOPY a.txt /\n",
+        &[("a.txt", "a")],
+        &["--custom-platform", "linux/arm64"],
+    );
+    built.ok();
+    let config = built.config();
+    assert_eq!(config["architecture"], "arm64");
+    let refused = world.build(
+        "FROM scratch\nCOPY a.txt /\nRUN true\n",
+        &[("a.txt", "a")],
+        &["--custom-platform", "linux/arm64"],
+    );
+    assert!(!refused.output.status.success());
+    let err = refused.stderr();
+    assert!(
+        err.contains("Dockerfile:3:1") && err.contains("linux/arm64"),
+        "{err}"
+    );
+}
+
+#[test]
+fn add_unpacks_bzip2_xz_and_zstd_archives_by_content() {
+    let world = World::new();
+    let tar = kiln_test::LayerTar::new()
+        .file("inside.txt", 0o644, (0, 0), b"unpacked\n")
+        .unwrap()
+        .finish()
+        .unwrap();
+    let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+    std::io::Write::write_all(&mut bz, &tar).unwrap();
+    let bz = bz.finish().unwrap();
+    let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
+    std::io::Write::write_all(&mut xz, &tar).unwrap();
+    let xz = xz.finish().unwrap();
+    let zst = zstd::encode_all(&tar[..], 3).unwrap();
+    let context = common::context(
+        "ARG BASE\nFROM $BASE\nADD a.bz2 /bz/\nADD b.data /xz/\nADD c /zst/\nADD --unpack=false c /kept/\n",
+        &[],
+    );
+    std::fs::write(context.path().join("a.bz2"), &bz).unwrap();
+    std::fs::write(context.path().join("b.data"), &xz).unwrap();
+    std::fs::write(context.path().join("c"), &zst).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("layout");
+    let base_arg = format!("BASE={}", world.base);
+    let output = world.kiln(&[
+        "build",
+        "-c",
+        context.path().to_str().unwrap(),
+        "--no-push",
+        "--oci-layout-path",
+        layout.to_str().unwrap(),
+        "--build-arg",
+        &base_arg,
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let fs = common::unpack(&layout);
+    for dir in ["bz", "xz", "zst"] {
+        assert_eq!(
+            fs.read(&format!("/{dir}/inside.txt")),
+            "unpacked\n",
+            "{dir}"
+        );
+    }
+    assert!(
+        fs.meta("/kept/c").is_file(),
+        "--unpack=false keeps the archive"
+    );
+}
+
+#[test]
+fn zstd_layers_in_an_oci_image_are_read_by_skopeo() {
+    let world = World::new();
+    let built = world.build(
+        "ARG BASE\nFROM $BASE\nRUN echo squeezed > /z.txt\n",
+        &[],
+        &[
+            "--image-format",
+            "oci",
+            "--compression",
+            "zstd",
+            "--compression-level",
+            "9",
+        ],
+    );
+    built.ok();
+    let manifest = common::read_manifest(&built.layout);
+    assert_eq!(
+        manifest["layers"][1]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    // umoci reads no zstd: skopeo decompresses and recompresses it as gzip, verifying digests.
+    let gz = tempfile::tempdir().unwrap();
+    kiln_test::skopeo_checked([
+        "copy".to_string(),
+        "--dest-compress-format".to_string(),
+        "gzip".to_string(),
+        format!("oci:{}:latest", built.layout.display()),
+        format!("oci:{}:latest", gz.path().display()),
+    ])
+    .unwrap();
+    assert_eq!(common::unpack(gz.path()).read("/z.txt"), "squeezed\n");
+    // zstd needs OCI media types.
+    let refused = world.build("FROM scratch\n", &[], &["--compression", "zstd"]);
+    assert!(!refused.output.status.success());
+    assert!(
+        refused.stderr().contains("--image-format oci"),
+        "{}",
+        refused.stderr()
+    );
+}
