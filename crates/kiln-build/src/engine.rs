@@ -76,6 +76,8 @@ pub struct Builder {
     build_dir: PathBuf,
     /// Downloads of blobs into the store, one at a time per digest.
     fetch_lock: Mutex<()>,
+    /// RUN steps get their own namespaces (false: chroot only; set by `isolation`).
+    namespaces: std::sync::atomic::AtomicBool,
 }
 
 struct BlobLines(Arc<dyn Reporter>);
@@ -160,6 +162,7 @@ impl Builder {
             overlay_store,
             build_dir,
             fetch_lock: Mutex::new(()),
+            namespaces: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -198,6 +201,31 @@ impl Builder {
 
     pub(crate) fn reporter(&self) -> &dyn Reporter {
         &*self.reporter
+    }
+
+    /// Whether RUN steps get namespaces of their own (see [`Builder::isolation`]).
+    pub(crate) fn namespaces(&self) -> bool {
+        self.namespaces.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The chroot backend, with namespaces when this container allows them.
+    fn chroot_backend(&self, why: &str) -> Isolation {
+        match kiln_sandbox::namespaces_available() {
+            Ok(()) => self.reporter.info(&format!(
+                "RUN isolation: chroot, with stat-index snapshots ({why})"
+            )),
+            Err(no_namespaces) => {
+                self.namespaces
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                self.reporter.info(&format!(
+                    "RUN isolation: chroot without namespaces ({why}; {no_namespaces}): RUN \
+                     steps get no /proc or /sys, /dev nodes and resolv.conf are files for the \
+                     step's duration, and what a step leaves running is killed with its \
+                     process group"
+                ));
+            }
+        }
+        Isolation::Chroot
     }
 
     pub(crate) fn options(&self) -> &BuildOptions {
@@ -417,12 +445,7 @@ impl Builder {
                         .info("RUN isolation: overlay (this process may mount overlays)");
                     Ok(Isolation::Overlay)
                 }
-                Err(why) => {
-                    self.reporter.info(&format!(
-                        "RUN isolation: chroot, with stat-index snapshots (no overlay: {why})"
-                    ));
-                    Ok(Isolation::Chroot)
-                }
+                Err(why) => Ok(self.chroot_backend(&format!("no overlay: {why}"))),
             },
             Isolation::Overlay => match probe() {
                 Ok(()) => {
@@ -433,10 +456,7 @@ impl Builder {
                     "--isolation overlay: this process cannot mount overlays: {why}"
                 ))),
             },
-            Isolation::Chroot => {
-                self.reporter.info("RUN isolation: chroot (as asked)");
-                Ok(Isolation::Chroot)
-            }
+            Isolation::Chroot => Ok(self.chroot_backend("as asked")),
         }
     }
 

@@ -254,6 +254,8 @@ impl OverlayFs {
         at: &str,
         upper: PathBuf,
     ) -> Result<Option<Layer>, BuildError> {
+        prune_copy_ups(&upper, Path::new(""), &self.lowers)
+            .map_err(BuildError::io("cleaning the upper dir", &upper))?;
         let empty = std::fs::read_dir(&upper)
             .map_err(BuildError::io("reading", &upper))?
             .next()
@@ -286,6 +288,48 @@ impl OverlayFs {
         self.lowers.push(unpacked);
         Ok(Some(layer))
     }
+}
+
+/// Removes from an upper dir the directories that are only copy-ups: empty, not opaque, with
+/// the mode and owner they have below. Creating and removing kiln's mount points (`/etc/hosts`,
+/// `/proc`, …) copies their parent up; such a directory changed nothing.
+fn prune_copy_ups(upper: &Path, rel: &Path, lowers: &[PathBuf]) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = upper.join(rel);
+    for entry in std::fs::read_dir(&dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            prune_copy_ups(upper, &rel.join(entry.file_name()), lowers)?;
+        }
+    }
+    if rel.as_os_str().is_empty() || std::fs::read_dir(&dir)?.next().is_some() {
+        return Ok(());
+    }
+    for name in ["trusted.overlay.opaque", "user.overlay.opaque"] {
+        let c = std::ffi::CString::new(name).expect("no NUL");
+        let mut buf = [0u8; 8];
+        if rustix::fs::lgetxattr(&dir, c.as_c_str(), &mut buf).is_ok() {
+            return Ok(());
+        }
+    }
+    let here = std::fs::symlink_metadata(&dir)?;
+    // The directory as the lowers show it: the topmost lower that has the path.
+    for lower in lowers.iter().rev() {
+        match std::fs::symlink_metadata(lower.join(rel)) {
+            Ok(below) => {
+                if below.is_dir()
+                    && below.mode() == here.mode()
+                    && below.uid() == here.uid()
+                    && below.gid() == here.gid()
+                {
+                    std::fs::remove_dir(&dir)?;
+                }
+                return Ok(());
+            }
+            Err(_) => continue,
+        }
+    }
+    Ok(())
 }
 
 /// Mounts a read-only overlay of `lowers` (a finished stage's or an image's layers) at

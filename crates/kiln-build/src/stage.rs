@@ -557,6 +557,7 @@ impl<'a> StageRun<'a> {
         };
         let single = self.single;
         let builder = self.builder;
+        let namespaces = builder.namespaces();
         let (_, layer) = self.fs.step(builder, &at, true, single, |root| {
             let identity = match &user {
                 Some(spec) => {
@@ -591,6 +592,7 @@ impl<'a> StageRun<'a> {
                 resolv_conf: (resolv.is_file() && safe_file("etc/resolv.conf"))
                     .then(|| resolv.to_owned()),
                 hosts: safe_file("etc/hosts").then_some(hosts),
+                namespaces,
             };
             // stdout and stderr interleave in one tail, as a terminal shows them.
             let mut out = OutputTail {

@@ -38,6 +38,7 @@ pub mod userns;
 
 pub use error::{SandboxError, Stage};
 pub use process::parent::run_step;
+pub use process::plain::namespaces_available;
 pub use spec::{RunSpec, StepOutcome, StepStatus, DEFAULT_PATH};
 pub use syscall::{Call, LinuxSyscall, RecordingSyscall, Syscall};
 

@@ -28,6 +28,9 @@ pub struct RunSpec {
     pub resolv_conf: Option<PathBuf>,
     /// Host file bound read-only over `<rootfs>/etc/hosts`.
     pub hosts: Option<PathBuf>,
+    /// Isolate the step in new mount, pid, UTS and IPC namespaces (needs CAP_SYS_ADMIN). Without,
+    /// the step is only chrooted (see [`crate::namespaces_available`]).
+    pub namespaces: bool,
 }
 
 impl RunSpec {
@@ -44,6 +47,7 @@ impl RunSpec {
             hostname: None,
             resolv_conf: None,
             hosts: None,
+            namespaces: true,
         }
     }
 }
@@ -83,6 +87,8 @@ pub struct StepOutcome {
     pub created_mount_points: Vec<PathBuf>,
     /// The step ran without `/sys`: the build container has none to share.
     pub without_sys: bool,
+    /// The step ran chrooted only, without namespaces (no `/proc` either).
+    pub without_namespaces: bool,
 }
 
 #[cfg(test)]

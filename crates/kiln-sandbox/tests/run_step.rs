@@ -245,3 +245,34 @@ fn symlinked_mount_point_is_refused() {
         "{err:?}"
     );
 }
+
+#[test]
+fn without_namespaces_the_step_is_chrooted_with_dev_nodes_and_cleaned_up() {
+    let (tmp, rootfs) = busybox_rootfs();
+    let resolv = tmp.path().join("resolv.conf");
+    fs::write(&resolv, "nameserver 192.0.2.53\n").unwrap();
+    let mut spec = sh(
+        &rootfs,
+        "echo to-null > /dev/null && cat /etc/resolv.conf && id -u && id -G && pwd && \
+         (sleep 1000 &) && echo started",
+    );
+    spec.namespaces = false;
+    spec.uid = 1000;
+    spec.gid = 1000;
+    spec.extra_gids = vec![1000, 10];
+    spec.cwd = "/work/dir".into();
+    spec.resolv_conf = Some(resolv);
+    let (outcome, out, _) = run(&spec);
+    assert_eq!(outcome.status, StepStatus::Exited(0));
+    assert!(outcome.without_namespaces);
+    assert_eq!(
+        out,
+        "nameserver 192.0.2.53\n1000\n1000 10\n/work/dir\nstarted\n"
+    );
+    // What kiln created is reported, so the caller can keep it out of the layer.
+    let created = &outcome.created_mount_points;
+    assert!(created.contains(&fs::canonicalize(&rootfs).unwrap().join("dev/null")));
+    assert!(created.iter().any(|p| p.ends_with("etc/resolv.conf")));
+    // The background sleep went with the step's process group.
+    assert_eq!(host_processes_with_cmdline(b"sleep\x001000\x00"), 0);
+}

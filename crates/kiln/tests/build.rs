@@ -1049,3 +1049,44 @@ fn zstd_layers_in_an_oci_image_are_read_by_skopeo() {
         refused.stderr()
     );
 }
+
+#[test]
+fn without_cap_sys_admin_kiln_builds_chrooted_without_namespaces() {
+    // A plain Kubernetes pod: root without CAP_SYS_ADMIN (setpriv drops it from the bounding
+    // set, so kiln runs without it).
+    let world = World::new();
+    let context = common::context(
+        "ARG BASE\nFROM $BASE\nRUN echo hi > /dev/null && rm -r /base/dir && echo made > /made && cat /etc/resolv.conf > /dev/null\n",
+        &[],
+    );
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = out_dir.path().join("layout");
+    let out = std::process::Command::new("setpriv")
+        .args(["--bounding-set", "-sys_admin", "--"])
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", "--no-push", "-c"])
+        .arg(context.path())
+        .arg("--oci-layout-path")
+        .arg(&layout)
+        .args(["--build-arg", &format!("BASE={}", world.base)])
+        .args(["--insecure-registry", &world.registry.host()])
+        .arg("--kiln-dir")
+        .arg(world.kiln_dir.path())
+        .env("DOCKER_CONFIG", world.docker_config.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("RUN isolation: chroot without namespaces"),
+        "{err}"
+    );
+    let fs = common::unpack(&layout);
+    assert_eq!(fs.read("/made"), "made\n");
+    assert!(!fs.exists("/base/dir"));
+    assert!(
+        !fs.exists("/dev"),
+        "kiln's /dev nodes stay out of the layer"
+    );
+    assert!(!fs.exists("/etc/resolv.conf"));
+}

@@ -24,4 +24,5 @@ pub(crate) mod init;
 pub(crate) mod intermediate;
 pub(crate) mod message;
 pub(crate) mod parent;
+pub(crate) mod plain;
 pub(crate) mod plan;

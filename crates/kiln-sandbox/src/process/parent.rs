@@ -103,6 +103,9 @@ pub fn run_step(
     stdout: &mut (dyn Write + Send),
     stderr: &mut (dyn Write + Send),
 ) -> Result<StepOutcome, SandboxError> {
+    if !spec.namespaces {
+        return crate::process::plain::run_plain(spec, stdout, stderr);
+    }
     let (plan, created_mount_points) = prepare(spec)?;
     let plan = Arc::new(plan);
 
@@ -196,6 +199,7 @@ pub fn run_step(
                 status: StepStatus::from_wait_status(wait_status),
                 created_mount_points,
                 without_sys: plan.sys_dir.is_none(),
+                without_namespaces: false,
             });
         }
     }
