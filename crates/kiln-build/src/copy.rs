@@ -162,13 +162,12 @@ pub fn copy(source: &Source<'_>, spec: &CopySpec<'_>, root: &Path) -> Result<Vec
         w.write_file(&target, file, 0o600, *mtime)?;
     }
     for (rel, parents_path) in &matches {
-        let resolved = match source {
-            // The source path itself is followed when it is a symlink (BuildKit's
-            // FollowSymlinks), inside its root.
-            Source::Context(_) | Source::Rootfs(_) => {
-                resolve_in_root(source.root(), rel, true).map_err(|e| format!("{rel:?}: {e}"))?
-            }
-        };
+        // The source path itself is followed when it is a symlink (BuildKit's FollowSymlinks),
+        // inside its root; a link that leads nowhere there is copied as the link it is.
+        let followed = resolve_in_root(source.root(), rel, true)
+            .ok()
+            .filter(|r| fs::symlink_metadata(host(source.root(), r)).is_ok());
+        let resolved = followed.unwrap_or_else(|| rel.clone());
         let src_host = host(source.root(), &resolved);
         let meta = fs::symlink_metadata(&src_host).map_err(|e| format!("{rel:?}: {e}"))?;
         if meta.is_dir() {

@@ -122,7 +122,7 @@ pub(crate) struct BuildArgs {
     #[arg(long, value_name = "N")]
     compression_level: Option<i32>,
     /// How much to log.
-    #[arg(long, value_enum, default_value = "info")]
+    #[arg(long, short = 'v', value_enum, default_value = "info")]
     verbosity: Verbosity,
     /// Log as plain text, colored text, or JSON lines.
     #[arg(long, value_enum, default_value = "text")]
@@ -160,6 +160,22 @@ pub(crate) struct BuildArgs {
     cache_run_layers: Option<String>,
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     ignore_var_run: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    compressed_caching: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    no_push_cache: Option<String>,
+    #[arg(long, hide = true)]
+    image_fs_extract_retry: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    push_ignore_immutable_tag_errors: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    preserve_context: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    materialize: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    force_build_metadata: Option<String>,
+    #[arg(long, hide = true)]
+    git: Option<String>,
     #[command(flatten)]
     registry: RegistryFlags,
 }
@@ -543,6 +559,10 @@ fn run_build(args: BuildArgs, reporter: Arc<LineReporter>) -> Result<()> {
         ("--use-new-run", args.use_new_run.is_some()),
         ("--force", args.force.is_some()),
         ("--ignore-var-run", args.ignore_var_run.is_some()),
+        ("--image-fs-extract-retry", args.image_fs_extract_retry.is_some()),
+        ("--preserve-context", args.preserve_context.is_some()),
+        ("--materialize", args.materialize.is_some()),
+        ("--force-build-metadata", args.force_build_metadata.is_some()),
     ] {
         if value {
             reporter.warn(&format!(
@@ -560,12 +580,20 @@ fn run_build(args: BuildArgs, reporter: Arc<LineReporter>) -> Result<()> {
         ("--cache-ttl", args.cache_ttl.is_some()),
         ("--cache-copy-layers", args.cache_copy_layers.is_some()),
         ("--cache-run-layers", args.cache_run_layers.is_some()),
+        ("--compressed-caching", args.compressed_caching.is_some()),
+        ("--no-push-cache", args.no_push_cache.is_some()),
     ] {
         if value {
             reporter.warn(&format!(
                 "{flag}: layer caching is not implemented yet; building without a cache"
             ));
         }
+    }
+    if args.push_ignore_immutable_tag_errors.is_some() {
+        reporter.warn("--push-ignore-immutable-tag-errors is not supported yet: a refused tag fails the push");
+    }
+    if args.git.is_some() {
+        bail!("--git: git build contexts are not supported yet; clone the repository and pass the directory as --context");
     }
     if !args.skip_unused_stages {
         bail!("--skip-unused-stages=false: kiln always builds only the stages the target needs");
