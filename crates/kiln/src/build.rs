@@ -559,10 +559,16 @@ fn run_build(args: BuildArgs, reporter: Arc<LineReporter>) -> Result<()> {
         ("--use-new-run", args.use_new_run.is_some()),
         ("--force", args.force.is_some()),
         ("--ignore-var-run", args.ignore_var_run.is_some()),
-        ("--image-fs-extract-retry", args.image_fs_extract_retry.is_some()),
+        (
+            "--image-fs-extract-retry",
+            args.image_fs_extract_retry.is_some(),
+        ),
         ("--preserve-context", args.preserve_context.is_some()),
         ("--materialize", args.materialize.is_some()),
-        ("--force-build-metadata", args.force_build_metadata.is_some()),
+        (
+            "--force-build-metadata",
+            args.force_build_metadata.is_some(),
+        ),
     ] {
         if value {
             reporter.warn(&format!(
@@ -590,7 +596,9 @@ fn run_build(args: BuildArgs, reporter: Arc<LineReporter>) -> Result<()> {
         }
     }
     if args.push_ignore_immutable_tag_errors.is_some() {
-        reporter.warn("--push-ignore-immutable-tag-errors is not supported yet: a refused tag fails the push");
+        reporter.warn(
+            "--push-ignore-immutable-tag-errors is not supported yet: a refused tag fails the push",
+        );
     }
     if args.git.is_some() {
         bail!("--git: git build contexts are not supported yet; clone the repository and pass the directory as --context");
