@@ -13,18 +13,31 @@ fi
 # htpasswd (apache2-utils) and openssl make their credentials and keys; podman loads archives;
 # busybox-static makes the rootfs the sandbox tests run steps in.
 packages=(docker-registry skopeo umoci apache2-utils openssl podman runc uidmap busybox-static)
+sudo_cmd=""
+[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-    sudo_cmd=""
-    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
 fi
 
+# A static kiln for the images the Jenkins agent test builds (scripts/images.sh), when the musl
+# target can be had; otherwise the test puts the test build of kiln and its libraries in them.
+if command -v musl-gcc >/dev/null || DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq musl-tools; then
+    if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl \
+        || rustup target add x86_64-unknown-linux-musl; then
+        cargo build --locked --target x86_64-unknown-linux-musl -p kiln
+        export KILN_IMAGE_BIN=$PWD/target/x86_64-unknown-linux-musl/debug/kiln
+    fi
+fi
+
 cargo test --workspace --locked
+
+# The Kubernetes manifests of examples/ against the Kubernetes schemas, offline.
+bash scripts/validate-examples.sh
 
 # Parity with buildah: 35 Dockerfiles built by both, files and config compared
 # (tests/parity/README.md). Uses the kiln binary the tests just built.
