@@ -1090,3 +1090,18 @@ fn without_cap_sys_admin_kiln_builds_chrooted_without_namespaces() {
     );
     assert!(!fs.exists("/etc/resolv.conf"));
 }
+
+#[test]
+fn a_malformed_config_json_stops_kiln_before_any_build_work_and_names_the_file() {
+    let world = World::new();
+    std::fs::write(
+        world.docker_config.path().join("config.json"),
+        "{\"auths\": {oops",
+    )
+    .unwrap();
+    let built = world.build("ARG BASE\nFROM $BASE\nRUN touch /x\n", &[], &[]);
+    assert!(!built.output.status.success());
+    let err = built.stderr();
+    assert!(err.contains("config.json"), "{err}");
+    assert!(!err.contains("STEP"), "no build work: {err}");
+}
