@@ -190,3 +190,63 @@ impl ContextView {
         self.matcher.as_ref().is_some_and(|m| m.is_excluded(rel))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_dockerfile::ignore::{parse_ignore_file, walk};
+    use std::fs;
+
+    #[test]
+    fn walks_a_real_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        for dir in ["src/sub", "target/debug", "docs", "linked"] {
+            fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        for file in [
+            "Dockerfile",
+            ".dockerignore",
+            "src/main.rs",
+            "src/sub/x.rs",
+            "target/debug/bin",
+            "docs/a.md",
+            "docs/README.md",
+            "linked/f",
+        ] {
+            fs::write(root.join(file), "x").unwrap();
+        }
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(root.join("linked"), root.join("link")).unwrap();
+
+        let ignore = parse_ignore_file("target\n*.md\ndocs\n!docs/README.md\n").unwrap();
+        let matcher = ignore.matcher().unwrap();
+        let mut seen = Vec::new();
+        let stats = walk(&StdContextFs::new(&root), &matcher, |p, e| {
+            seen.push((p.to_string(), e.is_dir))
+        })
+        .unwrap();
+
+        let mut want = vec![
+            (".dockerignore", false),
+            ("Dockerfile", false),
+            ("docs", true),
+            ("docs/README.md", false),
+        ];
+        if cfg!(unix) {
+            want.push(("link", false));
+        }
+        want.extend([
+            ("linked", true),
+            ("linked/f", false),
+            ("src", true),
+            ("src/main.rs", false),
+            ("src/sub", true),
+            ("src/sub/x.rs", false),
+        ]);
+        let want: Vec<(String, bool)> = want.into_iter().map(|(p, d)| (p.to_string(), d)).collect();
+        assert_eq!(seen, want);
+        assert_eq!(stats.dirs_skipped, 1, "target");
+        assert_eq!(stats.dirs_read, 5, "root, docs, linked, src, src/sub");
+    }
+}

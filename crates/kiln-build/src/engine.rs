@@ -101,12 +101,7 @@ impl kiln_registry::Reporter for BlobLines {
     }
 
     fn blob_done(&self, digest: &Digest, outcome: BlobOutcome) {
-        let what = match outcome {
-            BlobOutcome::Downloaded => "pulled",
-            BlobOutcome::Uploaded => "pushed",
-            BlobOutcome::Exists => "already there",
-            BlobOutcome::Mounted => "mounted",
-        };
+        let what = outcome.describe();
         self.0.blob(what, digest);
     }
 

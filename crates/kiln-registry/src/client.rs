@@ -84,6 +84,18 @@ pub enum BlobOutcome {
     Mounted,
 }
 
+impl BlobOutcome {
+    /// What happened, in a word for logs: `pulled`, `pushed`, `already there`, `mounted`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            BlobOutcome::Downloaded => "pulled",
+            BlobOutcome::Uploaded => "pushed",
+            BlobOutcome::Exists => "already there",
+            BlobOutcome::Mounted => "mounted",
+        }
+    }
+}
+
 /// Progress events; the binary draws bars, libraries never print.
 pub trait Reporter: Send + Sync {
     /// A blob transfer starts.

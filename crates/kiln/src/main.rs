@@ -2,7 +2,6 @@
 //! errors into messages and exit codes, and holds no build logic of its own.
 
 mod build;
-mod context_fs;
 mod outline;
 mod registry_flags;
 mod transfer;

@@ -1,9 +1,9 @@
 //! `kiln outline`: the parsed, expanded plan of a Dockerfile, for people debugging one and for
 //! tools (the JSON form is a stable interface, documented in the README).
 
-use crate::context_fs::StdContextFs;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use kiln_build::context::StdContextFs;
 use kiln_dockerfile::ignore::{
     ignore_file_candidates, parse_ignore_file, walk, IgnoreFile, Matcher,
 };

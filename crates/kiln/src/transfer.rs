@@ -59,12 +59,7 @@ struct LineReporter;
 #[allow(clippy::print_stderr)]
 impl Reporter for LineReporter {
     fn blob_done(&self, digest: &kiln_oci::Digest, outcome: BlobOutcome) {
-        let what = match outcome {
-            BlobOutcome::Downloaded => "pulled",
-            BlobOutcome::Uploaded => "pushed",
-            BlobOutcome::Exists => "already there",
-            BlobOutcome::Mounted => "mounted",
-        };
+        let what = outcome.describe();
         eprintln!("{what} {digest}");
     }
 

@@ -181,25 +181,9 @@ EOF
             ],
         );
         std::fs::write(context.path().join("archive.tar.gz"), &tarball).unwrap();
-        let out = tempfile::tempdir().unwrap();
-        let layout = out.path().join("layout");
-        let base_arg = format!("BASE={}", world.base);
-        let output = world.kiln(&[
-            "build",
-            "-c",
-            context.path().to_str().unwrap(),
-            "--no-push",
-            "--oci-layout-path",
-            layout.to_str().unwrap(),
-            "--build-arg",
-            &base_arg,
-        ]);
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let fs = common::unpack(&layout);
+        let built = world.build_in(context.path(), &[]);
+        built.ok();
+        let fs = built.unpack();
         assert_eq!(fs.read("/globbed/one.txt"), "1\n");
         assert_eq!(fs.read("/globbed/two.txt"), "2\n");
         assert!(
@@ -976,25 +960,9 @@ fn add_unpacks_bzip2_xz_and_zstd_archives_by_content() {
     std::fs::write(context.path().join("a.bz2"), &bz).unwrap();
     std::fs::write(context.path().join("b.data"), &xz).unwrap();
     std::fs::write(context.path().join("c"), &zst).unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let layout = out.path().join("layout");
-    let base_arg = format!("BASE={}", world.base);
-    let output = world.kiln(&[
-        "build",
-        "-c",
-        context.path().to_str().unwrap(),
-        "--no-push",
-        "--oci-layout-path",
-        layout.to_str().unwrap(),
-        "--build-arg",
-        &base_arg,
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let fs = common::unpack(&layout);
+    let built = world.build_in(context.path(), &[]);
+    built.ok();
+    let fs = built.unpack();
     for dir in ["bz", "xz", "zst"] {
         assert_eq!(
             fs.read(&format!("/{dir}/inside.txt")),

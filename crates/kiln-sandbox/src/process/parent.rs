@@ -19,6 +19,23 @@ use crate::rootfs::{ensure, resolve_rootfs, Kind};
 use crate::spec::{RunSpec, StepOutcome, StepStatus, DEFAULT_PATH};
 use crate::syscall::{LinuxSyscall, Syscall};
 
+/// The step's command with exactly its environment (`PATH` defaulted) and its output piped.
+/// Stdin is a pipe the caller closes at once, not /dev/null: the build container may have no
+/// /dev.
+pub(crate) fn step_command(spec: &RunSpec) -> Command {
+    let mut cmd = Command::new(&spec.argv[0]);
+    cmd.args(&spec.argv[1..])
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if !spec.env.iter().any(|(k, _)| k == "PATH") {
+        cmd.env("PATH", DEFAULT_PATH);
+    }
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    cmd
+}
+
 /// Validates `spec`, creates missing mount points, and builds the plan.
 pub(crate) fn prepare(spec: &RunSpec) -> Result<(Plan, Vec<PathBuf>), SandboxError> {
     let rootfs = resolve_rootfs(&spec.rootfs)?;
@@ -113,17 +130,7 @@ pub fn run_step(
         rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| SandboxError::Pipe(e.into()))?;
     let msg_fd = msg_write.as_raw_fd();
 
-    let mut cmd = Command::new(&spec.argv[0]);
-    cmd.args(&spec.argv[1..])
-        .env_clear()
-        // A pipe closed at once, not /dev/null: the build container may have no /dev.
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if !spec.env.iter().any(|(k, _)| k == "PATH") {
-        cmd.env("PATH", DEFAULT_PATH);
-    }
-    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    let mut cmd = step_command(spec);
     let child_plan = Arc::clone(&plan);
     // SAFETY: the hook only makes raw syscalls on the prepared plan (see
     // intermediate.rs and init.rs); it allocates nothing and takes no locks.

@@ -11,12 +11,11 @@
 use std::ffi::CString;
 use std::io::{self, Write};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 
 use crate::error::SandboxError;
 use crate::process::plan::{cstr, dir_chain, DEVICES};
 use crate::rootfs::{ensure, resolve_rootfs, Kind};
-use crate::spec::{RunSpec, StepOutcome, StepStatus, DEFAULT_PATH};
+use crate::spec::{RunSpec, StepOutcome, StepStatus};
 
 /// Runs `spec` chrooted, without namespaces.
 pub(crate) fn run_plain(
@@ -86,16 +85,7 @@ pub(crate) fn run_plain(
         .collect();
     let (uid, gid) = (spec.uid, spec.gid);
 
-    let mut cmd = Command::new(&spec.argv[0]);
-    cmd.args(&spec.argv[1..])
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if !spec.env.iter().any(|(k, _)| k == "PATH") {
-        cmd.env("PATH", DEFAULT_PATH);
-    }
-    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    let mut cmd = crate::process::parent::step_command(spec);
     // SAFETY: only raw syscalls on data prepared above; no allocation, no locks.
     unsafe {
         cmd.pre_exec(move || {

@@ -76,10 +76,19 @@ impl World {
     /// Builds `dockerfile` with `files` as the context into an OCI layout; returns it.
     pub fn build(&self, dockerfile: &str, files: &[(&str, &str)], extra: &[&str]) -> Built {
         let context = context(dockerfile, files);
+        let mut built = self.build_in(context.path(), extra);
+        built._context = Some(context);
+        built
+    }
+
+    /// Builds the context dir `context` (`--build-arg BASE=` the busybox image) into an OCI
+    /// layout; returns it.
+    pub fn build_in(&self, context: &Path, extra: &[&str]) -> Built {
         let out = tempfile::tempdir().unwrap();
         let layout = out.path().join("layout");
-        let ctx = context.path().to_str().unwrap().to_owned();
+        let ctx = context.to_str().unwrap().to_owned();
         let lay = layout.to_str().unwrap().to_owned();
+        let base_arg = format!("BASE={}", self.base);
         let mut args = vec![
             "build",
             "--context",
@@ -88,16 +97,15 @@ impl World {
             "--oci-layout-path",
             &lay,
             "--build-arg",
+            &base_arg,
         ];
-        let base_arg = format!("BASE={}", self.base);
-        args.push(&base_arg);
         args.extend_from_slice(extra);
         let output = self.kiln(&args);
         Built {
             output,
             layout,
             _out: out,
-            _context: context,
+            _context: None,
         }
     }
 }
@@ -118,7 +126,7 @@ pub struct Built {
     pub output: Output,
     pub layout: PathBuf,
     _out: tempfile::TempDir,
-    _context: tempfile::TempDir,
+    _context: Option<tempfile::TempDir>,
 }
 
 impl Built {
