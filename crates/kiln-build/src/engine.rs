@@ -112,10 +112,7 @@ impl kiln_registry::Reporter for BlobLines {
         delay: std::time::Duration,
         reason: &str,
     ) {
-        self.0.warn(&format!(
-            "retry {attempt} of {request} in {:.1}s: {reason}",
-            delay.as_secs_f64()
-        ));
+        self.0.warn(&request.retry_message(attempt, delay, reason));
     }
 }
 

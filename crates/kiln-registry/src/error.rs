@@ -26,6 +26,16 @@ impl RequestInfo {
     }
 }
 
+impl RequestInfo {
+    /// A log line for a retry of this request: `retry 2 of GET … in 1.5s: reason`.
+    pub fn retry_message(&self, attempt: u32, delay: std::time::Duration, reason: &str) -> String {
+        format!(
+            "retry {attempt} of {self} in {:.1}s: {reason}",
+            delay.as_secs_f64()
+        )
+    }
+}
+
 impl std::fmt::Display for RequestInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.method, self.url)

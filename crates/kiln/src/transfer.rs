@@ -70,10 +70,7 @@ impl Reporter for LineReporter {
         delay: std::time::Duration,
         reason: &str,
     ) {
-        eprintln!(
-            "retry {attempt} of {request} in {:.1}s: {reason}",
-            delay.as_secs_f64()
-        );
+        eprintln!("{}", request.retry_message(attempt, delay, reason));
     }
 }
 

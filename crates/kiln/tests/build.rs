@@ -662,14 +662,7 @@ fn file_capabilities_and_xattrs_survive_copy_from_and_run() {
 fn add_of_a_url_downloads_with_checksum_and_run_heredocs_and_home_behave() {
     let world = World::new();
     // Any HTTP server will do: the registry serves blobs by URL without auth.
-    let inspected = kiln_test::skopeo_checked([
-        "inspect".to_string(),
-        "--tls-verify=false".to_string(),
-        format!("docker://{}", world.base),
-    ])
-    .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&inspected).unwrap();
-    let layer = v["Layers"][0].as_str().unwrap().to_owned();
+    let layer = world.base_layer();
     let url = format!("http://{}/v2/busybox/blobs/{layer}", world.registry.host());
     let dockerfile = format!(
         "ARG BASE\nFROM $BASE\nADD --checksum={layer} {url} /downloads/\nADD {url} /named.bin\n\
@@ -747,14 +740,7 @@ fn a_terminal_gets_a_live_status_line_and_a_pipe_gets_plain_lines() {
 #[test]
 fn contexts_from_a_tarball_url_stdin_and_a_sub_path() {
     let world = World::new();
-    let inspected = kiln_test::skopeo_checked([
-        "inspect".to_string(),
-        "--tls-verify=false".to_string(),
-        format!("docker://{}", world.base),
-    ])
-    .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&inspected).unwrap();
-    let layer = v["Layers"][0].as_str().unwrap().to_owned();
+    let layer = world.base_layer();
     // The busybox layer is a tar.gz of a rootfs: a fine context.
     let url = format!("http://{}/v2/busybox/blobs/{layer}", world.registry.host());
     let work = tempfile::tempdir().unwrap();

@@ -53,6 +53,18 @@ impl World {
         format!("{}/{repo_tag}", self.registry.host())
     }
 
+    /// The digest of the busybox image's one layer (a tar.gz), as skopeo sees it.
+    pub fn base_layer(&self) -> String {
+        let inspected = kiln_test::skopeo_checked([
+            "inspect".to_string(),
+            "--tls-verify=false".to_string(),
+            format!("docker://{}", self.base),
+        ])
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&inspected).unwrap();
+        v["Layers"][0].as_str().unwrap().to_owned()
+    }
+
     /// Runs kiln with `args` (plain HTTP to the test registry allowed).
     pub fn kiln(&self, args: &[&str]) -> Output {
         let host = self.registry.host();
