@@ -1059,3 +1059,26 @@ fn a_malformed_config_json_stops_kiln_before_any_build_work_and_names_the_file()
     assert!(err.contains("config.json"), "{err}");
     assert!(!err.contains("STEP"), "no build work: {err}");
 }
+
+#[test]
+fn a_base_image_that_does_not_exist_is_a_clear_error_with_the_line() {
+    let world = World::new();
+    let missing = format!("{}/nothing/here:1", world.registry.host());
+    let built = world.build(
+        &format!("FROM scratch AS a\nFROM {missing}\nRUN true\n"),
+        &[],
+        &[],
+    );
+    assert!(!built.output.status.success());
+    let err = built.stderr();
+    assert!(err.contains("Dockerfile:2:1"), "{err}");
+    assert!(
+        err.contains(&missing) || err.contains("nothing/here"),
+        "{err}"
+    );
+    assert!(
+        err.contains("404") || err.contains("MANIFEST_UNKNOWN") || err.contains("unknown"),
+        "{err}"
+    );
+    assert!(!err.contains("STEP"), "{err}");
+}
