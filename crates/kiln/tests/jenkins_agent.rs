@@ -142,6 +142,31 @@ fn the_executor_runs_again_and_again_in_a_jenkins_agent_container() {
         &creds,
         &format!("{host}/kiln:test-debug"),
     ]);
+    // The executor image runs too: its entrypoint is /kaniko/executor, i.e. `kiln build`.
+    podman.ok(&[
+        "pull",
+        "-q",
+        &cert_arg,
+        "--creds",
+        &creds,
+        &format!("{host}/kiln:test"),
+    ]);
+    let help = podman.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--ulimit",
+        "nofile=20000:20000",
+        "--ulimit",
+        "nproc=32768:32768",
+        &format!("{host}/kiln:test"),
+        "--help",
+    ]);
+    assert!(
+        help.contains("--destination") && help.contains("--kiln-dir"),
+        "{help}"
+    );
     let workspace = tempfile::tempdir().unwrap();
     let ws = workspace.path();
     std::fs::create_dir_all(ws.join("src")).unwrap();
