@@ -53,14 +53,29 @@ pub fn prepare(
         kiln_fs::apply::apply_layer(reader, temp.path(), &options)
             .map_err(|e| err(format!("unpacking the tarball: {e}")))?;
         (temp.path().to_owned(), Some(temp))
+    } else if is_git_url(spec) {
+        std::fs::create_dir_all(scratch)
+            .map_err(|e| err(format!("creating {}: {e}", scratch.display())))?;
+        let temp = tempfile::Builder::new()
+            .prefix("git-")
+            .tempdir_in(scratch)
+            .map_err(|e| {
+                err(format!(
+                    "creating a directory in {}: {e}",
+                    scratch.display()
+                ))
+            })?;
+        let checkout = temp.path().join("repo");
+        let dir = clone_git(spec, &checkout, false)?;
+        (dir, Some(temp))
     } else if let Some(scheme) = ["git://", "https://", "http://", "s3://", "gs://", "az://"]
         .iter()
         .find(|s| spec.starts_with(**s))
     {
         return Err(err(format!(
-            "{scheme} contexts of this kind (git repositories, object stores) are not supported \
-             yet: clone or download it first and pass the directory (or tar://FILE); an http(s) \
-             URL of a tarball works"
+            "{scheme} contexts of this kind (object stores) are not supported yet: download it \
+             first and pass the directory (or tar://FILE); an http(s) URL of a tarball and git \
+             repositories work"
         )));
     } else {
         let path = spec.strip_prefix("dir://").unwrap_or(spec);
@@ -75,6 +90,110 @@ pub fn prepare(
         return Err(err(format!("{} is not a directory", dir.display())));
     }
     Ok(PreparedContext { dir, _temp: temp })
+}
+
+/// Whether `spec` names a git repository (BuildKit's and kaniko's forms): `git://…`, `git@…`, or
+/// an http(s) URL whose path ends in `.git`, each with an optional `#ref[:subdir]`.
+pub fn is_git_url(spec: &str) -> bool {
+    let without_ref = spec.split('#').next().unwrap_or(spec);
+    spec.starts_with("git://")
+        || spec.starts_with("git@")
+        || ((spec.starts_with("https://") || spec.starts_with("http://"))
+            && without_ref.trim_end_matches('/').ends_with(".git"))
+}
+
+/// Clones the git repository `spec` (`URL[#ref[:subdir]]`; kaniko's `git://host/path` is
+/// fetched over https, and its `#refs/heads/x#commit` form is understood) into the new
+/// directory `dest` with the `git` command, and returns the directory the build uses
+/// (`subdir` inside it). The `.git` directory is removed unless `keep_git_dir`.
+pub fn clone_git(spec: &str, dest: &Path, keep_git_dir: bool) -> Result<PathBuf, BuildError> {
+    let err = |message: String| BuildError::Context {
+        context: spec.to_owned(),
+        message,
+    };
+    let mut parts = spec.splitn(2, '#');
+    let url = parts.next().unwrap_or(spec);
+    let fragment = parts.next().unwrap_or("");
+    let url = match url.strip_prefix("git://") {
+        Some(rest) => format!("https://{rest}"),
+        None => url.to_owned(),
+    };
+    // `#ref:subdir` (BuildKit) or `#ref#commit` (kaniko).
+    let (reference, rest) = match fragment.split_once('#') {
+        // kaniko's `#refs/heads/branch#commit`: the commit decides.
+        Some((_branch, commit)) => (commit.to_owned(), String::new()),
+        None => match fragment.split_once(':') {
+            Some((r, sub)) => (r.to_owned(), sub.to_owned()),
+            None => (fragment.to_owned(), String::new()),
+        },
+    };
+    let reference = reference
+        .strip_prefix("refs/heads/")
+        .or_else(|| reference.strip_prefix("refs/tags/"))
+        .unwrap_or(&reference)
+        .to_owned();
+    let git = |args: &[&str], dir: Option<&Path>| -> Result<(), BuildError> {
+        let mut cmd = std::process::Command::new("git");
+        if let Some(d) = dir {
+            cmd.arg("-C").arg(d);
+        }
+        let out = cmd
+            .args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .map_err(|e| {
+                err(format!(
+                    "cannot run git (install it to use git contexts): {e}"
+                ))
+            })?;
+        if !out.status.success() {
+            return Err(err(format!(
+                "git {} failed: {}",
+                args.first().copied().unwrap_or_default(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    };
+    let dest_str = dest.to_string_lossy().into_owned();
+    // A shallow clone of the ref when the server allows it, else a full clone and a checkout
+    // (commit ids, servers without shallow support).
+    let shallow = if reference.is_empty() {
+        git(
+            &["clone", "--quiet", "--depth", "1", "--", &url, &dest_str],
+            None,
+        )
+    } else {
+        git(
+            &[
+                "clone", "--quiet", "--depth", "1", "--branch", &reference, "--", &url, &dest_str,
+            ],
+            None,
+        )
+    };
+    if shallow.is_err() {
+        let _ = std::fs::remove_dir_all(dest);
+        git(&["clone", "--quiet", "--", &url, &dest_str], None)?;
+        if !reference.is_empty() {
+            git(&["checkout", "--quiet", &reference], Some(dest))?;
+        }
+    }
+    if !keep_git_dir {
+        let dot_git = dest.join(".git");
+        std::fs::remove_dir_all(&dot_git).map_err(|e| err(format!("removing .git: {e}")))?;
+    }
+    let dir = if rest.is_empty() {
+        dest.to_owned()
+    } else {
+        dest.join(rest.trim_start_matches('/'))
+    };
+    if !dir.is_dir() {
+        return Err(err(format!(
+            "{} is not a directory of the repository",
+            rest
+        )));
+    }
+    Ok(dir)
 }
 
 /// Directory listings of a context on disk, for the `.dockerignore` walker.

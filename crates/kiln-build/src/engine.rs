@@ -496,14 +496,6 @@ impl Builder {
                         }
                     }
                     Command::Add(args) => {
-                        for source in &args.sources {
-                            if is_git_source(&source.value) {
-                                return Err(unsupported(&format!(
-                                    "ADD of a git repository ({})",
-                                    source.value
-                                )));
-                            }
-                        }
                         let urls = args.sources.iter().filter(|s| is_url(&s.value)).count();
                         if args.checksum.is_some() && (urls != 1 || args.sources.len() != 1) {
                             return Err(BuildError::Instruction {
@@ -816,18 +808,10 @@ fn apply_options(overlay: bool) -> kiln_fs::apply::ApplyOptions {
     options
 }
 
-/// An http(s) URL source of ADD.
+/// An http(s) URL source of ADD that is not a git repository.
 pub(crate) fn is_url(source: &str) -> bool {
-    source.starts_with("http://") || source.starts_with("https://")
-}
-
-/// A git repository source of ADD (BuildKit's rules: `git@…`, `git://…`, or an http(s) URL
-/// whose path ends in `.git`, with an optional `#ref`).
-fn is_git_source(source: &str) -> bool {
-    let without_ref = source.split('#').next().unwrap_or(source);
-    source.starts_with("git@")
-        || source.starts_with("git://")
-        || (is_url(source) && without_ref.trim_end_matches('/').ends_with(".git"))
+    (source.starts_with("http://") || source.starts_with("https://"))
+        && !crate::context::is_git_url(source)
 }
 
 /// A base layer's media type in the output's family (compression kept).

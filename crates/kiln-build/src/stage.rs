@@ -725,12 +725,31 @@ impl<'a> StageRun<'a> {
             let name = got.file_name.unwrap_or_else(|| "download".into());
             downloads.push((name, file, got.last_modified));
         }
+        // ADD of a git repository: cloned first; its files are copied like a directory's.
+        let mut repos = Vec::new();
+        for (n, repo) in args
+            .sources
+            .iter()
+            .filter(|s| keyword == "ADD" && crate::context::is_git_url(&s.value))
+            .enumerate()
+        {
+            let dir = self.stage_dir.join("git").join(n.to_string());
+            let _ = std::fs::remove_dir_all(&dir);
+            let keep = args.keep_git_dir.unwrap_or(false);
+            let checkout = crate::context::clone_git(&repo.value, &dir, keep)
+                .map_err(|e| bad(e.to_string()))?;
+            repos.push(checkout);
+        }
         let sources: Vec<String> = args
             .sources
             .iter()
-            .filter(|s| !(keyword == "ADD" && crate::engine::is_url(&s.value)))
+            .filter(|s| {
+                !(keyword == "ADD"
+                    && (crate::engine::is_url(&s.value) || crate::context::is_git_url(&s.value)))
+            })
             .map(|w| w.value.clone())
             .collect();
+        let only_repos = sources.is_empty() && !repos.is_empty();
         let (_, layer) = self.fs.step(builder, &at, false, single, |root| {
             let owner = match &chown {
                 Some(spec) => Some(
@@ -753,11 +772,26 @@ impl<'a> StageRun<'a> {
                 // files stay out of the layer (the base's own keep their metadata).
                 record_parents: !lazy,
             };
-            let changes = match &source_view {
-                None => copy::copy(&Source::Context(context), &spec, root),
-                Some(view) => copy::copy(&Source::Rootfs(view.path()), &spec, root),
+            let mut changes = if only_repos && spec.inline.is_empty() && spec.downloads.is_empty() {
+                Vec::new()
+            } else {
+                match &source_view {
+                    None => copy::copy(&Source::Context(context), &spec, root),
+                    Some(view) => copy::copy(&Source::Rootfs(view.path()), &spec, root),
+                }
+                .map_err(bad)?
+            };
+            for repo in &repos {
+                let repo_spec = CopySpec {
+                    sources: vec![".".into()],
+                    inline: Vec::new(),
+                    downloads: Vec::new(),
+                    dest: format!("{}/", spec.dest.trim_end_matches('/')),
+                    unpack_archives: false,
+                    ..spec
+                };
+                changes.extend(copy::copy(&Source::Rootfs(repo), &repo_spec, root).map_err(bad)?);
             }
-            .map_err(bad)?;
             Ok(((), changes))
         })?;
         Ok(layer)

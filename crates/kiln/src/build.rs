@@ -601,7 +601,7 @@ fn run_build(args: BuildArgs, reporter: Arc<LineReporter>) -> Result<()> {
         );
     }
     if args.git.is_some() {
-        bail!("--git: git build contexts are not supported yet; clone the repository and pass the directory as --context");
+        reporter.warn("--git options (branch, single-branch, submodules) are not supported yet: the ref comes from the context URL's #fragment");
     }
     if !args.skip_unused_stages {
         bail!("--skip-unused-stages=false: kiln always builds only the stages the target needs");

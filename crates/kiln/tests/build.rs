@@ -806,16 +806,19 @@ fn contexts_from_a_tarball_url_stdin_and_a_sub_path() {
         common::unpack(&layout).read("/etc/passwd"),
         kiln_test::PASSWD
     );
-    // A git repository is refused clearly.
+    // An object-store context is refused clearly (and nothing is fetched).
     let out = world.kiln(&[
         "build",
         "--context",
-        "git://example.com/repo.git#main",
+        "s3://bucket/context.tar.gz",
         "--no-push",
     ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not supported yet"), "{err}");
+    assert!(
+        err.contains("s3://") && err.contains("not supported yet"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -1081,4 +1084,140 @@ fn a_base_image_that_does_not_exist_is_a_clear_error_with_the_line() {
         "{err}"
     );
     assert!(!err.contains("STEP"), "{err}");
+}
+
+/// A git repository served by a static HTTP server (git's "dumb" protocol), stopped on drop.
+struct GitServer {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn git_server() -> GitServer {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(work.join("sub")).unwrap();
+    std::fs::write(
+        work.join("sub/Dockerfile"),
+        "FROM scratch\nCOPY hello.txt /from-git/\n",
+    )
+    .unwrap();
+    std::fs::write(work.join("sub/hello.txt"), "v1 of the repo\n").unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "v1"]);
+    git(&work, &["tag", "v1"]);
+    std::fs::write(work.join("sub/hello.txt"), "v2 of the repo\n").unwrap();
+    git(&work, &["commit", "-q", "-am", "v2"]);
+    let bare = dir.path().join("srv/repo.git");
+    let out = std::process::Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(&work)
+        .arg(&bare)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    git(&bare, &["update-server-info"]);
+    let port = kiln_test::free_port().unwrap();
+    let child = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+            "--directory",
+        ])
+        .arg(dir.path().join("srv"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    GitServer {
+        child,
+        url: format!("http://127.0.0.1:{port}/repo.git"),
+        _dir: dir,
+    }
+}
+
+#[test]
+fn git_repositories_as_contexts_and_add_sources() {
+    let world = World::new();
+    let server = git_server();
+    let work = tempfile::tempdir().unwrap();
+    // The context at a ref, in a sub-directory (BuildKit's `#ref:subdir`).
+    let layout = work.path().join("ctx");
+    let out = world.kiln(&[
+        "build",
+        "--context",
+        &format!("{}#v1:sub", server.url),
+        "--no-push",
+        "--oci-layout-path",
+        layout.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        common::unpack(&layout).read("/from-git/hello.txt"),
+        "v1 of the repo\n"
+    );
+    // ADD of the repository at its main branch, without .git unless asked.
+    let built = world.build(
+        &format!(
+            "FROM scratch\nADD {0}#main /src\nADD --keep-git-dir=true {0}#v1 /with-git\n",
+            server.url
+        ),
+        &[],
+        &[],
+    );
+    built.ok();
+    let fs = built.unpack();
+    assert_eq!(fs.read("/src/sub/hello.txt"), "v2 of the repo\n");
+    assert!(!fs.exists("/src/.git"));
+    assert_eq!(fs.read("/with-git/sub/hello.txt"), "v1 of the repo\n");
+    assert!(fs.exists("/with-git/.git/HEAD"));
+    // A ref that does not exist is a clear error.
+    let out = world.kiln(&[
+        "build",
+        "--context",
+        &format!("{}#nope", server.url),
+        "--no-push",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nope") && err.contains("git"), "{err}");
 }
