@@ -100,11 +100,11 @@ if [[ ",$PEERS," == *,buildkit,* ]]; then
         >"$WORK/docker/log" 2>&1 &
     DOCKERD_PID=$!
     for _ in $(seq 1 100); do
-        docker -H "unix://$WORK/docker/sock" info >/dev/null 2>&1 && break
+        /usr/bin/docker -H "unix://$WORK/docker/sock" info >/dev/null 2>&1 && break
         sleep 0.2
     done
 fi
-DOCKER=(docker -H "unix://$WORK/docker/sock")
+DOCKER=(/usr/bin/docker -H "unix://$WORK/docker/sock")
 
 # Contexts.
 ctx() { # WORKLOAD -> a context dir
@@ -118,7 +118,7 @@ ctx() { # WORKLOAD -> a context dir
 registry_bytes() { du -sb "$WORK/registry/storage" | cut -f1; }
 
 # One build, timed: PEER WORKLOAD CONTEXT TAG [build args...]
-RESULTS=$WORK/results.tsv
+RESULTS=${KILN_BENCH_RESULTS:-$WORK/results.tsv}
 : > "$RESULTS"
 one() {
     local peer=$1 w=$2 dir=$3 tag=$4; shift 4
@@ -175,27 +175,4 @@ for wl in $(echo "$WORKLOADS" | tr , ' '); do
     done
 done
 
-python3 - "$RESULTS" "$(date -u +%Y-%m-%d)" "$(nproc) cores, $(uname -r)" <<'PY'
-import statistics, sys
-from collections import defaultdict
-rows = defaultdict(list)
-for line in open(sys.argv[1]):
-    w, peer, wall, rss, pushed, rc = line.rstrip("\n").split("\t")
-    if rc == "0":
-        rows[(w, peer)].append((float(wall), int(rss), int(pushed)))
-print(f"Measured {sys.argv[2]} on {sys.argv[3]} (bash bench/run.sh).\n")
-print("| workload | builder | median s | min-max s | kiln/builder | peak RSS MiB | bytes pushed |")
-print("|---|---|---|---|---|---|---|")
-for w in sorted({w for w, _ in rows}):
-    kiln = rows.get((w, "kiln"))
-    kmed = statistics.median(r[0] for r in kiln) if kiln else None
-    for (ww, peer), rs in sorted(rows.items()):
-        if ww != w:
-            continue
-        walls = [r[0] for r in rs]
-        med = statistics.median(walls)
-        ratio = f"{kmed / med:.2f}" if kmed and not peer.startswith("kiln") else ""
-        rss = f"{max(r[1] for r in rs) / 1024:.0f}" if peer.startswith("kiln") else ""
-        pushed = max(r[2] for r in rs)
-        print(f"| {w} | {peer} | {med:.2f} | {min(walls):.2f}-{max(walls):.2f} | {ratio} | {rss} | {pushed} |")
-PY
+python3 bench/summarize.py "$RESULTS" "$(date -u +%Y-%m-%d)" "$(nproc) cores, $(uname -r)"
