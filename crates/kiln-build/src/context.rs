@@ -29,18 +29,19 @@ pub fn prepare(
         context: spec.to_owned(),
         message,
     };
-    let (dir, temp) = if let Some(rest) = spec.strip_prefix("tar://") {
+    // A directory of kiln's under `scratch`, removed with the prepared context.
+    let scratch_dir = |prefix: &str| {
         std::fs::create_dir_all(scratch)
-            .map_err(|e| err(format!("creating {}: {e}", scratch.display())))?;
-        let temp = tempfile::Builder::new()
-            .prefix("context-")
-            .tempdir_in(scratch)
+            .and_then(|()| tempfile::Builder::new().prefix(prefix).tempdir_in(scratch))
             .map_err(|e| {
                 err(format!(
                     "creating a directory in {}: {e}",
                     scratch.display()
                 ))
-            })?;
+            })
+    };
+    let (dir, temp) = if let Some(rest) = spec.strip_prefix("tar://") {
+        let temp = scratch_dir("context-")?;
         let reader: Box<dyn Read> = if rest == "stdin" {
             Box::new(io::stdin().lock())
         } else {
@@ -54,17 +55,7 @@ pub fn prepare(
             .map_err(|e| err(format!("unpacking the tarball: {e}")))?;
         (temp.path().to_owned(), Some(temp))
     } else if is_git_url(spec) {
-        std::fs::create_dir_all(scratch)
-            .map_err(|e| err(format!("creating {}: {e}", scratch.display())))?;
-        let temp = tempfile::Builder::new()
-            .prefix("git-")
-            .tempdir_in(scratch)
-            .map_err(|e| {
-                err(format!(
-                    "creating a directory in {}: {e}",
-                    scratch.display()
-                ))
-            })?;
+        let temp = scratch_dir("git-")?;
         let checkout = temp.path().join("repo");
         let dir = clone_git(spec, &checkout, false)?;
         (dir, Some(temp))
