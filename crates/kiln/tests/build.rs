@@ -1221,3 +1221,43 @@ fn git_repositories_as_contexts_and_add_sources() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nope") && err.contains("git"), "{err}");
 }
+
+#[test]
+fn verbosity_and_timestamps_shape_the_log() {
+    let world = World::new();
+    let quiet = world.build(
+        "ARG BASE\nFROM $BASE\nRUN echo said\n",
+        &[],
+        &["--verbosity", "warn"],
+    );
+    quiet.ok();
+    assert!(!quiet.stderr().contains("STEP"), "{}", quiet.stderr());
+    assert!(
+        quiet.stderr().contains("said"),
+        "RUN output still shows at warn"
+    );
+    let silent = world.build(
+        "ARG BASE\nFROM $BASE\nRUN echo said\n",
+        &[],
+        &["-v", "error"],
+    );
+    silent.ok();
+    assert!(!silent.stderr().contains("said") && !silent.stderr().contains("STEP"));
+    let stamped = world.build(
+        "ARG BASE\nFROM $BASE\nRUN true\n",
+        &[],
+        &["--log-timestamp"],
+    );
+    stamped.ok();
+    let step = stamped
+        .stderr()
+        .lines()
+        .find(|l| l.contains("STEP 1/1"))
+        .unwrap_or_default()
+        .to_owned();
+    // `2026-11-27T12:00:00Z [1/1] STEP 1/1: …`
+    assert!(
+        step.len() > 21 && step.as_bytes()[4] == b'-' && step[..21].ends_with("Z "),
+        "{step}"
+    );
+}
