@@ -144,6 +144,7 @@ one() {
             out=$(DOCKER_BUILDKIT=1 python3 bench/measure.py "$log" bash -c "${DOCKER[*]} build -q --network host ${args[*]} -t $dest $dir && ${DOCKER[*]} push -q $dest") ;;
     esac
     local after; after=$(registry_bytes)
+    [ -n "${KILN_BENCH_LOGS:-}" ] && mkdir -p "$KILN_BENCH_LOGS" && cp "$log" "$KILN_BENCH_LOGS/"
     read -r wall rss rc <<<"$out"
     [ "$rc" = 0 ] || { echo "$peer $w failed (exit $rc); log:" >&2; tail -n 20 "$log" >&2; }
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$peer" "$wall" "$rss" "$((after - before))" "$rc" >> "$RESULTS"
