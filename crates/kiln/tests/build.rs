@@ -228,8 +228,7 @@ fn a_missing_copy_source_names_the_pattern_and_the_dockerignore() {
         &[("secret.txt", "s"), (".dockerignore", "secret.txt\n")],
         &[],
     );
-    assert!(!built.output.status.success());
-    let err = built.stderr();
+    let err = built.failure();
     assert!(err.contains("Dockerfile:3:1"), "{err}");
     assert!(err.contains("\"secret.txt\""), "{err}");
     assert!(err.contains("excluded by .dockerignore"), "{err}");
@@ -244,8 +243,7 @@ fn a_failing_run_names_the_line_command_status_and_output_and_writes_nothing() {
         &[],
         &[],
     );
-    assert!(!built.output.status.success());
-    let err = built.stderr();
+    let err = built.failure();
     assert!(err.contains("Dockerfile:3:1"), "{err}");
     assert!(err.contains("stage builder"), "{err}");
     assert!(err.contains("exited with status 7"), "{err}");
@@ -264,8 +262,7 @@ fn run_mount_is_refused_with_the_line_until_it_is_supported() {
         &[],
         &[],
     );
-    assert!(!built.output.status.success());
-    let err = built.stderr();
+    let err = built.failure();
     assert!(
         err.contains("Dockerfile:3:1") && err.contains("RUN --mount"),
         "{err}"
@@ -383,14 +380,8 @@ fn pushes_over_tls_with_basic_auth_and_writes_the_digest_files() {
     // An independent client reads what was pushed and unpacks it.
     let oci = work.path().join("copied");
     for tag in ["v1", "latest"] {
-        let inspected = kiln_test::skopeo_checked([
-            "inspect".to_string(),
-            format!("--cert-dir={}", cert_dir.display()),
-            format!("--creds={USER}:{PASSWORD}"),
-            format!("docker://{host}/team/app:{tag}"),
-        ])
-        .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&inspected).unwrap();
+        let v =
+            common::inspect_remote(&format!("{host}/team/app:{tag}"), &cert_dir, USER, PASSWORD);
         assert_eq!(v["Digest"], digest.as_str());
     }
     kiln_test::skopeo_checked([
@@ -694,8 +685,7 @@ fn add_of_a_url_downloads_with_checksum_and_run_heredocs_and_home_behave() {
         "0".repeat(64)
     );
     let built = world.build(&wrong, &[], &[]);
-    assert!(!built.output.status.success());
-    let err = built.stderr();
+    let err = built.failure();
     assert!(
         err.contains("Dockerfile:3:1") && err.contains("checksum"),
         "{err}"
@@ -919,8 +909,7 @@ fn another_platform_builds_without_run_and_refuses_run_clearly() {
         &[("a.txt", "a")],
         &["--custom-platform", "linux/arm64"],
     );
-    assert!(!refused.output.status.success());
-    let err = refused.stderr();
+    let err = refused.failure();
     assert!(
         err.contains("Dockerfile:3:1") && err.contains("linux/arm64"),
         "{err}"
@@ -999,12 +988,8 @@ fn zstd_layers_in_an_oci_image_are_read_by_skopeo() {
     assert_eq!(common::unpack(gz.path()).read("/z.txt"), "squeezed\n");
     // zstd needs OCI media types.
     let refused = world.build("FROM scratch\n", &[], &["--compression", "zstd"]);
-    assert!(!refused.output.status.success());
-    assert!(
-        refused.stderr().contains("--image-format oci"),
-        "{}",
-        refused.stderr()
-    );
+    let err = refused.failure();
+    assert!(err.contains("--image-format oci"), "{err}");
 }
 
 #[test]
@@ -1057,8 +1042,7 @@ fn a_malformed_config_json_stops_kiln_before_any_build_work_and_names_the_file()
     )
     .unwrap();
     let built = world.build("ARG BASE\nFROM $BASE\nRUN touch /x\n", &[], &[]);
-    assert!(!built.output.status.success());
-    let err = built.stderr();
+    let err = built.failure();
     assert!(err.contains("config.json"), "{err}");
     assert!(!err.contains("STEP"), "no build work: {err}");
 }
@@ -1072,8 +1056,7 @@ fn a_base_image_that_does_not_exist_is_a_clear_error_with_the_line() {
         &[],
         &[],
     );
-    assert!(!built.output.status.success());
-    let err = built.stderr();
+    let err = built.failure();
     assert!(err.contains("Dockerfile:2:1"), "{err}");
     assert!(
         err.contains(&missing) || err.contains("nothing/here"),

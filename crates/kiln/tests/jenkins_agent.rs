@@ -112,14 +112,7 @@ fn the_executor_runs_again_and_again_in_a_jenkins_agent_container() {
         String::from_utf8_lossy(&out.stderr)
     );
     for tag in ["test", "test-debug"] {
-        let inspected = kiln_test::skopeo_checked([
-            "inspect".to_string(),
-            format!("--cert-dir={}", cert_dir.display()),
-            format!("--creds={USER}:{PASSWORD}"),
-            format!("docker://{host}/kiln:{tag}"),
-        ])
-        .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&inspected).unwrap();
+        let v = common::inspect_remote(&format!("{host}/kiln:{tag}"), &cert_dir, USER, PASSWORD);
         let env: Vec<String> = serde_json::from_value(v["Env"].clone()).unwrap();
         assert!(
             env.contains(&"DOCKER_CONFIG=/kaniko/.docker/".to_string()),

@@ -122,6 +122,23 @@ impl World {
     }
 }
 
+/// `skopeo inspect` of an image on a TLS registry with basic auth, as JSON.
+pub fn inspect_remote(
+    image: &str,
+    cert_dir: &Path,
+    user: &str,
+    password: &str,
+) -> serde_json::Value {
+    let inspected = kiln_test::skopeo_checked([
+        "inspect".to_string(),
+        format!("--cert-dir={}", cert_dir.display()),
+        format!("--creds={user}:{password}"),
+        format!("docker://{image}"),
+    ])
+    .unwrap();
+    serde_json::from_str(&inspected).unwrap()
+}
+
 /// A context dir with a Dockerfile and files (`dir/name` creates dirs).
 pub fn context(dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -149,6 +166,16 @@ impl Built {
             String::from_utf8_lossy(&self.output.stderr)
         );
         self
+    }
+
+    /// The stderr of a build that must have failed (asserted).
+    pub fn failure(&self) -> String {
+        assert!(
+            !self.output.status.success(),
+            "kiln build succeeded where it must fail:\n{}",
+            self.stderr()
+        );
+        self.stderr()
     }
 
     pub fn stderr(&self) -> String {
