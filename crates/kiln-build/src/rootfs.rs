@@ -133,7 +133,7 @@ impl StageFs {
                 let (upper, work) = o.upper_dirs()?;
                 let merged = o.dir.join("merged");
                 let value = {
-                    let lowers = o.lowers_or_empty()?;
+                    let lowers = lowers_or_empty(&o.lowers, &o.dir)?;
                     let mount = OverlayMount::mount(
                         &lowers,
                         Some((&upper, &work)),
@@ -209,15 +209,6 @@ impl OverlayFs {
     }
 
     /// The lowers, or one empty dir for a stage from scratch (overlayfs needs one).
-    fn lowers_or_empty(&self) -> Result<Vec<PathBuf>, BuildError> {
-        if !self.lowers.is_empty() {
-            return Ok(self.lowers.clone());
-        }
-        let empty = self.dir.join("empty");
-        std::fs::create_dir_all(&empty).map_err(BuildError::io("creating", &empty))?;
-        Ok(vec![empty])
-    }
-
     /// Turns the upper dir into a layer; it then becomes the top lower (moved into the store
     /// as the layer's unpacked form).
     fn cut(&mut self, builder: &Builder, at: &str) -> Result<Option<Layer>, BuildError> {
@@ -332,6 +323,17 @@ fn prune_copy_ups(upper: &Path, rel: &Path, lowers: &[PathBuf]) -> std::io::Resu
     Ok(())
 }
 
+/// `lowers`, or one empty dir under `dir` when there are none (a stage from scratch):
+/// overlayfs needs at least one lower.
+fn lowers_or_empty(lowers: &[PathBuf], dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
+    if !lowers.is_empty() {
+        return Ok(lowers.to_vec());
+    }
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).map_err(BuildError::io("creating", &empty))?;
+    Ok(vec![empty])
+}
+
 /// Mounts a read-only overlay of `lowers` (a finished stage's or an image's layers) at
 /// `dir/merged` for reading (`COPY --from`); unmounted when the guard drops.
 pub(crate) fn read_only_view(
@@ -339,14 +341,7 @@ pub(crate) fn read_only_view(
     dir: &Path,
     at: &str,
 ) -> Result<OverlayMount, BuildError> {
-    let (lowers, empty) = if lowers.is_empty() {
-        let empty = dir.join("empty");
-        std::fs::create_dir_all(&empty).map_err(BuildError::io("creating", &empty))?;
-        (vec![empty.clone()], Some(empty))
-    } else {
-        (lowers.to_vec(), None)
-    };
-    let _ = empty;
+    let lowers = lowers_or_empty(lowers, dir)?;
     OverlayMount::mount(&lowers, None, &dir.join("links"), &dir.join("merged")).map_err(|source| {
         BuildError::Sandbox {
             at: at.to_owned(),
