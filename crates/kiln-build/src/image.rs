@@ -38,6 +38,16 @@ pub fn set_env(config: &mut ImageConfig, key: &str, value: &str) {
     }
 }
 
+/// The working directory (WORKDIR, else `/`).
+pub fn working_dir(config: &ImageConfig) -> String {
+    config
+        .config
+        .as_ref()
+        .and_then(|c| c.working_dir.clone())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into())
+}
+
 /// The stage's shell (SHELL, else `/bin/sh -c`).
 pub fn shell(config: &ImageConfig) -> Vec<String> {
     config

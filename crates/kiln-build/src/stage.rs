@@ -237,13 +237,7 @@ impl<'a> StageRun<'a> {
     }
 
     fn workdir_or_root(&self) -> String {
-        self.image
-            .config
-            .config
-            .as_ref()
-            .and_then(|c| c.working_dir.clone())
-            .filter(|w| !w.is_empty())
-            .unwrap_or_else(|| "/".into())
+        image::working_dir(&self.image.config)
     }
 
     pub(crate) fn execute(mut self) -> Result<Finished, BuildError> {
@@ -398,13 +392,7 @@ impl<'a> StageRun<'a> {
                 self.record(instruction, None);
             }
             Command::Workdir { path } => {
-                let cwd = config
-                    .config
-                    .as_ref()
-                    .and_then(|c| c.working_dir.clone())
-                    .filter(|w| !w.is_empty())
-                    .unwrap_or_else(|| "/".into());
-                let dir = paths::absolute(&cwd, &path.value);
+                let dir = paths::absolute(&image::working_dir(config), &path.value);
                 config.config_mut().working_dir = Some(dir.clone());
                 let layer = if self.fs.lazy() {
                     // Without the base's files kiln cannot tell whether it exists; runtimes
