@@ -2,26 +2,34 @@
 # kiln against buildah and BuildKit on the same builds (issue 5's workloads), side by side.
 #
 #   bash bench/run.sh [--runs N] [--workloads w1,w2,...] [--n-files 10000,100000,500000]
-#                     [--peers kiln,buildah-vfs,buildah-overlay,buildkit] [--w5-mib 512] [KILN]
+#                     [--peers kiln,buildah-vfs,buildah-overlay,buildkit] [--w5-mib 512]
+#                     [--no-own-fs] [KILN]
 #
-# Starts a local registry, makes the base images (busybox from busybox-static; a Debian bookworm
-# minbase rootfs with debootstrap, cached in ${XDG_CACHE_HOME:-~/.cache}/kiln-bench), and runs
-# every workload with every peer from a clean state (a fresh kiln dir, buildah root or dockerd
-# build cache), interleaved, RUNS times; then kiln again with a warm kiln dir. Prints a
-# Markdown table (median, min-max, kiln/peer ratio, kiln's peak RSS, bytes the registry gained).
+# Makes its own ext4 (a loop file) for all the builders' state, starts a local registry, makes
+# the base images (busybox from busybox-static; a Debian bookworm
+# minbase rootfs with debootstrap, cached in ${XDG_CACHE_HOME:-~/.cache}/kiln-bench; for W6 a
+# busybox tree with N more files), and runs every workload with every peer from a clean state (a
+# fresh kiln dir, buildah root, kaniko root or dockerd build cache; the cleanup's disk work is
+# synced before the clock starts), interleaved, RUNS times; then kiln again with a warm kiln dir.
+# W6 (one changed file in a big tree) runs kiln's two backends only (kiln = overlay,
+# kiln-chroot). For W5 it also times `gzip -6` on one core over the same bytes.
 # BuildKit runs in Debian's dockerd, started here on a private socket (--bridge=none, builds with
-# --network host); when KANIKO_BIN is set, kaniko is not run yet (see BENCHMARKS.md).
-# Run as root on Debian. Installs what it needs (apt-get).
+# --network host). With KANIKO_BIN=/path/to/executor, kaniko joins the peers, each run in a
+# throwaway root made here (a chroot in its own mount and pid namespaces; kaniko takes its root
+# for its own), never on this machine's /.
+# Prints Markdown tables (bench/summarize.py). Run as root on Debian; installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=5
-WORKLOADS=w1,w2,w3,w4,w5
+WORKLOADS=w1,w2,w3,w4,w5,w6
 NFILES=10000,100000,500000
 PEERS=kiln,buildah-vfs,buildah-overlay,buildkit
 W5_MIB=512
+OWN_FS=1
 while [ $# -gt 0 ]; do
     case $1 in
+        --no-own-fs) OWN_FS=0; shift ;;
         --runs) RUNS=$2; shift 2 ;;
         --workloads) WORKLOADS=$2; shift 2 ;;
         --n-files) NFILES=$2; shift 2 ;;
@@ -33,6 +41,11 @@ while [ $# -gt 0 ]; do
 done
 KILN=$(realpath "${1:-target/release/kiln}")
 [ -x "$KILN" ] || { echo "no kiln at $KILN: cargo build --release -p kiln" >&2; exit 2; }
+if [ -n "${KANIKO_BIN:-}" ]; then
+    KANIKO_BIN=$(realpath "$KANIKO_BIN")
+    [ -x "$KANIKO_BIN" ] || { echo "KANIKO_BIN=$KANIKO_BIN is not an executable" >&2; exit 2; }
+    PEERS=$PEERS,kaniko
+fi
 
 need=()
 for p in docker-registry buildah skopeo umoci busybox-static debootstrap python3; do
@@ -44,6 +57,14 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 WORK=$(mktemp -d /tmp/kiln-bench.XXXXXX)
+# Everything the builders write goes to a fresh ext4 with a journal (a sparse loop file), as on
+# a usual CI node, unless --no-own-fs: a long-lived file system can carry quirks that swamp the
+# figures (this machine's root ext4 has no journal, and ext4 then skips inodes freed in the last
+# minutes when it allocates: creating files after deleting many costs up to 10x more).
+if [ "$OWN_FS" = 1 ]; then
+    truncate -s 64G "$WORK.img" && mkfs.ext4 -q -F "$WORK.img" && mount -o loop "$WORK.img" "$WORK" \
+        || { echo "cannot make the benchmark's own file system (loop device); try --no-own-fs" >&2; rm -f "$WORK.img"; exit 2; }
+fi
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/kiln-bench
 mkdir -p "$CACHE"
 REG_PID="" DOCKERD_PID=""
@@ -53,7 +74,8 @@ cleanup() {
     [ -n "$DOCKERD_PID" ] && kill "$DOCKERD_PID" 2>/dev/null && wait "$DOCKERD_PID" 2>/dev/null
     [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null
     findmnt -rn -o TARGET | grep -F "$WORK/" | sort -r | while read -r m; do umount -l "$m"; done
-    rm -rf "$WORK"
+    if [ "$OWN_FS" = 1 ] && mountpoint -q "$WORK"; then umount "$WORK" || umount -l "$WORK"; fi
+    rm -rf "$WORK" "$WORK.img"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -79,6 +101,7 @@ cp /bin/busybox "$WORK/bb/bin/busybox"
 for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$WORK/bb/bin/$a"; done
 echo "root:x:0:0:root:/root:/bin/sh" > "$WORK/bb/etc/passwd"
 chmod 1777 "$WORK/bb/tmp"
+cp -a "$WORK/bb" "$WORK/bb-pristine"
 push_rootfs "$WORK/bb" busybox
 case ",$WORKLOADS," in *,w1,*|*,w2,*|*,w4,*)
     if [ ! -f "$CACHE/debian-bookworm-minbase.tar" ]; then
@@ -90,6 +113,22 @@ case ",$WORKLOADS," in *,w1,*|*,w2,*|*,w4,*)
     mkdir -p "$WORK/deb" && tar -C "$WORK/deb" -xf "$CACHE/debian-bookworm-minbase.tar"
     push_rootfs "$WORK/deb" debian ;;
 esac
+
+# W6's bases: busybox plus N empty files under /data (1,000 per directory, like a real tree).
+big_base() { # N
+    local dir=$WORK/big-$1
+    cp -a "$WORK/bb-pristine" "$dir"
+    python3 - "$dir/data" "$1" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = os.path.join(root, f"d{i // 1000}")
+    if i % 1000 == 0:
+        os.makedirs(d)
+    open(os.path.join(d, f"f{i % 1000}"), "w").close()
+PY
+    push_rootfs "$dir" "big-$1"
+}
 
 # BuildKit: Debian's dockerd on a private socket.
 if [[ ",$PEERS," == *,buildkit,* ]]; then
@@ -127,51 +166,102 @@ one() {
     local before; before=$(registry_bytes)
     local out
     case $peer in
-        kiln|kiln-warm)
-            local kd=$WORK/kiln-dir-$tag; [ "$peer" = kiln-warm ] && kd=$WORK/kiln-dir-warm
-            [ "$peer" = kiln ] && rm -rf "$kd"
+        kiln|kiln-warm|kiln-chroot)
+            local kd=$WORK/kiln-dir-$tag isolation=()
+            [ "$peer" = kiln-warm ] && kd=$WORK/kiln-dir-warm
+            [ "$peer" = kiln-chroot ] && isolation=(--isolation chroot)
+            [ "$peer" = kiln-warm ] || { rm -rf "$kd"; sync; }
             out=$(python3 bench/measure.py "$log" "$KILN" build -c "$dir" -d "$dest" \
-                --insecure-registry "$REG" --kiln-dir "$kd" "${args[@]}") ;;
+                --insecure-registry "$REG" --kiln-dir "$kd" --log-format json \
+                "${isolation[@]}" "${args[@]}")
+            [ "$peer" = kiln-warm ] || rm -rf "$kd" ;;
         buildah-vfs|buildah-overlay)
             local driver=${peer#buildah-} root=$WORK/buildah-$tag
-            rm -rf "$root"
+            rm -rf "$root"; sync
             out=$(python3 bench/measure.py "$log" bash -c "buildah --root $root/r --runroot $root/rr --storage-driver $driver bud -q --isolation chroot --tls-verify=false ${args[*]} -t $dest $dir && buildah --root $root/r --runroot $root/rr --storage-driver $driver push -q --tls-verify=false $dest")
             buildah --root "$root/r" --runroot "$root/rr" --storage-driver "$driver" rmi -a -f >/dev/null 2>&1 || true
             rm -rf "$root" ;;
         buildkit)
             "${DOCKER[@]}" builder prune -af >/dev/null 2>&1 || true
             "${DOCKER[@]}" image prune -af >/dev/null 2>&1 || true
+            sync
             out=$(DOCKER_BUILDKIT=1 python3 bench/measure.py "$log" bash -c "${DOCKER[*]} build -q --network host ${args[*]} -t $dest $dir && ${DOCKER[*]} push -q $dest") ;;
+        kaniko)
+            local root; root=$(kaniko_root "$dir"); sync
+            out=$(python3 bench/measure.py "$log" unshare --mount --pid --fork --propagation private \
+                bash -c 'mount --bind "$0" "$0" && mount -t proc proc "$0/proc" && mount --rbind /dev "$0/dev" && exec chroot "$0" "$@"' \
+                "$root" /kaniko/executor --context dir:///workspace --dockerfile /workspace/Dockerfile \
+                --destination "$dest" --insecure --insecure-pull --skip-tls-verify --skip-tls-verify-pull \
+                "${args[@]}")
+            rm -rf "$root" ;;
     esac
     local after; after=$(registry_bytes)
     [ -n "${KILN_BENCH_LOGS:-}" ] && mkdir -p "$KILN_BENCH_LOGS" && cp "$log" "$KILN_BENCH_LOGS/"
     read -r wall rss rc <<<"$out"
     [ "$rc" = 0 ] || { echo "$peer $w failed (exit $rc); log:" >&2; tail -n 20 "$log" >&2; }
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$peer" "$wall" "$rss" "$((after - before))" "$rc" >> "$RESULTS"
+    local steps; steps=$(python3 bench/steps.py "$log")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$peer" "$wall" "$rss" "$((after - before))" "$rc" "$steps" >> "$RESULTS"
     echo "$w $peer ${wall}s rss=${rss}KiB pushed=$((after - before))B exit=$rc" >&2
 }
 
-IFS=, read -r -a peers <<<"$PEERS"
+# A throwaway root for one kaniko run: its executor (with the shared libraries a dynamic one
+# needs), CA certificates, an empty docker config and the context at /workspace. kaniko's RUN
+# steps extract the base into it and run there; the harness removes it afterwards.
+kaniko_root() { # CONTEXT -> the root's path
+    local root; root=$(mktemp -d "$WORK/kaniko-root.XXXXXX")
+    mkdir -p "$root/kaniko/.docker" "$root/workspace" "$root/etc/ssl/certs" "$root/proc" \
+        "$root/dev" "$root/tmp"
+    cp "$KANIKO_BIN" "$root/kaniko/executor"
+    ldd "$KANIKO_BIN" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
+        mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib"
+    done
+    cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
+    echo '{}' > "$root/kaniko/.docker/config.json"
+    cp -a "$1/." "$root/workspace/"
+    echo "$root"
+}
+
+# W5's yardstick: one gzip core (level 6, as kiln's default) over the same bytes as the RUN writes.
+gzip_one_core() {
+    local half=$((W5_MIB / 2)) data=$WORK/w5-data
+    head -c $((half * 1048576)) /dev/urandom > "$data"
+    head -c $((half * 1048576)) < <(yes "kiln compresses this line well") >> "$data"
+    for run in $(seq 1 "$RUNS"); do
+        local out; out=$(python3 bench/measure.py /dev/null bash -c "gzip -6 -c $data > /dev/null")
+        read -r wall rss rc <<<"$out"
+        printf 'w5-gzip\tgzip-1core\t%s\t%s\t0\t%s\t-\t-\t-\t-\t%s\t-\t-\n' "$wall" "$rss" "$rc" \
+            "$((W5_MIB * 1048576))" >> "$RESULTS"
+        echo "w5 gzip -6, one core: ${wall}s" >&2
+    done
+    rm -f "$data"
+}
+
+IFS=, read -r -a all_peers <<<"$PEERS"
 IFS=, read -r -a nfiles <<<"$NFILES"
 for wl in $(echo "$WORKLOADS" | tr , ' '); do
     w=$(ls bench/workloads | grep "^$wl-")
     variants=("")
-    [ "$wl" = w3 ] && variants=("${nfiles[@]}")
+    [ "$wl" = w3 ] || [ "$wl" = w6 ] && variants=("${nfiles[@]}")
+    peers=("${all_peers[@]}")
+    [ "$wl" = w6 ] && peers=(kiln kiln-chroot)
+    [ "$wl" = w5 ] && gzip_one_core
     for v in "${variants[@]}"; do
         name=$w; extra=()
         [ -n "$v" ] && { name=$w-$v; extra=(--build-arg "N=$v"); }
         [ "$wl" = w5 ] && extra=(--build-arg "MIB=$W5_MIB")
+        [ "$wl" = w6 ] && { big_base "$v"; extra=(--build-arg "BIG=$REG/big-$v:latest"); }
         dir=$(ctx "$w")
         for run in $(seq 1 "$RUNS"); do
             for peer in "${peers[@]}"; do
                 one "$peer" "$name" "$dir" "$peer-$run" "${extra[@]}"
             done
         done
-        if [[ ",$PEERS," == *,kiln,* ]]; then
+        if [[ ",$PEERS," == *,kiln,* ]] && [ "$wl" != w6 ]; then
             # Prime the warm kiln dir; that run is not a figure.
             one kiln-warm "$name" "$dir" warm-prime "${extra[@]}" >/dev/null 2>&1 || true
             sed -i '$d' "$RESULTS"
             for run in $(seq 1 "$RUNS"); do one kiln-warm "$name" "$dir" "warm-$run" "${extra[@]}"; done
+            rm -rf "$WORK/kiln-dir-warm"
         fi
     done
 done

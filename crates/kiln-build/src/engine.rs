@@ -698,8 +698,14 @@ impl Builder {
     }
 
     /// Writes a layer into the store with `write` (given the output and the layer options);
-    /// `lazy` leaves out parent directories the change set does not hold.
-    pub(crate) fn write_layer<F>(&self, at: &str, lazy: bool, write: F) -> Result<Layer, BuildError>
+    /// `lazy` leaves out parent directories the change set does not hold. Returns the layer and
+    /// its tar's size.
+    pub(crate) fn write_layer<F>(
+        &self,
+        at: &str,
+        lazy: bool,
+        write: F,
+    ) -> Result<(Layer, u64), BuildError>
     where
         F: FnOnce(
             std::io::BufWriter<&std::fs::File>,
@@ -727,11 +733,14 @@ impl Builder {
             path: dest.clone(),
             source: e.error,
         })?;
-        Ok(Layer {
-            descriptor: Descriptor::new(info.media_type, info.digest, info.size),
-            diff_id: info.diff_id,
-            remote: None,
-        })
+        Ok((
+            Layer {
+                descriptor: Descriptor::new(info.media_type, info.digest, info.size),
+                diff_id: info.diff_id,
+                remote: None,
+            },
+            info.uncompressed_size,
+        ))
     }
 
     /// The final config and manifest of a stage's image.

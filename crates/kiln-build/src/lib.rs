@@ -32,4 +32,6 @@ pub mod users;
 
 pub use engine::{Builder, BuiltImage, Layer, StageImage};
 pub use error::BuildError;
-pub use options::{BuildOptions, ImageFormat, Isolation, Quiet, Reporter, StepInfo};
+pub use options::{
+    BuildOptions, ImageFormat, Isolation, Quiet, Reporter, SnapshotStats, StepDone, StepInfo,
+};

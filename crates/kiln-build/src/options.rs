@@ -94,6 +94,33 @@ pub struct StepInfo {
     pub text: String,
 }
 
+/// How a finished step went: its time and, for a step that may change the tree, what its
+/// snapshot cost.
+#[derive(Debug, Clone, Default)]
+pub struct StepDone {
+    /// The whole step.
+    pub elapsed: Duration,
+    /// The snapshot's share (none for a step that changes no files: ENV, LABEL, …).
+    pub snapshot: Option<SnapshotStats>,
+}
+
+/// The cost of turning a step's changes into a layer.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SnapshotStats {
+    /// Indexing the tree before the step (chroot backend, when the previous step left no
+    /// index: the first RUN after the base's extraction or after a COPY).
+    pub index: Duration,
+    /// Finding what changed: the stat-index scans and diff (chroot backend), or cleaning the
+    /// upper dir (overlay backend).
+    pub find: Duration,
+    /// Writing the layer: tar, compression, both digests, fsync (zero when nothing changed).
+    pub write: Duration,
+    /// Bytes of the layer's tar (zero when nothing changed).
+    pub tar_bytes: u64,
+    /// Bytes of the compressed blob.
+    pub blob_bytes: u64,
+}
+
 /// Receives what happens during a build. Implementations must be cheap: the engine calls
 /// them from its worker threads.
 pub trait Reporter: Send + Sync {
@@ -103,8 +130,8 @@ pub trait Reporter: Send + Sync {
     fn warn(&self, message: &str);
     /// A step starts.
     fn step_started(&self, step: &StepInfo);
-    /// A step finished after `elapsed`.
-    fn step_finished(&self, step: &StepInfo, elapsed: Duration);
+    /// A step finished.
+    fn step_finished(&self, step: &StepInfo, done: &StepDone);
     /// Output of a RUN step (raw bytes, possibly partial lines).
     fn output(&self, step: &StepInfo, bytes: &[u8]);
     /// A blob moved (pulled, pushed, mounted, already there).
@@ -123,7 +150,7 @@ impl Reporter for Quiet {
     fn info(&self, _: &str) {}
     fn warn(&self, _: &str) {}
     fn step_started(&self, _: &StepInfo) {}
-    fn step_finished(&self, _: &StepInfo, _: Duration) {}
+    fn step_finished(&self, _: &StepInfo, _: &StepDone) {}
     fn output(&self, _: &StepInfo, _: &[u8]) {}
     fn blob(&self, _: &str, _: &kiln_oci::Digest) {}
 }

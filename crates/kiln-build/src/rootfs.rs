@@ -9,9 +9,11 @@
 
 use crate::engine::{Builder, Layer};
 use crate::error::BuildError;
+use crate::options::SnapshotStats;
 use kiln_fs::snapshot::{self, Change, Changes, StatIndex};
 use kiln_sandbox::overlay::OverlayMount;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// An extracted tree (chroot backend, or a stage that never extracts its base).
 pub(crate) struct DirFs {
@@ -23,6 +25,7 @@ pub(crate) struct DirFs {
     /// `--single-snapshot`: the index when the stage started.
     single_start: Option<StatIndex>,
     ignore: Vec<PathBuf>,
+    last_snapshot: Option<SnapshotStats>,
 }
 
 /// Layers of the stage as overlay lowers, and the upper dir of the step under way.
@@ -36,12 +39,77 @@ pub(crate) struct OverlayFs {
     next: usize,
     /// `--ignore-path`s, relative: kept out of layers, still seen by later steps.
     ignore: Vec<PathBuf>,
+    last_snapshot: Option<SnapshotStats>,
 }
 
 /// A stage's tree.
 pub(crate) enum StageFs {
     Dir(DirFs),
     Overlay(OverlayFs),
+}
+
+/// What a step's code reports about its writes.
+#[derive(Default)]
+pub(crate) struct Writes {
+    /// The paths it changed, when it knows them (COPY, WORKDIR; a RUN's are found by diffing).
+    pub(crate) known: Vec<Change>,
+    /// Directories kiln touched for a RUN, relative to the root: the parents of the mount
+    /// points it made and removed. A change to one of them that moved nothing but its times is
+    /// not the step's.
+    pub(crate) kiln_touched: Vec<PathBuf>,
+}
+
+impl Writes {
+    pub(crate) fn known(known: Vec<Change>) -> Writes {
+        Writes {
+            known,
+            kiln_touched: Vec::new(),
+        }
+    }
+}
+
+/// Times the two parts of a snapshot as a step's code goes through them.
+struct SnapshotClock {
+    stats: SnapshotStats,
+    since: Instant,
+}
+
+impl SnapshotClock {
+    fn start() -> SnapshotClock {
+        SnapshotClock {
+            stats: SnapshotStats::default(),
+            since: Instant::now(),
+        }
+    }
+
+    /// Counts the time since the last mark as finding changes.
+    fn found(&mut self) {
+        self.stats.find += self.since.elapsed();
+        self.since = Instant::now();
+    }
+
+    /// Writes a layer with `builder` and counts it as writing.
+    fn write<F>(
+        &mut self,
+        builder: &Builder,
+        at: &str,
+        lazy: bool,
+        write: F,
+    ) -> Result<Layer, BuildError>
+    where
+        F: FnOnce(
+            std::io::BufWriter<&std::fs::File>,
+            &kiln_fs::layer::LayerOptions,
+        ) -> Result<kiln_fs::layer::LayerInfo, kiln_fs::layer::LayerError>,
+    {
+        self.found();
+        let (layer, tar_bytes) = builder.write_layer(at, lazy, write)?;
+        self.stats.write += self.since.elapsed();
+        self.stats.tar_bytes += tar_bytes;
+        self.stats.blob_bytes += layer.descriptor.size;
+        self.since = Instant::now();
+        Ok(layer)
+    }
 }
 
 impl StageFs {
@@ -53,6 +121,7 @@ impl StageFs {
             index: None,
             single_start: None,
             ignore: ignore.iter().map(PathBuf::from).collect(),
+            last_snapshot: None,
         })
     }
 
@@ -68,6 +137,7 @@ impl StageFs {
                 .map(|p| PathBuf::from(p.trim_start_matches('/')))
                 .filter(|p| !p.as_os_str().is_empty())
                 .collect(),
+            last_snapshot: None,
         })
     }
 
@@ -85,8 +155,8 @@ impl StageFs {
     }
 
     /// Runs one step that may change the tree. `op` gets the tree's path and returns its
-    /// value and, when it knows them, the paths it changed; `scan` says the changes must be
-    /// found by diffing (a RUN). Returns the value and the step's layer (none when nothing
+    /// value and what it knows of its writes; `scan` says the changes must be found by
+    /// diffing (a RUN). Returns the value and the step's layer (none when nothing
     /// changed, or in `single` mode until [`StageFs::finish_single`]).
     pub(crate) fn step<T>(
         &mut self,
@@ -94,40 +164,51 @@ impl StageFs {
         at: &str,
         scan: bool,
         single: bool,
-        op: impl FnOnce(&Path) -> Result<(T, Vec<Change>), BuildError>,
+        op: impl FnOnce(&Path) -> Result<(T, Writes), BuildError>,
     ) -> Result<(T, Option<Layer>), BuildError> {
         match self {
             StageFs::Dir(d) => {
+                let mut clock = SnapshotClock::start();
                 let before = if scan && !single {
                     Some(match d.index.take() {
                         Some(i) => i,
-                        None => d.scan(at)?,
+                        None => {
+                            let index = d.scan(at)?;
+                            clock.stats.index = clock.since.elapsed();
+                            index
+                        }
                     })
                 } else {
                     None
                 };
                 d.index = None;
-                let (value, known) = op(&d.root)?;
+                let (value, writes) = op(&d.root)?;
                 if single {
                     return Ok((value, None));
                 }
+                clock.since = Instant::now();
                 let changes = match before {
                     Some(before) => {
                         let after = d.scan(at)?;
                         let changes = snapshot::diff(&before, &after);
+                        let changes =
+                            drop_time_only(changes, &writes.kiln_touched, &before, &after);
                         d.index = Some(after);
                         changes
                     }
-                    None => Changes::new(known),
+                    None => Changes::new(writes.known),
                 };
-                if changes.is_empty() {
-                    return Ok((value, None));
-                }
-                let (root, lazy) = (d.root.clone(), d.lazy);
-                let layer = builder.write_layer(at, lazy, |out, opts| {
-                    kiln_fs::layer::write_layer(&root, &changes, out, opts)
-                })?;
-                Ok((value, Some(layer)))
+                let layer = if changes.is_empty() {
+                    clock.found();
+                    None
+                } else {
+                    let (root, lazy) = (d.root.clone(), d.lazy);
+                    Some(clock.write(builder, at, lazy, |out, opts| {
+                        kiln_fs::layer::write_layer(&root, &changes, out, opts)
+                    })?)
+                };
+                d.last_snapshot = Some(clock.stats);
+                Ok((value, layer))
             }
             StageFs::Overlay(o) => {
                 let (upper, work) = o.upper_dirs()?;
@@ -151,7 +232,9 @@ impl StageFs {
                 if single {
                     return Ok((value, None));
                 }
-                let layer = o.cut(builder, at)?;
+                let mut clock = SnapshotClock::start();
+                let layer = o.cut(builder, at, &mut clock)?;
+                o.last_snapshot = Some(clock.stats);
                 Ok((value, layer))
             }
         }
@@ -168,17 +251,35 @@ impl StageFs {
                 let Some(before) = d.single_start.take() else {
                     return Ok(None);
                 };
+                let mut clock = SnapshotClock::start();
                 let after = d.scan(at)?;
                 let changes = snapshot::diff(&before, &after);
-                if changes.is_empty() {
-                    return Ok(None);
-                }
-                let root = d.root.clone();
-                Ok(Some(builder.write_layer(at, false, |out, opts| {
-                    kiln_fs::layer::write_layer(&root, &changes, out, opts)
-                })?))
+                let layer = if changes.is_empty() {
+                    clock.found();
+                    None
+                } else {
+                    let root = d.root.clone();
+                    Some(clock.write(builder, at, false, |out, opts| {
+                        kiln_fs::layer::write_layer(&root, &changes, out, opts)
+                    })?)
+                };
+                d.last_snapshot = Some(clock.stats);
+                Ok(layer)
             }
-            StageFs::Overlay(o) => o.cut(builder, at),
+            StageFs::Overlay(o) => {
+                let mut clock = SnapshotClock::start();
+                let layer = o.cut(builder, at, &mut clock)?;
+                o.last_snapshot = Some(clock.stats);
+                Ok(layer)
+            }
+        }
+    }
+
+    /// What the last snapshot cost, once (none when the last step took none).
+    pub(crate) fn take_snapshot_stats(&mut self) -> Option<SnapshotStats> {
+        match self {
+            StageFs::Dir(d) => d.last_snapshot.take(),
+            StageFs::Overlay(o) => o.last_snapshot.take(),
         }
     }
 }
@@ -211,7 +312,12 @@ impl OverlayFs {
     /// The lowers, or one empty dir for a stage from scratch (overlayfs needs one).
     /// Turns the upper dir into a layer; it then becomes the top lower (moved into the store
     /// as the layer's unpacked form).
-    fn cut(&mut self, builder: &Builder, at: &str) -> Result<Option<Layer>, BuildError> {
+    fn cut(
+        &mut self,
+        builder: &Builder,
+        at: &str,
+        clock: &mut SnapshotClock,
+    ) -> Result<Option<Layer>, BuildError> {
         let Some((upper, work)) = self.upper.take() else {
             return Ok(None);
         };
@@ -232,7 +338,7 @@ impl OverlayFs {
             std::fs::rename(&from, &to).map_err(BuildError::io("setting aside", &from))?;
             moved = true;
         }
-        let result = self.cut_upper(builder, at, upper);
+        let result = self.cut_upper(builder, at, upper, clock);
         if moved {
             self.lowers.push(aside);
         }
@@ -244,6 +350,7 @@ impl OverlayFs {
         builder: &Builder,
         at: &str,
         upper: PathBuf,
+        clock: &mut SnapshotClock,
     ) -> Result<Option<Layer>, BuildError> {
         prune_copy_ups(&upper, Path::new(""), &self.lowers)
             .map_err(BuildError::io("cleaning the upper dir", &upper))?;
@@ -253,9 +360,10 @@ impl OverlayFs {
             .is_none();
         if empty {
             let _ = std::fs::remove_dir(&upper);
+            clock.found();
             return Ok(None);
         }
-        let layer = builder.write_layer(at, false, |out, opts| {
+        let layer = clock.write(builder, at, false, |out, opts| {
             kiln_fs::layer::layer_from_overlay_upper(&upper, out, opts)
         })?;
         let stored = builder.overlay_store().layer_path(&layer.diff_id);
@@ -321,6 +429,36 @@ fn prune_copy_ups(upper: &Path, rel: &Path, lowers: &[PathBuf]) -> std::io::Resu
         }
     }
     Ok(())
+}
+
+/// `changes` without the directories of `touched` whose only change is their times.
+fn drop_time_only(
+    changes: Changes,
+    touched: &[PathBuf],
+    before: &StatIndex,
+    after: &StatIndex,
+) -> Changes {
+    if touched.is_empty() {
+        return changes;
+    }
+    let times_only = |path: &Path| {
+        let (Some(b), Some(a)) = (before.get(path), after.get(path)) else {
+            return false;
+        };
+        let mut a = *a.stat;
+        (a.mtime, a.ctime) = (b.stat.mtime, b.stat.ctime);
+        a == *b.stat
+    };
+    let kept = changes
+        .iter()
+        .filter(|c| {
+            !(c.kind == snapshot::ChangeKind::Modified
+                && touched.contains(&c.path)
+                && times_only(&c.path))
+        })
+        .cloned()
+        .collect();
+    Changes::new(kept)
 }
 
 /// `lowers`, or one empty dir under `dir` when there are none (a stage from scratch):

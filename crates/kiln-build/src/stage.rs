@@ -6,9 +6,9 @@ use crate::copy::{self, CopySpec, Source};
 use crate::engine::{Builder, Finished, Layer, Resolved, StageImage};
 use crate::error::BuildError;
 use crate::image::{self, command_vector, env_pairs, set_env};
-use crate::options::{Isolation, Reporter, StepInfo};
+use crate::options::{Isolation, Reporter, StepDone, StepInfo};
 use crate::paths;
-use crate::rootfs::{read_only_view, StageFs};
+use crate::rootfs::{read_only_view, StageFs, Writes};
 use crate::users;
 use kiln_dockerfile::instructions::{Command, CommandLine, CopyArgs, Instruction};
 use kiln_dockerfile::{Base, Plan, PlannedStage};
@@ -258,9 +258,11 @@ impl<'a> StageRun<'a> {
             self.builder.reporter().step_started(&info);
             let started = Instant::now();
             self.step(instruction, &info)?;
-            self.builder
-                .reporter()
-                .step_finished(&info, started.elapsed());
+            let done = StepDone {
+                elapsed: started.elapsed(),
+                snapshot: self.fs.take_snapshot_stats(),
+            };
+            self.builder.reporter().step_finished(&info, &done);
         }
         if self.single {
             let at = format!("stage {}", self.label);
@@ -430,7 +432,7 @@ impl<'a> StageRun<'a> {
         let (_, layer) = self.fs.step(builder, at, false, single, |root| {
             let rel = paths::resolve_in_root(root, dir, true).map_err(|e| bad(e.to_string()))?;
             if paths::host(root, &rel).is_dir() {
-                return Ok(((), Vec::new()));
+                return Ok(((), Writes::default()));
             }
             let owner = match &user {
                 Some(spec) => {
@@ -449,7 +451,7 @@ impl<'a> StageRun<'a> {
                     kind: ChangeKind::Added,
                 })
                 .collect();
-            Ok(((), changes))
+            Ok(((), Writes::known(changes)))
         })?;
         Ok(layer)
     }
@@ -602,13 +604,18 @@ impl<'a> StageRun<'a> {
             // Mount points kiln made are not the step's: remove them before the snapshot.
             let canonical =
                 std::fs::canonicalize(root).map_err(BuildError::io("resolving", root))?;
+            let mut kiln_touched = Vec::new();
             for point in outcome.created_mount_points.iter().rev() {
-                if point.starts_with(&canonical) {
-                    let _ = match std::fs::symlink_metadata(point) {
-                        Ok(m) if m.is_dir() => std::fs::remove_dir(point),
-                        Ok(_) => std::fs::remove_file(point),
-                        Err(_) => Ok(()),
-                    };
+                let Ok(rel) = point.strip_prefix(&canonical) else {
+                    continue;
+                };
+                let _ = match std::fs::symlink_metadata(point) {
+                    Ok(m) if m.is_dir() => std::fs::remove_dir(point),
+                    Ok(_) => std::fs::remove_file(point),
+                    Err(_) => Ok(()),
+                };
+                if let Some(parent) = rel.parent() {
+                    kiln_touched.push(parent.to_owned());
                 }
             }
             if outcome.without_sys {
@@ -631,7 +638,13 @@ impl<'a> StageRun<'a> {
                     tail: out.last_lines(20),
                 });
             }
-            Ok(((), Vec::new()))
+            Ok((
+                (),
+                Writes {
+                    kiln_touched,
+                    ..Writes::default()
+                },
+            ))
         })?;
         Ok(layer)
     }
@@ -780,7 +793,7 @@ impl<'a> StageRun<'a> {
                 };
                 changes.extend(copy::copy(&Source::Rootfs(repo), &repo_spec, root).map_err(bad)?);
             }
-            Ok(((), changes))
+            Ok(((), Writes::known(changes)))
         })?;
         Ok(layer)
     }

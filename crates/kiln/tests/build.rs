@@ -1244,3 +1244,60 @@ fn verbosity_and_timestamps_shape_the_log() {
         "{step}"
     );
 }
+
+#[test]
+fn step_lines_give_each_snapshot_its_cost_and_the_layer_sizes() {
+    let world = World::new();
+    for backend in common::BACKENDS {
+        *world.isolation.borrow_mut() = backend.into();
+        let dockerfile = r#"ARG BASE
+FROM $BASE
+RUN head -c 100000 /dev/zero > /zeros
+RUN true
+ENV A=1
+COPY one.txt /one.txt
+"#;
+        let built = world.build(dockerfile, &[("one.txt", "1")], &["--log-format", "json"]);
+        built.ok();
+        let done: Vec<serde_json::Value> = built
+            .stderr()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "step-done")
+            .collect();
+        assert_eq!(done.len(), 4, "{backend}: {}", built.stderr());
+        let (run, noop, env, copy) = (
+            &done[0]["snapshot"],
+            &done[1]["snapshot"],
+            &done[2]["snapshot"],
+            &done[3]["snapshot"],
+        );
+        let tar = run["tar_bytes"].as_u64().unwrap();
+        assert!((100_000..110_000).contains(&tar), "{backend}: {run}");
+        assert!(run["find_seconds"].as_f64().unwrap() >= 0.0);
+        assert!(run["write_seconds"].as_f64().unwrap() > 0.0, "{run}");
+        let msg = done[0]["msg"].as_str().unwrap();
+        assert!(
+            msg.contains(", snapshot ") && msg.contains(" MiB in "),
+            "{msg}"
+        );
+        // The chroot backend indexes the extracted base before its first RUN and keeps the
+        // index for the next one; the overlay backend never scans.
+        let first_index = run["index_seconds"].as_f64().unwrap();
+        match backend {
+            "chroot" => assert!(first_index > 0.0, "{run}\n{}", built.stderr()),
+            _ => assert_eq!(first_index, 0.0, "{run}"),
+        }
+        assert_eq!(noop["index_seconds"].as_f64(), Some(0.0), "{noop}");
+        assert_eq!(noop["tar_bytes"], 0, "a RUN that changes nothing: {noop}");
+        assert!(done[1]["msg"].as_str().unwrap().contains("no changes"));
+        assert!(env.is_null(), "ENV takes no snapshot: {env}");
+        assert!(copy["tar_bytes"].as_u64().unwrap() > 0, "{copy}");
+        // The blob sizes are those of the layers in the manifest.
+        let manifest = common::read_manifest(&built.layout);
+        let layers = manifest["layers"].as_array().unwrap();
+        let n = layers.len();
+        assert_eq!(run["blob_bytes"], layers[n - 2]["size"], "{backend}");
+        assert_eq!(copy["blob_bytes"], layers[n - 1]["size"], "{backend}");
+    }
+}

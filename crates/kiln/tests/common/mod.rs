@@ -101,6 +101,7 @@ impl World {
         let ctx = context.to_str().unwrap().to_owned();
         let lay = layout.to_str().unwrap().to_owned();
         let base_arg = format!("BASE={}", self.base);
+        let isolation = self.isolation.borrow().clone();
         let mut args = vec![
             "build",
             "--context",
@@ -110,6 +111,8 @@ impl World {
             &lay,
             "--build-arg",
             &base_arg,
+            "--isolation",
+            &isolation,
         ];
         args.extend_from_slice(extra);
         let output = self.kiln(&args);
