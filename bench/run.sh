@@ -18,13 +18,15 @@
 # throwaway root made here (a chroot in its own mount and pid namespaces; kaniko takes its root
 # for its own), never on this machine's /.
 # Prints Markdown tables (bench/summarize.py). Run as root on Debian; installs what it needs.
+# KILN_BENCH_RESULTS=FILE keeps the raw results, KILN_BENCH_LOGS=DIR every build's log, and
+# KILN_BENCH_PERF=DIR runs kiln under `perf record -g` (profiles, not figures: perf slows it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=5
 WORKLOADS=w1,w2,w3,w4,w5,w6
 NFILES=10000,100000,500000
-PEERS=kiln,buildah-vfs,buildah-overlay,buildkit
+PEERS=kiln,kiln-chroot,buildah-vfs,buildah-overlay,buildkit
 W5_MIB=512
 OWN_FS=1
 while [ $# -gt 0 ]; do
@@ -171,7 +173,10 @@ one() {
             [ "$peer" = kiln-warm ] && kd=$WORK/kiln-dir-warm
             [ "$peer" = kiln-chroot ] && isolation=(--isolation chroot)
             [ "$peer" = kiln-warm ] || { rm -rf "$kd"; sync; }
-            out=$(python3 bench/measure.py "$log" "$KILN" build -c "$dir" -d "$dest" \
+            local perf=()
+            [ -n "${KILN_BENCH_PERF:-}" ] && mkdir -p "$KILN_BENCH_PERF" \
+                && perf=(perf record -q -F 2000 -g -o "$KILN_BENCH_PERF/perf-$w-$tag.data" --)
+            out=$(python3 bench/measure.py "$log" "${perf[@]}" "$KILN" build -c "$dir" -d "$dest" \
                 --insecure-registry "$REG" --kiln-dir "$kd" --log-format json \
                 "${isolation[@]}" "${args[@]}")
             [ "$peer" = kiln-warm ] || rm -rf "$kd" ;;

@@ -11,7 +11,7 @@ use crate::engine::{Builder, Layer};
 use crate::error::BuildError;
 use crate::options::SnapshotStats;
 use kiln_fs::snapshot::{self, Change, Changes, StatIndex};
-use kiln_sandbox::overlay::OverlayMount;
+use kiln_sandbox::overlay::{OverlayMount, Unmounting};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -40,6 +40,9 @@ pub(crate) struct OverlayFs {
     /// `--ignore-path`s, relative: kept out of layers, still seen by later steps.
     ignore: Vec<PathBuf>,
     last_snapshot: Option<SnapshotStats>,
+    /// The last step's overlay, still being torn down (waited for before its upper dir moves
+    /// or is mounted again).
+    unmounting: Option<Unmounting>,
 }
 
 /// A stage's tree.
@@ -138,6 +141,7 @@ impl StageFs {
                 .filter(|p| !p.as_os_str().is_empty())
                 .collect(),
             last_snapshot: None,
+            unmounting: None,
         })
     }
 
@@ -211,6 +215,7 @@ impl StageFs {
                 Ok((value, layer))
             }
             StageFs::Overlay(o) => {
+                o.settle();
                 let (upper, work) = o.upper_dirs()?;
                 let merged = o.dir.join("merged");
                 let value = {
@@ -226,7 +231,7 @@ impl StageFs {
                         source,
                     })?;
                     let result = op(mount.path());
-                    drop(mount);
+                    o.unmounting = Some(mount.unmount_in_background());
                     result?.0
                 };
                 if single {
@@ -295,6 +300,13 @@ impl DirFs {
 }
 
 impl OverlayFs {
+    /// Waits for the last step's overlay to be gone.
+    fn settle(&mut self) {
+        if let Some(unmounting) = self.unmounting.take() {
+            unmounting.wait();
+        }
+    }
+
     fn upper_dirs(&mut self) -> Result<(PathBuf, PathBuf), BuildError> {
         if let Some(dirs) = &self.upper {
             return Ok(dirs.clone());
@@ -321,7 +333,21 @@ impl OverlayFs {
         let Some((upper, work)) = self.upper.take() else {
             return Ok(None);
         };
+        // The layer is written while the step's overlay goes away: it is detached, so no
+        // process sees it, and the kernel tolerates changes to the dirs under a dying overlay.
+        let result = self.cut_live(builder, at, upper, clock);
+        self.settle();
         let _ = std::fs::remove_dir_all(&work);
+        result
+    }
+
+    fn cut_live(
+        &mut self,
+        builder: &Builder,
+        at: &str,
+        upper: PathBuf,
+        clock: &mut SnapshotClock,
+    ) -> Result<Option<Layer>, BuildError> {
         // `--ignore-path`: what the step wrote there moves to a lower of its own, above the
         // layer, so later steps still see it but no layer holds it.
         let aside = self.dir.join(format!("ignored-{}", self.next));

@@ -130,9 +130,61 @@ impl OverlayMount {
     }
 }
 
+impl OverlayMount {
+    /// Unmounts on another thread (in this thread's mount namespace): tearing down an overlay
+    /// that saw many files takes a while (the kernel frees its dentries and inodes), and the
+    /// caller can read the upper dir meanwhile. The returned guard waits for it.
+    pub fn unmount_in_background(self) -> Unmounting {
+        let target = self.target.clone();
+        std::mem::forget(self);
+        let thread = std::thread::Builder::new()
+            .name("kiln-umount".into())
+            .spawn({
+                let target = target.clone();
+                move || {
+                    let _ = rustix::mount::unmount(&target, UnmountFlags::DETACH);
+                }
+            });
+        match thread {
+            Ok(handle) => Unmounting {
+                handle: Some(handle),
+            },
+            Err(_) => {
+                // No thread to spare: unmount here.
+                let _ = rustix::mount::unmount(&target, UnmountFlags::DETACH);
+                Unmounting { handle: None }
+            }
+        }
+    }
+}
+
 impl Drop for OverlayMount {
     fn drop(&mut self) {
         let _ = rustix::mount::unmount(&self.target, UnmountFlags::DETACH);
+    }
+}
+
+/// An unmount under way on another thread; waits for it when dropped.
+pub struct Unmounting {
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Unmounting {
+    /// Waits until the overlay is gone.
+    pub fn wait(mut self) {
+        self.join();
+    }
+
+    fn join(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Unmounting {
+    fn drop(&mut self) {
+        self.join();
     }
 }
 
