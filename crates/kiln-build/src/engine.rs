@@ -855,3 +855,11 @@ fn remove_tree(path: &Path) -> Result<(), BuildError> {
         }),
     }
 }
+
+impl Drop for Builder {
+    /// Unpacked layers reach the disk on side threads; a finished build leaves them there.
+    fn drop(&mut self) {
+        self.store.wait_for_syncs();
+        self.overlay_store.wait_for_syncs();
+    }
+}
