@@ -95,5 +95,6 @@ pub mod compress;
 mod decompress;
 pub mod layer;
 mod pax;
+mod side_hash;
 pub mod snapshot;
 pub mod store;

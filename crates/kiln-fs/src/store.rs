@@ -27,11 +27,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use kiln_oci::{Algorithm, Descriptor, Digest, DigestReader, DigestWriter, Digested};
+use kiln_oci::{Algorithm, Descriptor, Digest, DigestWriter, Digested};
 use rustix::fs::{self as rfs, RenameFlags, CWD};
 use rustix::io::Errno;
 
 use crate::apply::{apply_tar, ApplyError, ApplyOptions, ApplyStats, Decompressor};
+use crate::side_hash::SideHashReader;
 
 /// Everything that can go wrong in the content store. Each variant names the
 /// path, digest or blob at fault.
@@ -324,10 +325,8 @@ impl ContentStore {
         )
         .map_err(io_err("chmod", &tmp_path))?;
 
-        let compressed = DigestReader::with_algorithm(
-            BufReader::with_capacity(COPY_BUF, file),
-            blob.algorithm(),
-        );
+        let compressed =
+            SideHashReader::new(BufReader::with_capacity(COPY_BUF, file), blob.algorithm());
         let apply_err = |source| StoreError::Apply {
             blob: blob.clone(),
             source,
@@ -338,7 +337,7 @@ impl ContentStore {
                 source,
             })
         })?;
-        let mut tar = DigestReader::with_algorithm(decompressor, diff_id.algorithm());
+        let mut tar = SideHashReader::new(decompressor, diff_id.algorithm());
         let mut stats = apply_tar(&mut tar, &tmp_path, &self.apply).map_err(apply_err)?;
         let (decompressor, actual_diff_id) = tar.finish();
         stats.compression = Some(decompressor.compression());

@@ -76,6 +76,11 @@ impl OverlayMount {
         let lowerdir: Vec<String> = (0..lowers.len()).rev().map(|i| i.to_string()).collect();
         let mut data = format!("lowerdir={}", lowerdir.join(":"));
         if let Some((upper, work)) = upper {
+            // The work dir is the kernel's scratch; a `volatile` mount leaves a marker in it
+            // that makes the next mount with that dir fail (an upper kept across steps).
+            let _ = std::fs::remove_dir_all(work);
+            std::fs::create_dir_all(work)
+                .map_err(|e| io_err("creating the overlay work dir", e))?;
             data.push_str(&format!(
                 ",upperdir={},workdir={}",
                 upper.display(),
@@ -89,9 +94,21 @@ impl OverlayMount {
         } else {
             data.push_str(",redirect_dir=off,metacopy=off,index=off");
         }
-        let data = CString::new(data).map_err(|_| SandboxError::InvalidSpec {
-            reason: "overlay paths contain a NUL byte".into(),
-        })?;
+        // A step's upper dir is written out as its layer right after the step, so the
+        // kernel's durability work is wasted there: `volatile` (Linux 5.10) skips the fsync of
+        // every copy-up and makes the step's own fsync calls no-ops (useradd: 0.3 s -> 0.02 s).
+        let mut options = Vec::new();
+        if upper.is_some() {
+            options.push(format!("{data},volatile"));
+        }
+        options.push(data);
+        let options = options
+            .into_iter()
+            .map(CString::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| SandboxError::InvalidSpec {
+                reason: "overlay paths contain a NUL byte".into(),
+            })?;
         let target_c =
             CString::new(target.as_os_str().as_bytes()).map_err(|_| SandboxError::InvalidSpec {
                 reason: "overlay target contains a NUL byte".into(),
@@ -109,13 +126,20 @@ impl OverlayMount {
         } else {
             MountFlags::RDONLY
         };
-        let mounted = rustix::mount::mount(
-            c"overlay",
-            &target_c,
-            c"overlay",
-            flags,
-            Some(data.as_c_str()),
-        );
+        let mut mounted = Err(rustix::io::Errno::INVAL);
+        for data in &options {
+            mounted = rustix::mount::mount(
+                c"overlay",
+                &target_c,
+                c"overlay",
+                flags,
+                Some(data.as_c_str()),
+            );
+            // An older kernel refuses `volatile` as an unknown option.
+            if mounted != Err(rustix::io::Errno::INVAL) {
+                break;
+            }
+        }
         let back = rustix::process::fchdir(here.as_fd());
         mounted.map_err(|e| os_err(&format!("mounting an overlay at {}", target.display()), e))?;
         back.map_err(|e| os_err("returning to the working directory", e))?;
