@@ -321,7 +321,6 @@ impl OverlayFs {
         Ok((upper, work))
     }
 
-    /// The lowers, or one empty dir for a stage from scratch (overlayfs needs one).
     /// Turns the upper dir into a layer; it then becomes the top lower (moved into the store
     /// as the layer's unpacked form).
     fn cut(
@@ -333,21 +332,6 @@ impl OverlayFs {
         let Some((upper, work)) = self.upper.take() else {
             return Ok(None);
         };
-        // The layer is written while the step's overlay goes away: it is detached, so no
-        // process sees it, and the kernel tolerates changes to the dirs under a dying overlay.
-        let result = self.cut_live(builder, at, upper, clock);
-        self.settle();
-        let _ = std::fs::remove_dir_all(&work);
-        result
-    }
-
-    fn cut_live(
-        &mut self,
-        builder: &Builder,
-        at: &str,
-        upper: PathBuf,
-        clock: &mut SnapshotClock,
-    ) -> Result<Option<Layer>, BuildError> {
         // `--ignore-path`: what the step wrote there moves to a lower of its own, above the
         // layer, so later steps still see it but no layer holds it.
         let aside = self.dir.join(format!("ignored-{}", self.next));
@@ -364,10 +348,14 @@ impl OverlayFs {
             std::fs::rename(&from, &to).map_err(BuildError::io("setting aside", &from))?;
             moved = true;
         }
+        // The layer is written while the step's overlay goes away: it is detached, so no
+        // process sees it, and the kernel tolerates changes to the dirs under a dying overlay.
         let result = self.cut_upper(builder, at, upper, clock);
         if moved {
             self.lowers.push(aside);
         }
+        self.settle();
+        let _ = std::fs::remove_dir_all(&work);
         result
     }
 
