@@ -13,8 +13,8 @@
 //! the content it names, so concurrent callers (threads or processes) may race
 //! freely: the loser of a rename keeps the winner's copy and drops its own.
 //! Blobs are synced before the rename. An unpacked layer is synced to disk on a
-//! side thread after it is published (flushing thousands of fresh files took
-//! longer than the rest of a small build); [`ContentStore::wait_for_syncs`]
+//! side thread after it is published (flushing thousands of fresh files
+//! otherwise holds up the first step); [`ContentStore::wait_for_syncs`]
 //! waits for that. A power loss in between can leave a damaged unpacked layer,
 //! as with docker's and containerd's defaults: remove `<root>/layers` then.
 //!
