@@ -96,7 +96,8 @@ impl OverlayMount {
         }
         // A step's upper dir is written out as its layer right after the step, so the
         // kernel's durability work is wasted there: `volatile` (Linux 5.10) skips the fsync of
-        // every copy-up and makes the step's own fsync calls no-ops (a `useradd` step: 0.33 s -> 0.08 s).
+        // every copy-up and makes the step's own fsync calls no-ops (a `useradd` step:
+        // 0.33 s -> 0.08 s).
         let mut options = Vec::new();
         if upper.is_some() {
             options.push(format!("{data},volatile"));
