@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::World;
+use common::{podman, World};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 #[test]
@@ -289,11 +289,7 @@ fn entrypoint_resets_an_inherited_cmd_and_onbuild_triggers_run_in_children() {
         "--build-arg",
         &base_arg,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let child = world.build(
         &format!("FROM {dest}\nENTRYPOINT [\"/bin/sh\"]\n"),
         &[("child.txt", "from the child context\n")],
@@ -504,29 +500,6 @@ fn the_binary_named_executor_is_kiln_build() {
     assert!(tar.is_file());
 }
 
-/// `podman` with private storage in `dir`, as this machine allows it (runc, host network, the
-/// rlimits root may set).
-fn podman(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new("podman")
-        .arg("--root")
-        .arg(dir.join("root"))
-        .arg("--runroot")
-        .arg(dir.join("runroot"))
-        .args([
-            "--storage-driver",
-            "vfs",
-            "--runtime",
-            "runc",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--events-backend",
-            "file",
-        ])
-        .args(args)
-        .output()
-        .expect("podman runs")
-}
-
 #[test]
 fn the_image_runs_under_podman_with_its_cmd_entrypoint_user_workdir_and_env() {
     let world = World::new();
@@ -557,31 +530,20 @@ CMD ["echo \"$GREETING\"; pwd; id -un; cat data.txt"]
         "--build-arg",
         &base_arg,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let loaded = podman(work.path(), &["load", "-i", tar.to_str().unwrap()]);
     assert!(
         loaded.status.success(),
         "{}",
         String::from_utf8_lossy(&loaded.stderr)
     );
-    let ran = podman(
-        work.path(),
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "host",
-            "--ulimit",
-            "nofile=20000:20000",
-            "--ulimit",
-            "nproc=32768:32768",
-            "localhost/kiln-run-test:1",
-        ],
-    );
+    let run = [
+        &["run", "--rm"][..],
+        &common::PODMAN_RUN_LIMITS,
+        &["localhost/kiln-run-test:1"],
+    ]
+    .concat();
+    let ran = podman(work.path(), &run);
     let _ = podman(work.path(), &["rmi", "-a", "-f"]);
     assert!(
         ran.status.success(),
@@ -749,11 +711,7 @@ fn contexts_from_a_tarball_url_stdin_and_a_sub_path() {
         "--oci-layout-path",
         layout.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let fs = common::unpack(&layout);
     assert_eq!(fs.read("/etc/passwd"), kiln_test::PASSWD);
     assert_eq!(fs.read("/etc/group"), kiln_test::GROUP);
@@ -787,11 +745,7 @@ fn contexts_from_a_tarball_url_stdin_and_a_sub_path() {
         .unwrap();
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), &blob.body).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     assert_eq!(
         common::unpack(&layout).read("/etc/passwd"),
         kiln_test::PASSWD
@@ -1169,11 +1123,7 @@ fn git_repositories_as_contexts_and_add_sources() {
         "--oci-layout-path",
         layout.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     assert_eq!(
         common::unpack(&layout).read("/from-git/hello.txt"),
         "v1 of the repo\n"

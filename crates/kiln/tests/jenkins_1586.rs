@@ -135,11 +135,7 @@ fn three_builds_in_a_row_leave_the_jenkins_container_as_it_was() {
             .env("HOME", "/root")
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_success(&out);
         // As the Jenkins `sh` step does next: the workspace is still there.
         assert!(r.join("workspace/app/src/main.txt").is_file());
     }

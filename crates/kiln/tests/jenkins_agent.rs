@@ -26,23 +26,7 @@ struct Podman {
 
 impl Podman {
     fn run(&self, args: &[&str]) -> Output {
-        Command::new("podman")
-            .arg("--root")
-            .arg(self.dir.path().join("root"))
-            .arg("--runroot")
-            .arg(self.dir.path().join("runroot"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--runtime",
-                "runc",
-                "--cgroup-manager",
-                "cgroupfs",
-            ])
-            .args(["--events-backend", "file"])
-            .args(args)
-            .output()
-            .expect("podman runs")
+        common::podman(self.dir.path(), args)
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -127,35 +111,18 @@ fn the_executor_runs_again_and_again_in_a_jenkins_agent_container() {
     };
     let creds = format!("{USER}:{PASSWORD}");
     let cert_arg = format!("--cert-dir={}", cert_dir.display());
-    podman.ok(&[
-        "pull",
-        "-q",
-        &cert_arg,
-        "--creds",
-        &creds,
-        &format!("{host}/kiln:test-debug"),
-    ]);
+    let debug_image = format!("{host}/kiln:test-debug");
+    let image = format!("{host}/kiln:test");
+    for pulled in [&debug_image, &image] {
+        podman.ok(&["pull", "-q", &cert_arg, "--creds", &creds, pulled]);
+    }
     // The executor image runs too: its entrypoint is /kaniko/executor, i.e. `kiln build`.
-    podman.ok(&[
-        "pull",
-        "-q",
-        &cert_arg,
-        "--creds",
-        &creds,
-        &format!("{host}/kiln:test"),
-    ]);
     let help = podman.ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "host",
-        "--ulimit",
-        "nofile=20000:20000",
-        "--ulimit",
-        "nproc=32768:32768",
-        &format!("{host}/kiln:test"),
-        "--help",
-    ]);
+        &["run", "--rm"][..],
+        &common::PODMAN_RUN_LIMITS,
+        &[&image, "--help"],
+    ]
+    .concat());
     assert!(
         help.contains("--destination") && help.contains("--kiln-dir"),
         "{help}"
@@ -184,34 +151,29 @@ fn the_executor_runs_again_and_again_in_a_jenkins_agent_container() {
         format!("{}:/kaniko/.docker:ro", docker_config.path().display()),
         format!("{}:/kaniko/certs:ro", certs.path().display()),
     ];
-    podman.ok(&[
-        "run",
-        "-d",
-        "-t",
-        "--name",
-        "agent",
-        "--network",
-        "host",
-        "--ulimit",
-        "nofile=20000:20000",
-        "--ulimit",
-        "nproc=32768:32768",
-        "--cap-drop",
-        "ALL",
-        "--cap-add",
-        CAPS,
-        "-v",
-        &mounts[0],
-        "-v",
-        &mounts[1],
-        "-v",
-        &mounts[2],
-        "-e",
-        "WORKSPACE=/home/jenkins/agent/workspace/app",
-        "--entrypoint",
-        "cat",
-        &format!("{host}/kiln:test-debug"),
-    ]);
+    let agent = [
+        &["run", "-d", "-t", "--name", "agent"][..],
+        &common::PODMAN_RUN_LIMITS,
+        &[
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            CAPS,
+            "-v",
+            &mounts[0],
+            "-v",
+            &mounts[1],
+            "-v",
+            &mounts[2],
+            "-e",
+            "WORKSPACE=/home/jenkins/agent/workspace/app",
+            "--entrypoint",
+            "cat",
+            &debug_image,
+        ],
+    ]
+    .concat();
+    podman.ok(&agent);
     let before = podman.ok(&["exec", "agent", "sh", "-c", inventory_cmd()]);
     assert!(before.contains("/busybox/sh"), "{before}");
     let workspace_before = common_inventory(ws);

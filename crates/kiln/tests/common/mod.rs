@@ -163,11 +163,7 @@ pub struct Built {
 
 impl Built {
     pub fn ok(&self) -> &Self {
-        assert!(
-            self.output.status.success(),
-            "kiln build failed:\n{}",
-            String::from_utf8_lossy(&self.output.stderr)
-        );
+        assert_success(&self.output);
         self
     }
 
@@ -264,3 +260,45 @@ pub fn unpack(layout: &Path) -> Unpacked {
     );
     Unpacked { dir }
 }
+
+/// Asserts that a kiln run exited 0, showing its stderr when not.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "kiln failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `podman` with private storage in `dir`, as this machine allows it (runc, cgroupfs, events to
+/// a file); containers it runs need [`PODMAN_RUN_LIMITS`].
+pub fn podman(dir: &Path, args: &[&str]) -> Output {
+    Command::new("podman")
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("runroot"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--runtime",
+            "runc",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+        ])
+        .args(args)
+        .output()
+        .expect("podman runs")
+}
+
+/// `podman run` flags this machine needs: host network (no bridge) and the rlimits root may set.
+pub const PODMAN_RUN_LIMITS: [&str; 6] = [
+    "--network",
+    "host",
+    "--ulimit",
+    "nofile=20000:20000",
+    "--ulimit",
+    "nproc=32768:32768",
+];
