@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
             target: None,
             build_platform: amd64.clone(),
             target_platform: amd64,
+            ..PlanOptions::default()
         };
         let _ = plan(&dockerfile, &options);
         // Every named stage as a target, too.

@@ -18,12 +18,32 @@ pub struct PreparedContext {
     _temp: Option<tempfile::TempDir>,
 }
 
-/// Makes `spec` (a dir, `dir://DIR`, `tar://FILE` or `tar://stdin` of a tar or tar.gz) a local
-/// directory; temporary files go under `scratch`. `sub_path` picks a directory inside it.
+/// How a git context is fetched: kaniko's `--git` options and its `GIT_*` variables.
+#[derive(Debug, Clone, Default)]
+pub struct GitOptions {
+    /// `--git branch=NAME`: the branch or tag to clone (over the URL's `#ref`).
+    pub branch: Option<String>,
+    /// `--git single-branch=true`: fetch that branch only.
+    pub single_branch: bool,
+    /// `--git recurse-submodules=true`: check out submodules too.
+    pub recurse_submodules: bool,
+    /// `--git insecure-skip-tls=true`: do not verify the server's TLS certificate.
+    pub insecure_skip_tls: bool,
+    /// `GIT_PULL_METHOD=http`: `git://` URLs are fetched over plain http (else https).
+    pub plain_http: bool,
+    /// HTTP basic credentials (`GIT_TOKEN`, or `GIT_USERNAME`/`GIT_PASSWORD`). Handed to git
+    /// in its environment, never on a command line, never in a message.
+    pub credentials: Option<(String, String)>,
+}
+
+/// Makes `spec` (a dir, `dir://DIR`, `tar://FILE` or `tar://stdin` of a tar or tar.gz, a git
+/// repository) a local directory; temporary files go under `scratch`. `sub_path` picks a
+/// directory inside it.
 pub fn prepare(
     spec: &str,
     sub_path: Option<&str>,
     scratch: &Path,
+    git: &GitOptions,
 ) -> Result<PreparedContext, BuildError> {
     let err = |message: String| BuildError::Context {
         context: spec.to_owned(),
@@ -57,7 +77,7 @@ pub fn prepare(
     } else if is_git_url(spec) {
         let temp = scratch_dir("git-")?;
         let checkout = temp.path().join("repo");
-        let dir = clone_git(spec, &checkout, false)?;
+        let dir = clone_git(spec, &checkout, false, git)?;
         (dir, Some(temp))
     } else if let Some(scheme) = ["git://", "https://", "http://", "s3://", "gs://", "az://"]
         .iter()
@@ -97,7 +117,12 @@ pub fn is_git_url(spec: &str) -> bool {
 /// fetched over https, and its `#refs/heads/x#commit` form is understood) into the new
 /// directory `dest` with the `git` command, and returns the directory the build uses
 /// (`subdir` inside it). The `.git` directory is removed unless `keep_git_dir`.
-pub fn clone_git(spec: &str, dest: &Path, keep_git_dir: bool) -> Result<PathBuf, BuildError> {
+pub fn clone_git(
+    spec: &str,
+    dest: &Path,
+    keep_git_dir: bool,
+    options: &GitOptions,
+) -> Result<PathBuf, BuildError> {
     let err = |message: String| BuildError::Context {
         context: spec.to_owned(),
         message,
@@ -106,6 +131,7 @@ pub fn clone_git(spec: &str, dest: &Path, keep_git_dir: bool) -> Result<PathBuf,
     let url = parts.next().unwrap_or(spec);
     let fragment = parts.next().unwrap_or("");
     let url = match url.strip_prefix("git://") {
+        Some(rest) if options.plain_http => format!("http://{rest}"),
         Some(rest) => format!("https://{rest}"),
         None => url.to_owned(),
     };
@@ -118,15 +144,33 @@ pub fn clone_git(spec: &str, dest: &Path, keep_git_dir: bool) -> Result<PathBuf,
             None => (fragment.to_owned(), String::new()),
         },
     };
-    let reference = reference
-        .strip_prefix("refs/heads/")
-        .or_else(|| reference.strip_prefix("refs/tags/"))
-        .unwrap_or(&reference)
-        .to_owned();
+    let reference = options.branch.clone().unwrap_or_else(|| {
+        reference
+            .strip_prefix("refs/heads/")
+            .or_else(|| reference.strip_prefix("refs/tags/"))
+            .unwrap_or(&reference)
+            .to_owned()
+    });
+    // Settings through git's environment (GIT_CONFIG_COUNT, git >= 2.31): a credential in
+    // argv would be visible to every process of the machine.
+    let mut config: Vec<(&str, String)> = Vec::new();
+    if let Some((user, password)) = &options.credentials {
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        config.push(("http.extraHeader", format!("Authorization: Basic {basic}")));
+    }
+    if options.insecure_skip_tls {
+        config.push(("http.sslVerify", "false".into()));
+    }
     let git = |args: &[&str], dir: Option<&Path>| -> Result<(), BuildError> {
         let mut cmd = std::process::Command::new("git");
         if let Some(d) = dir {
             cmd.arg("-C").arg(d);
+        }
+        cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
+        for (i, (key, value)) in config.iter().enumerate() {
+            cmd.env(format!("GIT_CONFIG_KEY_{i}"), key)
+                .env(format!("GIT_CONFIG_VALUE_{i}"), value);
         }
         let out = cmd
             .args(args)
@@ -149,24 +193,30 @@ pub fn clone_git(spec: &str, dest: &Path, keep_git_dir: bool) -> Result<PathBuf,
     let dest_str = dest.to_string_lossy().into_owned();
     // A shallow clone of the ref when the server allows it, else a full clone and a checkout
     // (commit ids, servers without shallow support).
-    let shallow = if reference.is_empty() {
-        git(
-            &["clone", "--quiet", "--depth", "1", "--", &url, &dest_str],
-            None,
-        )
-    } else {
-        git(
-            &[
-                "clone", "--quiet", "--depth", "1", "--branch", &reference, "--", &url, &dest_str,
-            ],
-            None,
-        )
-    };
-    if shallow.is_err() {
+    let mut shallow_args = vec!["clone", "--quiet", "--depth", "1"];
+    if !reference.is_empty() {
+        shallow_args.extend(["--branch", &reference]);
+    }
+    if options.recurse_submodules {
+        shallow_args.extend(["--recurse-submodules", "--shallow-submodules"]);
+    }
+    shallow_args.extend(["--", &url, &dest_str]);
+    if git(&shallow_args, None).is_err() {
         let _ = std::fs::remove_dir_all(dest);
-        git(&["clone", "--quiet", "--", &url, &dest_str], None)?;
-        if !reference.is_empty() {
+        let mut full_args = vec!["clone", "--quiet"];
+        if options.single_branch && !reference.is_empty() {
+            full_args.extend(["--single-branch", "--branch", &reference]);
+        }
+        full_args.extend(["--", &url, &dest_str]);
+        git(&full_args, None)?;
+        if !reference.is_empty() && !options.single_branch {
             git(&["checkout", "--quiet", &reference], Some(dest))?;
+        }
+        if options.recurse_submodules {
+            git(
+                &["submodule", "update", "--init", "--recursive", "--quiet"],
+                Some(dest),
+            )?;
         }
     }
     if !keep_git_dir {

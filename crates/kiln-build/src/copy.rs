@@ -99,8 +99,10 @@ pub fn copy(source: &Source<'_>, spec: &CopySpec<'_>, root: &Path) -> Result<Vec
     for pattern in &spec.sources {
         let cleaned = clean_rel(pattern);
         let found = if has_glob(&cleaned) {
+            // A pattern matching nothing is fine beside other sources (BuildKit allows empty
+            // wildcards); the COPY as a whole must copy something.
             let found = glob(source, &cleaned);
-            if found.is_empty() {
+            if found.is_empty() && spec.sources.len() + spec.inline.len() == 1 {
                 return Err(format!(
                     "no source files were specified: {pattern:?} matches nothing{}",
                     ignored_note(source, None)
@@ -125,8 +127,26 @@ pub fn copy(source: &Source<'_>, spec: &CopySpec<'_>, root: &Path) -> Result<Vec
             matches.push((rel, parents_path));
         }
     }
+    if matches.is_empty()
+        && spec.inline.is_empty()
+        && spec.downloads.is_empty()
+        && !spec.sources.is_empty()
+    {
+        return Err(format!(
+            "no source files were specified: {} match nothing{}",
+            spec.sources.join(" "),
+            ignored_note(source, None)
+        ));
+    }
+    // Counted after matching, as docker does: `COPY a* b dest` is fine when `a*` matches
+    // nothing.
+    let count = matches.len() + spec.inline.len() + spec.downloads.len();
+    if count > 1 && !spec.dest.ends_with('/') {
+        return Err(format!(
+            "{count} source files: with more than one source file, the destination must be a directory and end with a /"
+        ));
+    }
     let dest_is_dir = spec.dest.ends_with('/')
-        || matches.len() + spec.inline.len() + spec.downloads.len() > 1
         || spec.parents
         || resolve_in_root(root, &spec.dest, true)
             .map(|r| fs::metadata(host(root, &r)).is_ok_and(|m| m.is_dir()))
@@ -176,7 +196,9 @@ pub fn copy(source: &Source<'_>, spec: &CopySpec<'_>, root: &Path) -> Result<Vec
             } else {
                 dest.clone()
             };
-            w.ensure_dir(&target, Some(&meta), Some(&src_host))?;
+            // The destination of a directory's contents is made as its parents are (0755,
+            // the --chown owner, no --chmod), as BuildKit does.
+            w.ensure_dir(&target, None, None)?;
             w.copy_tree(source, &resolved, &target, spec.exclude, "")?;
         } else {
             let base = rel.rsplit('/').next().unwrap_or(rel);
@@ -616,7 +638,7 @@ impl Writer<'_> {
         if let Some(kind) = self.clear(&rel, true)? {
             let path = host(self.root, &rel);
             fs::create_dir(&path).map_err(|e| format!("creating {dest}: {e}"))?;
-            let mode = self.mode_for(meta.map_or(0o755, |m| m.mode()), true);
+            let mode = meta.map_or(0o755, |m| self.mode_for(m.mode(), true));
             let owner = meta.map_or(self.owner, |m| self.owner_for(m));
             set_meta(&path, mode, owner).map_err(|e| format!("{dest}: {e}"))?;
             if let Some(src) = src_dir {
@@ -754,8 +776,9 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// ADD of a local archive: its entries land in the directory `dest` (path-safe), owners
-    /// as recorded unless `--chown` says otherwise.
+    /// ADD of a local archive: its entries land in the directory `dest` (path-safe) with the
+    /// owners the archive records, even with `--chown` (which only owns the directories made
+    /// to hold them), as BuildKit and buildah do.
     fn extract(&mut self, src: &Path, kind: ArchiveKind, dest: &str) -> Result<(), String> {
         let dest_rel = self.ensure_dir(dest, None, None)?;
         let target = host(self.root, &dest_rel);
@@ -769,13 +792,6 @@ impl Writer<'_> {
             .map_err(|e| format!("scanning {dest}: {e}"))?;
         for change in kiln_fs::snapshot::diff(&before, &after).iter() {
             let rel = join(&dest_rel, &change.path.to_string_lossy());
-            let path = host(self.root, &rel);
-            if change.kind != ChangeKind::Deleted && !self.keep_owner && self.owner != (0, 0) {
-                {
-                    lchown(&path, Some(self.owner.0), Some(self.owner.1))
-                        .map_err(|e| format!("{rel}: {e}"))?;
-                }
-            }
             self.record(&rel, change.kind);
         }
         Ok(())

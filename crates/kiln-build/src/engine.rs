@@ -56,6 +56,9 @@ pub(crate) struct Finished {
     pub(crate) image: StageImage,
     /// The stage's root file system, when it was extracted.
     pub(crate) rootfs: Option<PathBuf>,
+    /// The ARG values in scope at its end: a stage built FROM it starts with them, as in
+    /// BuildKit.
+    pub(crate) args: BTreeMap<String, String>,
 }
 
 /// A base image as resolved from its registry.
@@ -125,6 +128,10 @@ fn now_secs() -> i64 {
 impl Builder {
     /// A builder for `opts`: creates the kiln dir's store and this build's directory.
     pub fn new(mut opts: BuildOptions, reporter: Arc<dyn Reporter>) -> Result<Builder, BuildError> {
+        // Overlay lower dirs are symlinks and mounts happen from another directory: every
+        // path under the kiln dir must be absolute.
+        opts.kiln_dir = std::path::absolute(&opts.kiln_dir)
+            .map_err(BuildError::io("resolving", &opts.kiln_dir))?;
         let store = ContentStore::open(opts.kiln_dir.join("store"))?;
         let overlay_apply = apply_options(true);
         let overlay_store =
@@ -293,6 +300,7 @@ impl Builder {
             build_platform: Platform::host(),
             target_platform: self.opts.platform.clone(),
             base_images: BTreeMap::new(),
+            all_stages: self.opts.all_stages,
         };
         let first = plan(&dockerfile, &plan_options)?;
         self.check_supported(&first)?;
@@ -335,6 +343,26 @@ impl Builder {
         }
         let plan = plan(&dockerfile, &plan_options)?;
         self.check_supported(&plan)?;
+        if !plan.skipped_stages.is_empty() {
+            let names: Vec<String> = plan
+                .skipped_stages
+                .iter()
+                .map(|s| match &s.name {
+                    Some(name) => format!("{} ({name})", s.index),
+                    None => s.index.to_string(),
+                })
+                .collect();
+            let why = if self.opts.all_stages {
+                "they come after the target"
+            } else {
+                "the target does not need them"
+            };
+            self.reporter.info(&format!(
+                "skipping stage{} {}: {why}",
+                if names.len() == 1 { "" } else { "s" },
+                names.join(", ")
+            ));
+        }
         for warning in &plan.warnings {
             let at = if warning.pos.line == 0 {
                 self.opts.dockerfile_name.clone()
@@ -378,7 +406,9 @@ impl Builder {
                             if isolation == Isolation::Overlay {
                                 kiln_sandbox::overlay::private_mount_namespace().map_err(
                                     |source| BuildError::Sandbox {
-                                        at: format!("stage {index}"),
+                                        at: format!(
+                                            "stage {index}: entering a private mount namespace"
+                                        ),
                                         source,
                                     },
                                 )?;
@@ -780,6 +810,10 @@ impl Builder {
                 kiln_oci::ImageManifest::docker(config_descriptor.clone(), layers)
             }
             ImageFormat::Oci => kiln_oci::ImageManifest::oci(config_descriptor.clone(), layers),
+        };
+        let manifest = kiln_oci::ImageManifest {
+            annotations: self.opts.annotations.clone(),
+            ..manifest
         };
         let manifest_bytes = kiln_oci::Manifest::Image(manifest)
             .to_canonical_json()

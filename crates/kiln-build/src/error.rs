@@ -58,8 +58,9 @@ pub enum BuildError {
         /// What is wrong.
         message: String,
     },
-    /// The RUN sandbox failed to start (not the command: see [`BuildError::RunFailed`]).
-    #[error("{at}: RUN: {source}")]
+    /// The RUN sandbox or a step's overlay failed to start (not the command: see
+    /// [`BuildError::RunFailed`]). `at` names the instruction.
+    #[error("{at}: {source}")]
     Sandbox {
         /// Where.
         at: String,

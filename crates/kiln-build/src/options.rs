@@ -79,6 +79,11 @@ pub struct BuildOptions {
     pub no_push: bool,
     /// Skip the push-access check before the build.
     pub skip_push_permission_check: bool,
+    /// Build every stage up to the target, also those it does not need (kaniko's
+    /// `--skip-unused-stages=false`, its default).
+    pub all_stages: bool,
+    /// Annotations of the image manifest (`--annotation KEY=VALUE`).
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// One step of a stage, as the reporter sees it.

@@ -103,9 +103,9 @@ impl Builder {
         Ok(())
     }
 
-    /// Writes `image` as an OCI image layout at `path`, its manifest named `ref_name`. A
-    /// Docker-format image is stored with an OCI manifest (as skopeo does): same blobs,
-    /// another manifest digest.
+    /// Writes `image` as an OCI image layout at `path`, its manifest named `ref_name`. The
+    /// manifest is stored as built (a Docker-format image keeps its Docker media types, as
+    /// kaniko writes it), so the layout's manifest digest is the digest pushed.
     pub fn write_oci_layout(
         &self,
         image: &BuiltImage,
@@ -117,51 +117,58 @@ impl Builder {
             source,
         };
         let mut out = OciLayoutWriter::create(path).map_err(out_err)?;
-        let manifest =
-            kiln_oci::Manifest::parse(&image.manifest, Some(&image.manifest_descriptor.media_type))
-                .map_err(out_err)?;
-        let kiln_oci::Manifest::Image(manifest) = manifest else {
-            unreachable!("kiln builds image manifests")
-        };
-        let oci = manifest.to_oci();
-        out.add_blob(&image.config[..], Some(&oci.config))
+        out.add_blob(&image.config[..], Some(&image.config_descriptor))
             .map_err(out_err)?;
-        for (layer, descriptor) in image.layers.iter().zip(&oci.layers) {
-            if media_type::is_foreign(&descriptor.media_type) {
+        for layer in &image.layers {
+            if media_type::is_foreign(&layer.descriptor.media_type) {
                 continue;
             }
             let blob = self.ensure_blob(layer)?;
             let file = std::fs::File::open(&blob).map_err(BuildError::io("opening", &blob))?;
             out.add_blob(
                 std::io::BufReader::with_capacity(1 << 20, file),
-                Some(descriptor),
+                Some(&layer.descriptor),
             )
             .map_err(out_err)?;
         }
-        let bytes = kiln_oci::Manifest::Image(oci)
-            .to_canonical_json()
-            .map_err(out_err)?;
-        out.add_manifest(&bytes, media_type::OCI_MANIFEST, Some(ref_name))
-            .map_err(out_err)?;
+        out.add_manifest(
+            &image.manifest,
+            &image.manifest_descriptor.media_type,
+            Some(ref_name),
+        )
+        .map_err(out_err)?;
         out.finish().map_err(out_err)?;
         Ok(())
     }
 }
 
-/// Writes `text` to `path` atomically (a temp file beside it, then a rename).
+/// Writes `text` to `path` atomically (a temp file beside it, then a rename), creating missing
+/// parent directories as kaniko does. A path that cannot be replaced by a rename (a device, or a
+/// file bind-mounted into the container such as `/dev/termination-log`) is written in place.
 pub fn write_file_atomically(path: &Path, text: &str) -> Result<(), BuildError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    std::fs::create_dir_all(dir).map_err(BuildError::io("creating", dir))?;
+    let in_place = || std::fs::write(path, text).map_err(BuildError::io("writing", path));
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return in_place();
+    }
     let mut tmp =
         tempfile::NamedTempFile::new_in(dir).map_err(BuildError::io("creating a file in", dir))?;
     std::io::Write::write_all(&mut tmp, text.as_bytes())
         .map_err(BuildError::io("writing", path))?;
-    tmp.persist(path).map_err(|e| BuildError::Io {
-        what: "writing",
-        path: path.to_owned(),
-        source: e.error,
-    })?;
-    Ok(())
+    match tmp.persist(path) {
+        Ok(_) => Ok(()),
+        // EBUSY: the target is a mount point (a bind-mounted file).
+        Err(e) if e.error.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
+            in_place()
+        }
+        Err(e) => Err(BuildError::Io {
+            what: "writing",
+            path: path.to_owned(),
+            source: e.error,
+        }),
+    }
 }

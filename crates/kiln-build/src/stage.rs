@@ -76,6 +76,8 @@ pub(crate) struct StageRun<'a> {
     stage_dir: PathBuf,
     /// ARG values in scope (RUN sees them as environment).
     args: BTreeMap<String, String>,
+    /// Paths this stage declared with VOLUME (made before each later RUN).
+    volumes: Vec<String>,
     /// CMD was set in this stage (an ENTRYPOINT then keeps it).
     cmd_set: bool,
     /// `--single-snapshot` applies to this stage.
@@ -134,14 +136,14 @@ impl<'a> StageRun<'a> {
                 .chain(&stage.instructions)
                 .any(|i| match &i.command {
                     Command::Run { .. } => true,
-                    Command::Copy(a) | Command::Add(a) => a
-                        .chown
-                        .as_ref()
-                        .is_some_and(|c| users::needs_lookup(&c.value)),
+                    // Names are looked up in the image; and the directories a COPY creates
+                    // take the --chown owner only where the base does not have them, which
+                    // only its files tell.
+                    Command::Copy(a) | Command::Add(a) => a.chown.is_some(),
                     _ => false,
                 });
         let single = builder.options().single_snapshot && stage.index == plan.target;
-        let (image, from_scratch) = match &stage.base {
+        let (image, from_scratch, args) = match &stage.base {
             Base::Scratch => {
                 let mut config = ImageConfig::for_platform(&platform);
                 set_env(&mut config, "PATH", kiln_dockerfile::plan::DEFAULT_PATH);
@@ -152,13 +154,14 @@ impl<'a> StageRun<'a> {
                         layers: Vec::new(),
                     },
                     true,
+                    BTreeMap::new(),
                 )
             }
             Base::Image { reference } => {
                 let r = resolved
                     .get(reference)
                     .expect("base images are resolved before stages run");
-                (r.image.clone(), false)
+                (r.image.clone(), false, BTreeMap::new())
             }
             Base::Stage { index, .. } => {
                 let done = finished
@@ -167,7 +170,7 @@ impl<'a> StageRun<'a> {
                     .get(index)
                     .cloned()
                     .expect("a base stage is built in an earlier wave");
-                (done.image.clone(), false)
+                (done.image.clone(), false, done.args.clone())
             }
         };
         let lazy = !needs_rootfs && !single && !from_scratch;
@@ -215,7 +218,8 @@ impl<'a> StageRun<'a> {
             fs,
             isolation,
             stage_dir,
-            args: BTreeMap::new(),
+            args,
+            volumes: Vec::new(),
             cmd_set: false,
             single,
             platform,
@@ -282,6 +286,7 @@ impl<'a> StageRun<'a> {
         Ok(Finished {
             image: self.image,
             rootfs,
+            args: self.args,
         })
     }
 
@@ -347,6 +352,9 @@ impl<'a> StageRun<'a> {
             Command::Volume { paths } => {
                 let paths: Vec<String> = paths.iter().map(|p| p.value.clone()).collect();
                 image::volumes(config, &paths);
+                let cwd = image::working_dir(config);
+                self.volumes
+                    .extend(paths.iter().map(|p| paths::absolute(&cwd, p)));
                 self.record(instruction, None);
             }
             Command::User { user } => {
@@ -434,13 +442,10 @@ impl<'a> StageRun<'a> {
             if paths::host(root, &rel).is_dir() {
                 return Ok(((), Writes::default()));
             }
-            let owner = match &user {
-                Some(spec) => {
-                    let id = users::resolve_user(root, spec).map_err(bad)?;
-                    (id.uid, id.gid)
-                }
-                None => (0, 0),
-            };
+            // A file operation: BuildKit's owner rules, not RUN's.
+            let owner = user
+                .as_ref()
+                .map_or((0, 0), |spec| users::resolve_chown(root, spec));
             let mut created = Vec::new();
             paths::mkdir_all(root, &rel, 0o755, owner, &mut created)
                 .map_err(|e| bad(e.to_string()))?;
@@ -548,7 +553,17 @@ impl<'a> StageRun<'a> {
         let single = self.single;
         let builder = self.builder;
         let namespaces = builder.namespaces();
+        let volumes = self.volumes.clone();
         let (_, layer) = self.fs.step(builder, &at, true, single, |root| {
+            // A VOLUME declared in this stage exists for the RUN steps after it (kaniko and
+            // buildah make it; BuildKit's RUN would fail to write there): made here, it lands
+            // in this step's layer.
+            for volume in &volumes {
+                let rel = paths::resolve_in_root(root, volume, true)
+                    .map_err(BuildError::io("resolving", Path::new(volume)))?;
+                paths::mkdir_all(root, &rel, 0o755, (0, 0), &mut Vec::new())
+                    .map_err(BuildError::io("creating the volume", Path::new(volume)))?;
+            }
             let identity = match &user {
                 Some(spec) => {
                     users::resolve_user(root, spec).map_err(|m| BuildError::Instruction {
@@ -598,7 +613,7 @@ impl<'a> StageRun<'a> {
             let outcome = kiln_sandbox::run_step(&spec, &mut out, &mut err);
             out.tail.extend_from_slice(&err.tail);
             let outcome = outcome.map_err(|source| BuildError::Sandbox {
-                at: at.clone(),
+                at: format!("{at}: RUN"),
                 source,
             })?;
             // Mount points kiln made are not the step's: remove them before the snapshot.
@@ -687,11 +702,6 @@ impl<'a> StageRun<'a> {
         {
             dest.push('/');
         }
-        if args.sources.len() + args.inline.len() > 1 && !dest.ends_with('/') {
-            return Err(bad(format!(
-                "when using {keyword} with more than one source file, the destination must be a directory and end with a /"
-            )));
-        }
         let inline: Vec<(String, String)> = args
             .inline
             .iter()
@@ -737,7 +747,7 @@ impl<'a> StageRun<'a> {
             let dir = self.stage_dir.join("git").join(n.to_string());
             let _ = std::fs::remove_dir_all(&dir);
             let keep = args.keep_git_dir.unwrap_or(false);
-            let checkout = crate::context::clone_git(&repo.value, &dir, keep)
+            let checkout = crate::context::clone_git(&repo.value, &dir, keep, &Default::default())
                 .map_err(|e| bad(e.to_string()))?;
             repos.push(checkout);
         }
@@ -752,13 +762,7 @@ impl<'a> StageRun<'a> {
             .collect();
         let only_repos = sources.is_empty() && !repos.is_empty();
         let (_, layer) = self.fs.step(builder, &at, false, single, |root| {
-            let owner = match &chown {
-                Some(spec) => Some(
-                    users::resolve_chown(root, spec)
-                        .map_err(|m| bad(format!("--chown={spec}: {m}")))?,
-                ),
-                None => None,
-            };
+            let owner = chown.as_ref().map(|spec| users::resolve_chown(root, spec));
             let spec = CopySpec {
                 sources,
                 inline,

@@ -121,33 +121,34 @@ pub fn resolve_user(root: &Path, spec: &str) -> Result<Identity, String> {
     })
 }
 
-/// `COPY --chown=user[:group]`: a numeric user alone gives `uid:uid`, a name its primary
-/// group (BuildKit's rules).
-pub fn resolve_chown(root: &Path, spec: &str) -> Result<(u32, u32), String> {
+/// The owner a file operation gets (`COPY --chown=user[:group]`, and a `WORKDIR` made under
+/// `USER`), by BuildKit's rules for its file operations: a numeric user alone gives
+/// `uid:uid`, a name its passwd entry's uid and primary group; a name the image does not have
+/// (or an image without `/etc/passwd`) is root, and a group name it lacks keeps the user's
+/// group.
+pub fn resolve_chown(root: &Path, spec: &str) -> (u32, u32) {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
     let (uid, primary) = match user.parse::<u32>() {
         Ok(uid) => (uid, uid),
-        Err(_) => {
-            let passwd = read_db(root, "/etc/passwd", false);
-            let e = passwd.iter().find(|e| e.name == user).ok_or_else(|| {
-                format!("unable to find user {user:?} in the image's /etc/passwd")
-            })?;
-            (e.id, e.gid)
-        }
+        Err(_) => read_db(root, "/etc/passwd", false)
+            .iter()
+            .find(|e| e.name == user)
+            .map_or((0, 0), |e| (e.id, e.gid)),
     };
     let gid = match group {
-        Some(g) => lookup_group(root, g)?,
+        Some(g) => match g.parse::<u32>() {
+            Ok(id) => id,
+            Err(_) => read_db(root, "/etc/group", true)
+                .iter()
+                .find(|e| e.name == g)
+                .map_or(primary, |e| e.id),
+        },
         None => primary,
     };
-    Ok((uid, gid))
-}
-
-/// Whether `spec` needs the image's files to resolve (it names a user or group).
-pub fn needs_lookup(spec: &str) -> bool {
-    spec.split(':').any(|p| p.parse::<u32>().is_err())
+    (uid, gid)
 }
 
 #[cfg(test)]
@@ -182,9 +183,15 @@ mod tests {
         assert!(resolve_user(dir.path(), "nobody")
             .unwrap_err()
             .contains("unable to find user"));
-        assert_eq!(resolve_chown(dir.path(), "app").unwrap(), (1000, 1001));
-        assert_eq!(resolve_chown(dir.path(), "12").unwrap(), (12, 12));
-        assert_eq!(resolve_chown(dir.path(), "12:wheel").unwrap(), (12, 10));
-        assert!(needs_lookup("app:1") && !needs_lookup("1:2"));
+        assert_eq!(resolve_chown(dir.path(), "app"), (1000, 1001));
+        assert_eq!(resolve_chown(dir.path(), "12"), (12, 12));
+        assert_eq!(resolve_chown(dir.path(), "12:wheel"), (12, 10));
+        // BuildKit's file operations: unknown names are root, an unknown group keeps the
+        // user's; an image without /etc/passwd resolves `root` (and any name) to 0.
+        assert_eq!(resolve_chown(dir.path(), "nobody"), (0, 0));
+        assert_eq!(resolve_chown(dir.path(), "app:nogroup"), (1000, 1001));
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(resolve_chown(empty.path(), "root"), (0, 0));
+        assert_eq!(resolve_chown(empty.path(), "7:root"), (7, 7));
     }
 }

@@ -171,8 +171,9 @@ impl<'a> Expander<'a> {
             Command::User { user } => Command::User {
                 user: self.non_empty(user, keyword)?,
             },
+            // Empty after expansion keeps the working directory, as BuildKit does.
             Command::Workdir { path } => Command::Workdir {
-                path: self.non_empty(path, keyword)?,
+                path: self.word(path, keyword)?,
             },
             Command::Stopsignal { signal } => {
                 let signal = self.non_empty(signal, keyword)?;

@@ -154,16 +154,7 @@ impl DirectiveParser {
         if self.done {
             if let Some((key, _)) = match_directive(line) {
                 if KNOWN_DIRECTIVES.contains(&key.as_str()) {
-                    if key == "escape" {
-                        return Err(Located::new(
-                            pos,
-                            None,
-                            ErrorKind::Directive(format!(
-                                "`# {key}=` parser directive after other content is only a comment and \
-                                 would not change the escape character; move it to the very first line"
-                            )),
-                        ));
-                    }
+                    // A comment, as in BuildKit (for `escape` too: the escape stays `\`).
                     warnings.push(Warning {
                         pos,
                         rule: "DirectiveAfterContent",

@@ -61,6 +61,9 @@ pub struct PlanOptions {
     /// triggers (they run first in the stage). Images not listed keep references to
     /// variables they might set as written.
     pub base_images: BTreeMap<String, BaseImage>,
+    /// Build every stage up to the target, not only those it needs (kaniko's default,
+    /// `--skip-unused-stages=false`): a `test` stage nothing copies from still runs.
+    pub all_stages: bool,
 }
 
 /// A base image's config, as far as planning needs it.
@@ -80,6 +83,7 @@ impl Default for PlanOptions {
             build_platform: Platform::host(),
             target_platform: Platform::host(),
             base_images: BTreeMap::new(),
+            all_stages: false,
         }
     }
 }
@@ -96,6 +100,9 @@ pub enum ArgSource {
     Global,
     /// An automatic platform ARG (TARGETPLATFORM, BUILDARCH, …).
     Platform,
+    /// Declared without a value in a stage built `FROM` another stage that has it: the
+    /// parent stage's value (BuildKit's rule).
+    Stage,
     /// Declared without a value and none given: unset.
     Unset,
 }
@@ -306,7 +313,11 @@ impl<'a> Planner<'a> {
         }
         let target = self.target()?;
         let mut needed = BTreeSet::new();
-        let mut stack = vec![target];
+        let mut stack = if self.options.all_stages {
+            (0..=target).collect()
+        } else {
+            vec![target]
+        };
         while let Some(i) = stack.pop() {
             if needed.insert(i) {
                 stack.extend(deps[i].0.iter().copied());
@@ -314,6 +325,8 @@ impl<'a> Planner<'a> {
         }
         let mut planned: Vec<PlannedStage> = Vec::with_capacity(needed.len());
         let mut final_envs: BTreeMap<usize, Env> = BTreeMap::new();
+        // The ARG values each stage ends with: a stage built FROM it starts with them.
+        let mut final_args: BTreeMap<usize, BTreeMap<String, String>> = BTreeMap::new();
         for &i in &needed {
             let stage = &self.df.stages[i];
             let env = match &bases[i] {
@@ -334,8 +347,24 @@ impl<'a> Planner<'a> {
                 },
                 Base::Stage { index, .. } => final_envs.get(index).cloned().unwrap_or_default(),
             };
-            let (planned_stage, env) =
-                self.stage(stage, bases[i].clone(), platforms[i].clone(), &deps[i], env)?;
+            let mut args = match &bases[i] {
+                Base::Stage { index, .. } => final_args.get(index).cloned().unwrap_or_default(),
+                _ => BTreeMap::new(),
+            };
+            let (planned_stage, env) = self.stage(
+                stage,
+                bases[i].clone(),
+                platforms[i].clone(),
+                &deps[i],
+                env,
+                &args,
+            )?;
+            for arg in &planned_stage.args {
+                if let Some(value) = &arg.value {
+                    args.insert(arg.name.clone(), value.clone());
+                }
+            }
+            final_args.insert(i, args);
             final_envs.insert(i, env);
             planned.push(planned_stage);
         }
@@ -751,6 +780,7 @@ impl<'a> Planner<'a> {
         platform: Option<String>,
         deps: &(BTreeSet<usize>, Vec<String>),
         mut env: Env,
+        inherited_args: &BTreeMap<String, String>,
     ) -> Result<(PlannedStage, Env), Located> {
         let mut args = Vec::new();
         let mut used = BTreeSet::new();
@@ -778,6 +808,8 @@ impl<'a> Planner<'a> {
                             used.extend(expander.used);
                             unresolved.extend(expander.unset);
                             (Some(value), ArgSource::Default)
+                        } else if let Some(v) = inherited_args.get(&decl.name) {
+                            (Some(v.clone()), ArgSource::Stage)
                         } else {
                             match self.meta.get(&decl.name) {
                                 Some(Some(v)) if is_platform_arg(&decl.name) => {

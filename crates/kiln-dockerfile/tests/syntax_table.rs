@@ -138,16 +138,13 @@ fn escape_directive_switches_to_backtick() {
         "# escape=`\nFROM a\nRUN dir c:\\ `\n  /w\nCOPY a\\b c:\\x\n",
         &["FROM a", "RUN[shell] dir c:\\   /w", "COPY a\\b c:\\x"],
     );
-    // Not at the top: a comment, and the backslash still continues lines (error here).
-    err(
-        "FROM a\n# escape=`\nRUN x\n",
-        "Dockerfile:2:1: `# escape=` parser directive after other content is only a comment and would not change the escape character; move it to the very first line",
+    // Not at the top: a comment (with a warning), as in BuildKit; the escape stays `\`.
+    ok(
+        "FROM a\n# escape=`\nRUN x \\\n y\n",
+        &["FROM a", "RUN[shell] x  y"],
     );
     // A blank line ends the directive block.
-    err(
-        "\n# escape=`\nFROM a\n",
-        "Dockerfile:2:1: `# escape=` parser directive after other content is only a comment and would not change the escape character; move it to the very first line",
-    );
+    ok("\n# escape=`\nFROM a\n", &["FROM a"]);
     err(
         "# escape=x\nFROM a\n",
         "Dockerfile:1:1: invalid escape token \"x\": it must be ` or \\",
@@ -170,11 +167,16 @@ fn directives_are_case_insensitive_and_syntax_is_recorded() {
         Some("docker/dockerfile:1.7")
     );
     assert_eq!(df.directives.check.as_deref(), Some("skip=all"));
-    // An unknown directive ends the block: the escape after it is a plain comment... which
-    // kiln reports because it would silently not apply.
-    err(
-        "# foo=bar\n# escape=`\nFROM a\n",
-        "Dockerfile:2:1: `# escape=` parser directive after other content is only a comment and would not change the escape character; move it to the very first line",
+    // An unknown directive ends the block: the escape after it is a plain comment (BuildKit),
+    // with a warning.
+    let df = Dockerfile::parse("# foo=bar\n# escape=`\nFROM a\n", "Dockerfile").unwrap();
+    assert_eq!(df.directives.escape, '\\');
+    assert!(
+        df.warnings
+            .iter()
+            .any(|w| w.rule == "DirectiveAfterContent" && w.pos.line == 2),
+        "{:?}",
+        df.warnings
     );
     // A byte-order mark before the first directive is allowed.
     let df = Dockerfile::parse("\u{feff}# escape=`\nFROM a\n", "Dockerfile").unwrap();

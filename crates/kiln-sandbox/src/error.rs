@@ -103,6 +103,12 @@ pub enum SandboxError {
         /// What is wrong.
         reason: String,
     },
+    /// Setting up an overlay mount failed (a step's tree or a read-only view of layers).
+    #[error("{reason}")]
+    Overlay {
+        /// What failed, with the OS error.
+        reason: String,
+    },
     /// A path kiln would mount over is a symlink or of the wrong type.
     #[error("refusing to mount over {path}: it is a symlink or not a {expected}")]
     UnsafeMountPoint {

@@ -19,7 +19,7 @@ use rustix::thread::UnshareFlags;
 use crate::error::SandboxError;
 
 fn os_err(what: &str, e: rustix::io::Errno) -> SandboxError {
-    SandboxError::InvalidSpec {
+    SandboxError::Overlay {
         reason: format!("{what}: {}", io::Error::from(e)),
     }
 }
@@ -63,7 +63,7 @@ impl OverlayMount {
                 reason: "an overlay needs at least one lower directory".into(),
             });
         }
-        let io_err = |what: &str, e: io::Error| SandboxError::InvalidSpec {
+        let io_err = |what: &str, e: io::Error| SandboxError::Overlay {
             reason: format!("{what}: {e}"),
         };
         let _ = std::fs::remove_dir_all(links);
@@ -73,7 +73,14 @@ impl OverlayMount {
                 .map_err(|e| io_err("linking an overlay lower dir", e))?;
         }
         // Top first, as overlayfs wants them.
-        let lowerdir: Vec<String> = (0..lowers.len()).rev().map(|i| i.to_string()).collect();
+        let mut lowerdir: Vec<String> = (0..lowers.len()).rev().map(|i| i.to_string()).collect();
+        if upper.is_none() && lowers.len() == 1 {
+            // A read-only overlay needs two lower dirs (a single-layer image viewed for
+            // `COPY --from`): an empty one goes below.
+            std::fs::create_dir(links.join("empty"))
+                .map_err(|e| io_err("creating an empty lower dir", e))?;
+            lowerdir.push("empty".into());
+        }
         let mut data = format!("lowerdir={}", lowerdir.join(":"));
         if let Some((upper, work)) = upper {
             // The work dir is the kernel's scratch; a `volatile` mount leaves a marker in it

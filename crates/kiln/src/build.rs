@@ -63,7 +63,8 @@ pub(crate) struct BuildArgs {
     /// A sub-directory of the context to build from.
     #[arg(long, value_name = "DIR")]
     context_sub_path: Option<String>,
-    /// The Dockerfile, relative to the context or absolute; `-` reads it from stdin.
+    /// The Dockerfile: a path (from the working directory, else inside the context), an
+    /// http(s) URL, or `-` for stdin.
     #[arg(long, short = 'f', value_name = "FILE", default_value = "Dockerfile")]
     dockerfile: String,
     /// Where to push the image, e.g. registry:5000/team/app:v1. Repeatable.
@@ -90,10 +91,10 @@ pub(crate) struct BuildArgs {
     /// Write the image's manifest digest here.
     #[arg(long, value_name = "FILE")]
     digest_file: Option<PathBuf>,
-    /// Write NAME@DIGEST for each destination here.
+    /// Write NAME@DIGEST for each destination here (one line each).
     #[arg(long, value_name = "FILE")]
     image_name_with_digest_file: Option<PathBuf>,
-    /// Write [{"image": NAME:TAG, "digest": DIGEST}, …] (JSON) for the destinations here.
+    /// Write NAME:TAG@DIGEST for each destination here (one line each).
     #[arg(long, value_name = "FILE")]
     image_name_tag_with_digest_file: Option<PathBuf>,
     /// Fixed timestamps (SOURCE_DATE_EPOCH, else the epoch): the digest depends on the inputs only.
@@ -114,9 +115,10 @@ pub(crate) struct BuildArgs {
     /// A path of the image never snapshotted by RUN steps. Repeatable.
     #[arg(long = "ignore-path", value_name = "PATH")]
     ignore_paths: Vec<String>,
-    /// Build only the stages the target needs (always on: =false is refused).
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true", require_equals = true)]
-    skip_unused_stages: bool,
+    /// Build only the stages the target needs (default for `kiln build`); `=false` builds every
+    /// stage up to the target (default when run as `executor`, as kaniko).
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    skip_unused_stages: Option<bool>,
     /// Layer compression.
     #[arg(long, value_enum, default_value = "gzip")]
     compression: CompressionFlag,
@@ -176,8 +178,25 @@ pub(crate) struct BuildArgs {
     materialize: Option<String>,
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     force_build_metadata: Option<String>,
-    #[arg(long, hide = true)]
-    git: Option<String>,
+    /// Git context options, one KEY=VALUE each: branch=, single-branch=, recurse-submodules=,
+    /// insecure-skip-tls=. Repeatable.
+    #[arg(long = "git", value_name = "KEY=VALUE")]
+    git: Vec<String>,
+    /// An annotation of the image manifest, KEY=VALUE. Repeatable.
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    annotations: Vec<String>,
+    /// kaniko's: wipe the file system before the build. kiln never builds on `/`: nothing to do.
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pre_cleanup: Option<String>,
+    /// kaniko's deprecated spelling of --ignore-var-run.
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    whitelist_var_run: Option<String>,
+    /// A build secret for `RUN --mount=type=secret`: id=ID[,type=file|env][,src=PATH][,env=VAR].
+    #[arg(long = "secret", value_name = "id=ID,...")]
+    secrets: Vec<String>,
+    /// Credential helpers of kaniko's fork (env, google, ecr, acr, gitlab). Repeatable.
+    #[arg(long = "credential-helpers", value_name = "NAME")]
+    credential_helpers: Vec<String>,
     #[command(flatten)]
     registry: RegistryFlags,
 }
@@ -220,13 +239,16 @@ pub(crate) fn rewrite_camel_case(args: Vec<std::ffi::OsString>) -> Vec<std::ffi:
         .collect()
 }
 
-/// The kiln dir: the flag, $KILN_DIR, /kiln when writable, else $XDG_CACHE_HOME/kiln.
+/// The kiln dir: the flag, $KILN_DIR, $KANIKO_DIR, /kiln when writable, else
+/// $XDG_CACHE_HOME/kiln.
 fn kiln_dir(flag: Option<&PathBuf>) -> Result<PathBuf> {
     if let Some(dir) = flag {
         return Ok(dir.clone());
     }
-    if let Some(dir) = std::env::var_os("KILN_DIR").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir));
+    for variable in ["KILN_DIR", "KANIKO_DIR"] {
+        if let Some(dir) = std::env::var_os(variable).filter(|d| !d.is_empty()) {
+            return Ok(PathBuf::from(dir));
+        }
     }
     let default = Path::new("/kiln");
     if std::fs::create_dir_all(default).is_ok()
@@ -248,10 +270,9 @@ fn build_args(raw: &[String]) -> BTreeMap<String, String> {
             Some((k, v)) => {
                 out.insert(k.to_owned(), v.to_owned());
             }
+            // kaniko's rule: a bare NAME takes the environment's value, empty when unset.
             None => {
-                if let Ok(v) = std::env::var(arg) {
-                    out.insert(arg.clone(), v);
-                }
+                out.insert(arg.clone(), std::env::var(arg).unwrap_or_default());
             }
         }
     }
@@ -527,23 +548,30 @@ impl Reporter for LineReporter {
     }
 }
 
-fn check_output_parent(flag: &str, path: &Path) -> Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !parent.is_dir() {
-        bail!(
-            "--{flag} {}: the directory {} does not exist",
-            path.display(),
-            parent.display()
-        );
+/// An output path made absolute (the build changes no working directory, but the engine
+/// hands paths to mounts and symlinks that must not depend on it), its missing parent
+/// directories created as kaniko does.
+fn output_path(flag: &str, path: &Path) -> Result<PathBuf> {
+    let path = absolute(flag, path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| {
+            format!(
+                "--{flag} {}: cannot create the directory {}",
+                path.display(),
+                parent.display()
+            )
+        })?;
     }
-    Ok(())
+    Ok(path)
+}
+
+/// `path` made absolute against the working directory, once, here at the edge.
+fn absolute(flag: &str, path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("--{flag} {}", path.display()))
 }
 
 #[allow(clippy::print_stdout)]
-pub(crate) fn run(args: BuildArgs) -> Result<()> {
+pub(crate) fn run(args: BuildArgs, as_executor: bool) -> Result<()> {
     let reporter = Arc::new(LineReporter {
         format: args.log_format,
         timestamps: args.log_timestamp,
@@ -571,7 +599,7 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
             }
         })
     });
-    let result = run_build(args, reporter.clone());
+    let result = run_build(args, as_executor, reporter.clone());
     ticker_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(t) = ticker {
         let _ = t.join();
@@ -587,7 +615,7 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
 }
 
 #[allow(clippy::print_stdout)]
-fn run_build(args: BuildArgs, reporter: Arc<LineReporter>) -> Result<()> {
+fn run_build(mut args: BuildArgs, as_executor: bool, reporter: Arc<LineReporter>) -> Result<()> {
     for (flag, value) in [
         ("--snapshot-mode", args.snapshot_mode.is_some()),
         ("--use-new-run", args.use_new_run.is_some()),
@@ -634,11 +662,38 @@ fn run_build(args: BuildArgs, reporter: Arc<LineReporter>) -> Result<()> {
             "--push-ignore-immutable-tag-errors is not supported yet: a refused tag fails the push",
         );
     }
-    if args.git.is_some() {
-        reporter.warn("--git options (branch, single-branch, submodules) are not supported yet: the ref comes from the context URL's #fragment");
+    if let Some(value) = &args.whitelist_var_run {
+        reporter.warn("--whitelist-var-run is deprecated: use --ignore-var-run");
+        args.ignore_var_run = Some(value.clone());
     }
-    if !args.skip_unused_stages {
-        bail!("--skip-unused-stages=false: kiln always builds only the stages the target needs");
+    if args.pre_cleanup.as_deref().is_some_and(|v| v != "false") {
+        reporter.info("--pre-cleanup: nothing to clean, kiln never unpacks images over /");
+    }
+    for name in &args.credential_helpers {
+        if !name.is_empty() {
+            reporter.warn(&format!(
+                "--credential-helpers {name}: kiln has no built-in cloud credential helpers yet; \
+                 it uses the docker config's credHelpers and credsStore"
+            ));
+        }
+    }
+    for secret in &args.secrets {
+        parse_secret(secret)?;
+    }
+    if !args.secrets.is_empty() {
+        reporter
+            .warn("--secret: RUN --mount=type=secret is not supported yet, so no step can read it");
+    }
+    let git = git_options(&args.git)?;
+    let annotations = args
+        .annotations
+        .iter()
+        .map(|a| key_value("annotation", a))
+        .collect::<Result<BTreeMap<_, _>>>()?;
+    // kaniko's KANIKO_NO_PUSH overrides --no-push either way.
+    if let Ok(value) = std::env::var("KANIKO_NO_PUSH") {
+        args.no_push = parse_bool(&value)
+            .with_context(|| format!("KANIKO_NO_PUSH={value:?}: expected true or false"))?;
     }
     let destinations: Vec<Reference> = args
         .destinations
@@ -648,30 +703,41 @@ fn run_build(args: BuildArgs, reporter: Arc<LineReporter>) -> Result<()> {
     if destinations.is_empty() && !args.no_push {
         bail!("--destination is required unless --no-push is given (kaniko's rule): name where to push, or add --no-push with --tar-path or --oci-layout-path");
     }
-    for (flag, path) in [
-        ("tar-path", &args.tar_path),
-        ("oci-layout-path", &args.oci_layout_path),
-        ("digest-file", &args.digest_file),
+    for (flag, set) in [
         (
             "image-name-with-digest-file",
-            &args.image_name_with_digest_file,
+            args.image_name_with_digest_file.is_some(),
         ),
         (
             "image-name-tag-with-digest-file",
-            &args.image_name_tag_with_digest_file,
+            args.image_name_tag_with_digest_file.is_some(),
+        ),
+    ] {
+        if set && destinations.is_empty() {
+            bail!("--{flag} needs at least one --destination: its lines name the destinations");
+        }
+    }
+    for (flag, path) in [
+        ("tar-path", &mut args.tar_path),
+        ("oci-layout-path", &mut args.oci_layout_path),
+        ("digest-file", &mut args.digest_file),
+        (
+            "image-name-with-digest-file",
+            &mut args.image_name_with_digest_file,
+        ),
+        (
+            "image-name-tag-with-digest-file",
+            &mut args.image_name_tag_with_digest_file,
         ),
     ] {
         if let Some(p) = path {
-            check_output_parent(flag, p)?;
+            *p = output_path(flag, p)?;
         }
     }
     let labels = args
         .labels
         .iter()
-        .map(|l| match l.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-            _ => bail!("--label {l:?}: expected KEY=VALUE"),
-        })
+        .map(|l| key_value("label", l))
         .collect::<Result<Vec<_>>>()?;
     let platform = match &args.custom_platform {
         Some(p) => {
@@ -680,9 +746,21 @@ fn run_build(args: BuildArgs, reporter: Arc<LineReporter>) -> Result<()> {
         None => Platform::host(),
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let encoding = match args.compression {
+    // kaniko: a level of 0 or below (its default is -1) means the default level.
+    let level = args.compression_level.filter(|l| *l > 0);
+    let compression =
+        if args.compression == CompressionFlag::Zstd && args.image_format == FormatFlag::Docker {
+            reporter.warn(
+                "--compression zstd: Docker-format images have no zstd layer type, so layers stay \
+             gzip (as kaniko does); add --image-format oci for zstd layers",
+            );
+            CompressionFlag::Gzip
+        } else {
+            args.compression
+        };
+    let encoding = match compression {
         CompressionFlag::Gzip => {
-            let level = args.compression_level.unwrap_or(6);
+            let level = level.unwrap_or(6);
             if !(0..=9).contains(&level) {
                 bail!("--compression-level {level}: gzip levels are 0 to 9");
             }
@@ -692,12 +770,9 @@ fn run_build(args: BuildArgs, reporter: Arc<LineReporter>) -> Result<()> {
             }
         }
         CompressionFlag::Zstd => {
-            let level = args.compression_level.unwrap_or(3);
+            let level = level.unwrap_or(3);
             if !(1..=22).contains(&level) {
                 bail!("--compression-level {level}: zstd levels are 1 to 22");
-            }
-            if args.image_format == FormatFlag::Docker {
-                bail!("--compression zstd needs --image-format oci: Docker manifests have no zstd layer type");
             }
             Encoding::Zstd {
                 level,
@@ -714,7 +789,7 @@ fn run_build(args: BuildArgs, reporter: Arc<LineReporter>) -> Result<()> {
         };
     let registry = args.registry.options()?;
     let credentials = docker_config()?;
-    let kiln_dir = kiln_dir(args.kiln_dir.as_ref())?;
+    let kiln_dir = absolute("kiln-dir", &kiln_dir(args.kiln_dir.as_ref())?)?;
     std::fs::create_dir_all(&kiln_dir)
         .with_context(|| format!("--kiln-dir {}: cannot create it", kiln_dir.display()))?;
     // The context and Dockerfile. An http(s) URL of a tarball is downloaded first (a git
@@ -725,18 +800,27 @@ fn run_build(args: BuildArgs, reporter: Arc<LineReporter>) -> Result<()> {
         Some(file) => format!("tar://{}", file.path().display()),
         None => args.context.clone(),
     };
-    let context = kiln_build::context::prepare(&spec, args.context_sub_path.as_deref(), &contexts)
-        .with_context(|| format!("--context {}", args.context))?;
+    let context =
+        kiln_build::context::prepare(&spec, args.context_sub_path.as_deref(), &contexts, &git)
+            .with_context(|| format!("--context {}", args.context))?;
     drop(downloaded);
     let (dockerfile_text, dockerfile_name, in_context, outside_ignore) = if args.dockerfile == "-" {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
             .context("reading the Dockerfile from stdin")?;
         (text, "Dockerfile (stdin)".to_owned(), None, None)
+    } else if args.dockerfile.starts_with("https://") || args.dockerfile.starts_with("http://") {
+        // kaniko fetches a Dockerfile given as a URL.
+        let file = download(&args.dockerfile, &registry, &contexts)
+            .with_context(|| format!("--dockerfile {}: downloading it", args.dockerfile))?;
+        let text = std::fs::read_to_string(file.path())
+            .with_context(|| format!("--dockerfile {}: not UTF-8 text", args.dockerfile))?;
+        (text, args.dockerfile.clone(), None, None)
     } else {
+        // kaniko's order: the working directory first, then the context.
         let given = Path::new(&args.dockerfile);
-        let path = if given.is_absolute() {
-            given.to_owned()
+        let path = if given.is_absolute() || given.exists() {
+            absolute("dockerfile", given)?
         } else {
             context.dir.join(given)
         };
@@ -795,6 +879,8 @@ fn run_build(args: BuildArgs, reporter: Arc<LineReporter>) -> Result<()> {
         destinations: destinations.clone(),
         no_push: args.no_push,
         skip_push_permission_check: args.skip_push_permission_check,
+        all_stages: !args.skip_unused_stages.unwrap_or(!as_executor),
+        annotations,
     };
     let builder = Builder::new(options, reporter.clone())?;
     let result = build_and_write(&builder, &args, &destinations);
@@ -815,15 +901,22 @@ fn download_context(
     registry: &kiln_registry::RegistryOptions,
     dir: &Path,
 ) -> Result<Option<tempfile::NamedTempFile>> {
-    let is_git = context.starts_with("git://")
-        || context
-            .split('#')
-            .next()
-            .unwrap_or(context)
-            .ends_with(".git");
-    if !(context.starts_with("https://") || context.starts_with("http://")) || is_git {
+    if !(context.starts_with("https://") || context.starts_with("http://"))
+        || kiln_build::context::is_git_url(context)
+    {
         return Ok(None);
     }
+    download(context, registry, dir)
+        .with_context(|| format!("--context {context}: downloading the tarball"))
+        .map(Some)
+}
+
+/// Downloads `url` into a temp file in `dir` (removed when dropped).
+fn download(
+    url: &str,
+    registry: &kiln_registry::RegistryOptions,
+    dir: &Path,
+) -> Result<tempfile::NamedTempFile> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let file = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("creating a file in {}", dir.display()))?;
@@ -833,10 +926,84 @@ fn download_context(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime
-        .block_on(client.download(context, file.path(), None))
-        .with_context(|| format!("--context {context}: downloading the tarball"))?;
-    Ok(Some(file))
+    runtime.block_on(client.download(url, file.path(), None))?;
+    Ok(file)
+}
+
+/// `KEY=VALUE` of a repeatable flag.
+fn key_value(flag: &str, value: &str) -> Result<(String, String)> {
+    match value.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => bail!("--{flag} {value:?}: expected KEY=VALUE"),
+    }
+}
+
+/// A boolean as kaniko (Go's strconv.ParseBool) spells it.
+fn parse_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// kaniko's `--git KEY=VALUE` options (one per flag: commas are part of the value, as in
+/// kaniko) and its `GIT_*` variables.
+fn git_options(values: &[String]) -> Result<kiln_build::context::GitOptions> {
+    let mut options = kiln_build::context::GitOptions::default();
+    for value in values {
+        let (key, v) = key_value("git", value)?;
+        let flag =
+            || parse_bool(&v).with_context(|| format!("--git {value:?}: expected true or false"));
+        match key.as_str() {
+            "branch" => options.branch = Some(v.clone()).filter(|b| !b.is_empty()),
+            "single-branch" => options.single_branch = flag()?,
+            "recurse-submodules" => options.recurse_submodules = flag()?,
+            "insecure-skip-tls" => options.insecure_skip_tls = flag()?,
+            _ => bail!(
+                "--git {value:?}: unknown option {key:?} (branch, single-branch, \
+                 recurse-submodules, insecure-skip-tls)"
+            ),
+        }
+    }
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    options.plain_http = var("GIT_PULL_METHOD").as_deref() == Some("http");
+    options.credentials = match (var("GIT_TOKEN"), var("GIT_USERNAME"), var("GIT_PASSWORD")) {
+        (Some(token), _, _) => Some((token, String::new())),
+        (None, None, None) => None,
+        (None, user, password) => Some((user.unwrap_or_default(), password.unwrap_or_default())),
+    };
+    Ok(options)
+}
+
+/// Checks a `--secret` value: `id=ID[,type=file|env][,src=PATH|source=PATH][,env=VAR]`.
+fn parse_secret(value: &str) -> Result<()> {
+    let mut id = None;
+    for part in value.split(',') {
+        let (key, v) = part
+            .split_once('=')
+            .with_context(|| format!("--secret {value:?}: {part:?} is not KEY=VALUE"))?;
+        match key {
+            "id" => id = Some(v),
+            "type" if v == "file" || v == "env" => {}
+            "src" | "source" | "env" => {}
+            _ => bail!("--secret {value:?}: unknown key {key:?} (id, type, src, env)"),
+        }
+    }
+    if id.is_none_or(str::is_empty) {
+        bail!("--secret {value:?}: id= is required");
+    }
+    Ok(())
+}
+
+/// A destination as kaniko names it in its digest files (go-containerregistry's form: Docker
+/// Hub is `index.docker.io`).
+fn kaniko_name(destination: &Reference) -> String {
+    let registry = match destination.registry.as_str() {
+        "docker.io" => "index.docker.io",
+        other => other,
+    };
+    format!("{registry}/{}", destination.repository)
 }
 
 fn build_and_write(
@@ -866,22 +1033,23 @@ fn build_and_write(
     if let Some(path) = &args.digest_file {
         kiln_build::output::write_file_atomically(path, &digest.to_string())?;
     }
+    // kaniko's formats: one line per destination, NAME@DIGEST and NAME:TAG@DIGEST.
     if let Some(path) = &args.image_name_with_digest_file {
         let text: String = destinations
             .iter()
-            .map(|d| format!("{}@{digest}\n", d.name()))
+            .map(|d| format!("{}@{digest}\n", kaniko_name(d)))
             .collect();
         kiln_build::output::write_file_atomically(path, &text)?;
     }
     if let Some(path) = &args.image_name_tag_with_digest_file {
-        let list: Vec<serde_json::Value> = destinations
+        let text: String = destinations
             .iter()
-            .map(|d| serde_json::json!({"image": d.to_string(), "digest": digest.to_string()}))
+            .map(|d| {
+                let tag = d.tag.as_deref().unwrap_or("latest");
+                format!("{}:{tag}@{digest}\n", kaniko_name(d))
+            })
             .collect();
-        kiln_build::output::write_file_atomically(
-            path,
-            &serde_json::Value::Array(list).to_string(),
-        )?;
+        kiln_build::output::write_file_atomically(path, &text)?;
     }
     Ok(digest)
 }

@@ -27,6 +27,8 @@ enum Commands {
     Pull(transfer::PullArgs),
     /// Push an image from an OCI layout to one or more registries.
     Push(transfer::PushArgs),
+    /// Print the version (kaniko's `executor version`).
+    Version,
 }
 
 /// Exit codes: 0 success, 1 the input (Dockerfile, context) is wrong, 2 usage error (clap).
@@ -47,6 +49,12 @@ fn error_chain(e: &anyhow::Error) -> String {
         message.push_str(&text);
     }
     message
+}
+
+/// kaniko's `Kaniko version :  v1.9.0` line, with kiln's name and version.
+#[allow(clippy::print_stdout)]
+fn print_version() {
+    println!("kiln version :  v{}", env!("CARGO_PKG_VERSION"));
 }
 
 #[allow(clippy::print_stderr)]
@@ -75,15 +83,23 @@ fn main() -> ExitCode {
         };
     }
     if program == "executor" {
-        // `/kaniko/executor --context … --destination …` is `kiln build …`.
-        argv.insert(1, "build".into());
+        // `/kaniko/executor --context … --destination …` is `kiln build …`; kaniko's
+        // `executor version` (and `--version`) print the version.
+        match argv.get(1).and_then(|a| a.to_str()) {
+            Some("version" | "--version") => argv[1] = "version".into(),
+            _ => argv.insert(1, "build".into()),
+        }
     }
     let cli = Cli::parse_from(build::rewrite_camel_case(argv));
     let result = match cli.command {
-        Commands::Build(args) => build::run(*args),
+        Commands::Build(args) => build::run(*args, program == "executor"),
         Commands::Outline(args) => outline::run(args),
         Commands::Pull(args) => transfer::pull(args),
         Commands::Push(args) => transfer::push(args),
+        Commands::Version => {
+            print_version();
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

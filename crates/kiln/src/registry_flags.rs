@@ -1,29 +1,30 @@
 //! kaniko's registry flags, shared by every command that talks to registries.
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{ArgAction, Args};
 use kiln_registry::credentials::default_config_paths;
 use kiln_registry::{DockerConfig, RegistryOptions};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Booleans take kaniko's `--flag`, `--flag=true` and `--flag=false`.
 #[derive(Debug, Args, Clone, Default)]
 pub(crate) struct RegistryFlags {
     /// Push to destinations over plain HTTP when they do not answer HTTPS.
-    #[arg(long)]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
     insecure: bool,
     /// Pull over plain HTTP when the registry does not answer HTTPS.
-    #[arg(long)]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
     insecure_pull: bool,
     /// A registry (host[:port]) that may use plain HTTP, both ways. Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     insecure_registries: Vec<String>,
     /// Do not verify TLS certificates of push destinations.
-    #[arg(long)]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
     skip_tls_verify: bool,
     /// Do not verify TLS certificates when pulling.
-    #[arg(long)]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
     skip_tls_verify_pull: bool,
     /// A registry whose TLS certificate is not verified. Repeatable.
     #[arg(long = "skip-tls-verify-registry", value_name = "HOST")]
@@ -38,9 +39,10 @@ pub(crate) struct RegistryFlags {
     #[arg(long = "registry-mirror", value_name = "HOST[/PATH]")]
     registry_mirrors: Vec<String>,
     /// Do not fall back to Docker Hub when every mirror fails.
-    #[arg(long)]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
     skip_default_registry_fallback: bool,
-    /// Use other registries instead of one: ORIG=NEW[;NEW2]. Repeatable.
+    /// Use another registry instead of one: ORIG=NEW[;ORIG2=NEW2…] (one ORIG may be given
+    /// several times: tried in order). Repeatable.
     #[arg(long = "registry-map", value_name = "ORIG=NEW")]
     registry_maps: Vec<String>,
     /// Retries of a failed push request.
@@ -69,8 +71,21 @@ impl RegistryFlags {
     /// The registry client options these flags describe. Files named by flags are checked
     /// here, before any build or transfer work.
     pub(crate) fn options(&self) -> Result<RegistryOptions> {
+        // kaniko's variables add to the flags.
+        let mut mirrors = self.registry_mirrors.clone();
+        mirrors.extend(
+            std::env::var("KANIKO_REGISTRY_MIRROR")
+                .ok()
+                .filter(|m| !m.is_empty()),
+        );
+        let mut map_values = self.registry_maps.clone();
+        map_values.extend(
+            std::env::var("KANIKO_REGISTRY_MAP")
+                .ok()
+                .filter(|m| !m.is_empty()),
+        );
         let mut options = RegistryOptions {
-            mirrors: self.registry_mirrors.clone(),
+            mirrors,
             skip_default_registry_fallback: self.skip_default_registry_fallback,
             push_retries: self.push_retry,
             pull_retries: self.image_download_retry,
@@ -108,11 +123,13 @@ impl RegistryFlags {
                 .insert(host.to_string(), (PathBuf::from(cert), PathBuf::from(key)));
         }
         let mut maps: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for value in &self.registry_maps {
-            let (from, to) = split_pair("registry-map", value)?;
-            maps.entry(from.to_string())
-                .or_default()
-                .extend(to.split(';').filter(|s| !s.is_empty()).map(str::to_string));
+        for value in &map_values {
+            for pair in value.split(';').filter(|p| !p.is_empty()) {
+                let (from, to) = split_pair("registry-map", pair)?;
+                maps.entry(from.to_string())
+                    .or_default()
+                    .push(to.to_string());
+            }
         }
         options.registry_map = maps;
         t.connect_timeout = Some(Duration::from_secs(30));

@@ -47,7 +47,7 @@ pub(crate) struct PushArgs {
     #[arg(long, value_name = "FILE")]
     digest_file: Option<PathBuf>,
     /// Do not check push access before uploading.
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
     skip_push_permission_check: bool,
     #[command(flatten)]
     registry: RegistryFlags,

@@ -186,10 +186,17 @@ fn the_executor_runs_again_and_again_in_a_jenkins_agent_container() {
             "--destination".into(),
             format!("{host}/team/app:two"),
         ],
+        // kaniko's spellings as pipelines write them: booleans with `=true`/`=false`, the
+        // digest files (into directories that do not exist yet).
         vec![
             "--destination".into(),
             format!("{host}/team/app:three"),
-            "--cleanup".into(),
+            "--cleanup=true".into(),
+            "--skip-tls-verify=false".into(),
+            "--insecure=false".into(),
+            "--digest-file=/kiln/out/digest".into(),
+            "--image-name-with-digest-file=/kiln/out/names".into(),
+            "--image-name-tag-with-digest-file=/kiln/out/tags".into(),
         ],
     ];
     for extra in &runs {
@@ -223,6 +230,18 @@ fn the_executor_runs_again_and_again_in_a_jenkins_agent_container() {
         workspace_before,
         common_inventory(ws),
         "the workspace changed"
+    );
+    let digest = podman.ok(&["exec", "agent", "cat", "/kiln/out/digest"]);
+    let pushed =
+        common::inspect_remote(&format!("{host}/team/app:three"), &cert_dir, USER, PASSWORD);
+    assert_eq!(pushed["Digest"], digest.as_str());
+    assert_eq!(
+        podman.ok(&["exec", "agent", "cat", "/kiln/out/names"]),
+        format!("{host}/team/app@{digest}\n")
+    );
+    assert_eq!(
+        podman.ok(&["exec", "agent", "cat", "/kiln/out/tags"]),
+        format!("{host}/team/app:three@{digest}\n")
     );
     for (tag, path, content) in [
         ("one", "/app/built", "built\n"),

@@ -237,7 +237,9 @@ impl Unpacked {
     }
 }
 
-/// `umoci unpack` of the layout's `latest`-or-only tag into a temp bundle.
+/// `umoci unpack` of the layout's `latest`-or-only tag into a temp bundle. A Docker-format
+/// manifest (kiln's default, stored as built) is first converted by skopeo, since umoci reads
+/// OCI media types only.
 pub fn unpack(layout: &Path) -> Unpacked {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
@@ -246,10 +248,29 @@ pub fn unpack(layout: &Path) -> Unpacked {
         .unwrap_or("latest")
         .to_owned();
     let dir = tempfile::tempdir().unwrap();
+    let mut image = format!("{}:{tag}", layout.display());
+    if index["manifests"][0]["mediaType"]
+        .as_str()
+        .is_some_and(|m| m.contains("docker"))
+    {
+        let converted = format!("{}:{tag}", dir.path().join("oci").display());
+        kiln_test::skopeo_checked([
+            "copy".to_string(),
+            "-q".to_string(),
+            "--format".to_string(),
+            "oci".to_string(),
+            // containers/image finds a Docker-typed manifest in a layout only as its sole
+            // entry, not by its ref name.
+            format!("oci:{}", layout.display()),
+            format!("oci:{converted}"),
+        ])
+        .unwrap();
+        image = converted;
+    }
     let out = Command::new("umoci")
         .arg("unpack")
         .arg("--image")
-        .arg(format!("{}:{tag}", layout.display()))
+        .arg(&image)
         .arg(dir.path().join("bundle"))
         .output()
         .expect("umoci runs");
