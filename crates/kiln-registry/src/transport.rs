@@ -116,9 +116,38 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// The system's CA certificates (honours `SSL_CERT_FILE` and `SSL_CERT_DIR`), loaded once.
+/// Every file of each `SSL_CERT_DIR` entry counts, as in Go (kaniko's image appends private
+/// CAs to `/kaniko/ssl/certs/ca-certificates.crt` or drops PEM files beside it), not only the
+/// hashed names OpenSSL looks up.
 fn system_roots() -> &'static [CertificateDer<'static>] {
     static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
-    ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
+    ROOTS.get_or_init(|| {
+        let mut certs = rustls_native_certs::load_native_certs().certs;
+        if let Some(dirs) = std::env::var_os("SSL_CERT_DIR") {
+            for dir in std::env::split_paths(&dirs) {
+                certs.extend(pem_files_in(&dir));
+            }
+        }
+        certs
+    })
+}
+
+/// The certificates of every readable PEM file directly in `dir` (others are skipped, as Go
+/// skips them).
+fn pem_files_in(dir: &std::path::Path) -> Vec<CertificateDer<'static>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .filter_map(|p| CertificateDer::pem_file_iter(p).ok())
+        .flat_map(|certs| certs.filter_map(Result::ok))
+        .collect()
 }
 
 /// Builds the rustls configuration for one registry.

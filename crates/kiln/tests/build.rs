@@ -1169,6 +1169,43 @@ fn git_repositories_as_contexts_and_add_sources() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nope") && err.contains("git"), "{err}");
+    // kaniko's form: git://, plain http by GIT_PULL_METHOD, the branch from --git (over the
+    // URL's ref), credentials from GIT_TOKEN that no message shows.
+    let kaniko_url = server.url.replace("http://", "git://");
+    let git_build = |git_args: &[&str]| {
+        let layout = work.path().join(format!("kaniko-{}", git_args.len()));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["build", "--context", &format!("{kaniko_url}#main")])
+            .args([
+                "--context-sub-path",
+                "sub",
+                "--no-push",
+                "--oci-layout-path",
+            ])
+            .arg(&layout)
+            .args(git_args)
+            .arg("--kiln-dir")
+            .arg(world.kiln_dir.path())
+            .env("DOCKER_CONFIG", world.docker_config.path())
+            .env("GIT_PULL_METHOD", "http")
+            .env("GIT_TOKEN", "s3cr3t-git-token")
+            .output()
+            .unwrap();
+        (out, layout)
+    };
+    let (out, layout) = git_build(&["--git", "branch=v1", "--git=single-branch=true"]);
+    common::assert_success(&out);
+    assert_eq!(
+        common::unpack(&layout).read("/from-git/hello.txt"),
+        "v1 of the repo\n"
+    );
+    let (out, _) = git_build(&["--git", "branch=no-such-branch"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no-such-branch"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cr3t-git-token"), "{err}");
 }
 
 #[test]

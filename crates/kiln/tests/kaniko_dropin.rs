@@ -615,3 +615,37 @@ COPY --from=bare /w /bare-w
         assert_eq!(config["config"]["WorkingDir"], "/start");
     }
 }
+
+#[test]
+fn a_ca_dropped_into_ssl_cert_dir_is_trusted_as_in_kanikos_image() {
+    let registry = kiln_test::Registry::start(kiln_test::RegistryOptions::plain().tls()).unwrap();
+    let host = registry.host();
+    let certs = tempfile::tempdir().unwrap();
+    // Any file name, as Go reads them (not only OpenSSL's hashed names).
+    std::fs::copy(
+        registry.ca_pem_path().unwrap(),
+        certs.path().join("corporate-ca.crt"),
+    )
+    .unwrap();
+    let context = common::context("FROM scratch\nCOPY a.txt /\n", &[("a.txt", "a\n")]);
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(config.path().join("config.json"), "{}").unwrap();
+    let kiln_dir = tempfile::tempdir().unwrap();
+    let push = |cert_dir: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.args(["build", "--context"])
+            .arg(context.path())
+            .args(["--destination", &format!("{host}/team/ca:1")])
+            .arg("--kiln-dir")
+            .arg(kiln_dir.path())
+            .env("DOCKER_CONFIG", config.path())
+            .env_remove("SSL_CERT_DIR");
+        if let Some(dir) = cert_dir {
+            cmd.env("SSL_CERT_DIR", dir);
+        }
+        cmd.output().unwrap()
+    };
+    let refused = push(None);
+    assert!(!refused.status.success(), "an unknown CA must be refused");
+    common::assert_success(&push(Some(certs.path())));
+}
