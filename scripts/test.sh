@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs kiln's whole test suite. Installs (apt-get) what the tests need first, so it works on a
-# fresh Debian machine with a Rust toolchain (>= 1.85). Run as root or with sudo available.
+# fresh Debian machine with a Rust toolchain (>= 1.95). Run as root or with sudo available.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "error: cargo not found: install Rust >= 1.85 (e.g. with rustup) first" >&2
+    echo "error: cargo not found: install Rust >= 1.95 (e.g. with rustup) first" >&2
     exit 1
 fi
 

@@ -2,6 +2,7 @@
 //! files the build sees after `.dockerignore`.
 
 use crate::error::BuildError;
+pub use crate::git::{clone_git, GitOptions};
 use kiln_dockerfile::ignore::{
     ignore_file_candidates, parse_ignore_file, walk, ContextFs, DirEntry, Matcher,
 };
@@ -16,24 +17,6 @@ pub struct PreparedContext {
     pub dir: PathBuf,
     /// A directory kiln made for it (an unpacked tarball), removed when dropped.
     _temp: Option<tempfile::TempDir>,
-}
-
-/// How a git context is fetched: kaniko's `--git` options and its `GIT_*` variables.
-#[derive(Debug, Clone, Default)]
-pub struct GitOptions {
-    /// `--git branch=NAME`: the branch or tag to clone (over the URL's `#ref`).
-    pub branch: Option<String>,
-    /// `--git single-branch=true`: fetch that branch only.
-    pub single_branch: bool,
-    /// `--git recurse-submodules=true`: check out submodules too.
-    pub recurse_submodules: bool,
-    /// `--git insecure-skip-tls=true`: do not verify the server's TLS certificate.
-    pub insecure_skip_tls: bool,
-    /// `GIT_PULL_METHOD=http`: `git://` URLs are fetched over plain http (else https).
-    pub plain_http: bool,
-    /// HTTP basic credentials (`GIT_TOKEN`, or `GIT_USERNAME`/`GIT_PASSWORD`). Handed to git
-    /// in its environment, never on a command line, never in a message.
-    pub credentials: Option<(String, String)>,
 }
 
 /// Makes `spec` (a dir, `dir://DIR`, `tar://FILE` or `tar://stdin` of a tar or tar.gz, a git
@@ -111,130 +94,6 @@ pub fn is_git_url(spec: &str) -> bool {
         || spec.starts_with("git@")
         || ((spec.starts_with("https://") || spec.starts_with("http://"))
             && without_ref.trim_end_matches('/').ends_with(".git"))
-}
-
-/// Clones the git repository `spec` (`URL[#ref[:subdir]]`; kaniko's `git://host/path` is
-/// fetched over https, and its `#refs/heads/x#commit` form is understood) into the new
-/// directory `dest` with the `git` command, and returns the directory the build uses
-/// (`subdir` inside it). The `.git` directory is removed unless `keep_git_dir`.
-pub fn clone_git(
-    spec: &str,
-    dest: &Path,
-    keep_git_dir: bool,
-    options: &GitOptions,
-) -> Result<PathBuf, BuildError> {
-    let err = |message: String| BuildError::Context {
-        context: spec.to_owned(),
-        message,
-    };
-    let mut parts = spec.splitn(2, '#');
-    let url = parts.next().unwrap_or(spec);
-    let fragment = parts.next().unwrap_or("");
-    let url = match url.strip_prefix("git://") {
-        Some(rest) if options.plain_http => format!("http://{rest}"),
-        Some(rest) => format!("https://{rest}"),
-        None => url.to_owned(),
-    };
-    // `#ref:subdir` (BuildKit) or `#ref#commit` (kaniko).
-    let (reference, rest) = match fragment.split_once('#') {
-        // kaniko's `#refs/heads/branch#commit`: the commit decides.
-        Some((_branch, commit)) => (commit.to_owned(), String::new()),
-        None => match fragment.split_once(':') {
-            Some((r, sub)) => (r.to_owned(), sub.to_owned()),
-            None => (fragment.to_owned(), String::new()),
-        },
-    };
-    let reference = options.branch.clone().unwrap_or_else(|| {
-        reference
-            .strip_prefix("refs/heads/")
-            .or_else(|| reference.strip_prefix("refs/tags/"))
-            .unwrap_or(&reference)
-            .to_owned()
-    });
-    // Settings through git's environment (GIT_CONFIG_COUNT, git >= 2.31): a credential in
-    // argv would be visible to every process of the machine.
-    let mut config: Vec<(&str, String)> = Vec::new();
-    if let Some((user, password)) = &options.credentials {
-        use base64::Engine as _;
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        config.push(("http.extraHeader", format!("Authorization: Basic {basic}")));
-    }
-    if options.insecure_skip_tls {
-        config.push(("http.sslVerify", "false".into()));
-    }
-    let git = |args: &[&str], dir: Option<&Path>| -> Result<(), BuildError> {
-        let mut cmd = std::process::Command::new("git");
-        if let Some(d) = dir {
-            cmd.arg("-C").arg(d);
-        }
-        cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
-        for (i, (key, value)) in config.iter().enumerate() {
-            cmd.env(format!("GIT_CONFIG_KEY_{i}"), key)
-                .env(format!("GIT_CONFIG_VALUE_{i}"), value);
-        }
-        let out = cmd
-            .args(args)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .output()
-            .map_err(|e| {
-                err(format!(
-                    "cannot run git (install it to use git contexts): {e}"
-                ))
-            })?;
-        if !out.status.success() {
-            return Err(err(format!(
-                "git {} failed: {}",
-                args.first().copied().unwrap_or_default(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(())
-    };
-    let dest_str = dest.to_string_lossy().into_owned();
-    // A shallow clone of the ref when the server allows it, else a full clone and a checkout
-    // (commit ids, servers without shallow support).
-    let mut shallow_args = vec!["clone", "--quiet", "--depth", "1"];
-    if !reference.is_empty() {
-        shallow_args.extend(["--branch", &reference]);
-    }
-    if options.recurse_submodules {
-        shallow_args.extend(["--recurse-submodules", "--shallow-submodules"]);
-    }
-    shallow_args.extend(["--", &url, &dest_str]);
-    if git(&shallow_args, None).is_err() {
-        let _ = std::fs::remove_dir_all(dest);
-        let mut full_args = vec!["clone", "--quiet"];
-        if options.single_branch && !reference.is_empty() {
-            full_args.extend(["--single-branch", "--branch", &reference]);
-        }
-        full_args.extend(["--", &url, &dest_str]);
-        git(&full_args, None)?;
-        if !reference.is_empty() && !options.single_branch {
-            git(&["checkout", "--quiet", &reference], Some(dest))?;
-        }
-        if options.recurse_submodules {
-            git(
-                &["submodule", "update", "--init", "--recursive", "--quiet"],
-                Some(dest),
-            )?;
-        }
-    }
-    if !keep_git_dir {
-        let dot_git = dest.join(".git");
-        std::fs::remove_dir_all(&dot_git).map_err(|e| err(format!("removing .git: {e}")))?;
-    }
-    let dir = if rest.is_empty() {
-        dest.to_owned()
-    } else {
-        dest.join(rest.trim_start_matches('/'))
-    };
-    if !dir.is_dir() {
-        return Err(err(format!(
-            "{} is not a directory of the repository",
-            rest
-        )));
-    }
-    Ok(dir)
 }
 
 /// Directory listings of a context on disk, for the `.dockerignore` walker.

@@ -22,6 +22,7 @@ pub mod context;
 pub mod copy;
 mod engine;
 mod error;
+mod git;
 pub mod image;
 mod options;
 pub mod output;

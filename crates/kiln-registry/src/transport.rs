@@ -150,6 +150,16 @@ fn pem_files_in(dir: &std::path::Path) -> Vec<CertificateDer<'static>> {
         .collect()
 }
 
+/// The TLS configuration kiln uses for `host` under `policy` (its trusted roots, extra CAs,
+/// client certificate, or no verification), for HTTP clients beside the registry client's
+/// (gix's, for git contexts).
+pub fn client_tls_config(
+    host: &str,
+    policy: &HostPolicy,
+) -> Result<rustls::ClientConfig, TransportError> {
+    tls_config(host, policy)
+}
+
 /// Builds the rustls configuration for one registry.
 fn tls_config(host: &str, policy: &HostPolicy) -> Result<rustls::ClientConfig, TransportError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())

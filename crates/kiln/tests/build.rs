@@ -1039,7 +1039,8 @@ fn a_base_image_that_does_not_exist_is_a_clear_error_with_the_line() {
     assert!(!err.contains("STEP"), "{err}");
 }
 
-/// A git repository served by a static HTTP server (git's "dumb" protocol), stopped on drop.
+/// A git repository served over git's smart HTTP protocol (`git http-backend` behind
+/// `tests/common/git_http_server.py`), stopped on drop.
 struct GitServer {
     child: std::process::Child,
     url: String,
@@ -1072,6 +1073,15 @@ fn git(dir: &std::path::Path, args: &[&str]) {
 }
 
 fn git_server() -> GitServer {
+    git_server_with(None, None)
+}
+
+/// [`git_server`] requiring HTTP basic auth with `token` as the user name (kaniko's GIT_TOKEN),
+/// over HTTPS with `tls` (certificate and key files).
+fn git_server_with(
+    token: Option<&str>,
+    tls: Option<(&std::path::Path, &std::path::Path)>,
+) -> GitServer {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
     std::fs::create_dir_all(work.join("sub")).unwrap();
@@ -1095,18 +1105,16 @@ fn git_server() -> GitServer {
         .output()
         .unwrap();
     assert!(out.status.success());
-    git(&bare, &["update-server-info"]);
     let port = kiln_test::free_port().unwrap();
     let child = std::process::Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            &port.to_string(),
-            "--directory",
-        ])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/common/git_http_server.py"
+        ))
         .arg(dir.path().join("srv"))
+        .arg(port.to_string())
+        .arg(token.unwrap_or(""))
+        .args(tls.iter().flat_map(|(cert, key)| [cert, key]))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -1119,7 +1127,10 @@ fn git_server() -> GitServer {
     }
     GitServer {
         child,
-        url: format!("http://127.0.0.1:{port}/repo.git"),
+        url: format!(
+            "{}://127.0.0.1:{port}/repo.git",
+            if tls.is_some() { "https" } else { "http" }
+        ),
         _dir: dir,
     }
 }
@@ -1206,6 +1217,69 @@ fn git_repositories_as_contexts_and_add_sources() {
         "{err}"
     );
     assert!(!err.contains("s3cr3t-git-token"), "{err}");
+}
+
+#[test]
+fn a_private_git_context_is_cloned_with_kanikos_git_token_and_without_a_git_command() {
+    let world = World::new();
+    let work = tempfile::tempdir().unwrap();
+    let ca = kiln_test::TestCa::new("git test CA").unwrap();
+    let issued = ca.issue_loopback_server().unwrap();
+    let (cert, key) = (work.path().join("cert.pem"), work.path().join("key.pem"));
+    std::fs::write(&cert, &issued.cert_pem).unwrap();
+    std::fs::write(&key, &issued.key_pem).unwrap();
+    // The CA as a private CA is added in kaniko's image: a file in SSL_CERT_DIR.
+    let cas = work.path().join("cas");
+    std::fs::create_dir(&cas).unwrap();
+    std::fs::write(cas.join("corporate.pem"), ca.cert_pem()).unwrap();
+    let server = git_server_with(Some("s3cr3t-git-token"), Some((&cert, &key)));
+    // No `git` on PATH, as in kiln's images: the clone is kiln's own.
+    let no_git = work.path().join("bin");
+    std::fs::create_dir(&no_git).unwrap();
+    let clone = |name: &str, env: &[(&str, &std::path::Path)], token: bool, extra: &[&str]| {
+        let layout = work.path().join(name);
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.args(["build", "--context", &format!("{}#v1:sub", server.url)])
+            .args(["--no-push", "--oci-layout-path"])
+            .arg(&layout)
+            .args(extra)
+            .arg("--kiln-dir")
+            .arg(world.kiln_dir.path())
+            .env("DOCKER_CONFIG", world.docker_config.path())
+            .env("PATH", &no_git)
+            .env_remove("SSL_CERT_DIR")
+            .env_remove("GIT_TOKEN");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        if token {
+            cmd.env("GIT_TOKEN", "s3cr3t-git-token");
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            layout,
+        )
+    };
+    // Without the token: refused, and the error names the repository.
+    let (ok, err, _) = clone("no-token", &[("SSL_CERT_DIR", &cas)], false, &[]);
+    assert!(!ok && err.contains(&server.url), "{err}");
+    // An unknown CA is refused; trusted from SSL_CERT_DIR, or skipped with kaniko's option.
+    let (ok, err, _) = clone("unknown-ca", &[], true, &[]);
+    assert!(!ok, "{err}");
+    for (name, env, extra) in [
+        ("trusted", &[("SSL_CERT_DIR", cas.as_path())][..], &[][..]),
+        ("skipped", &[][..], &["--git", "insecure-skip-tls=true"][..]),
+    ] {
+        let (ok, err, layout) = clone(name, env, true, extra);
+        assert!(ok, "{name}: {err}");
+        assert!(!err.contains("s3cr3t-git-token"), "{err}");
+        assert_eq!(
+            common::unpack(&layout).read("/from-git/hello.txt"),
+            "v1 of the repo\n"
+        );
+    }
 }
 
 #[test]
