@@ -263,20 +263,22 @@ fn kiln_dir(flag: Option<&PathBuf>) -> Result<PathBuf> {
     Ok(cache.join("kiln"))
 }
 
-fn build_args(raw: &[String]) -> BTreeMap<String, String> {
+/// `--build-arg` values: `NAME=value`, or a bare `NAME` taking the environment's value, empty
+/// when unset (kaniko's rule; `kiln outline` plans the same).
+pub(crate) fn build_args(raw: &[String]) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for arg in raw {
         match arg.split_once('=') {
+            Some(("", _)) => bail!("--build-arg {arg:?}: the name before '=' is empty"),
             Some((k, v)) => {
                 out.insert(k.to_owned(), v.to_owned());
             }
-            // kaniko's rule: a bare NAME takes the environment's value, empty when unset.
             None => {
                 out.insert(arg.clone(), std::env::var(arg).unwrap_or_default());
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Prints progress as lines: `[2/3] STEP 4/9: RUN make  (3.2s)`, or JSON. On a terminal (text
@@ -855,7 +857,7 @@ fn run_build(mut args: BuildArgs, as_executor: bool, reporter: Arc<LineReporter>
         dockerfile_name,
         dockerfile_in_context: in_context,
         outside_ignore_file: outside_ignore,
-        build_args: build_args(&args.build_args),
+        build_args: build_args(&args.build_args)?,
         target: args.target.clone(),
         platform,
         labels,

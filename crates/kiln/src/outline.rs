@@ -1,7 +1,7 @@
 //! `kiln outline`: the parsed, expanded plan of a Dockerfile, for people debugging one and for
 //! tools (the JSON form is a stable interface, documented in the README).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use kiln_build::context::StdContextFs;
 use kiln_dockerfile::ignore::{
@@ -9,7 +9,6 @@ use kiln_dockerfile::ignore::{
 };
 use kiln_dockerfile::{plan, Base, Dockerfile, Plan, PlanOptions, Platform};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -71,20 +70,7 @@ struct Outline<'a> {
 }
 
 pub(crate) fn run(args: OutlineArgs) -> Result<()> {
-    let mut build_args = BTreeMap::new();
-    for raw in &args.build_args {
-        match raw.split_once('=') {
-            Some((name, value)) if !name.is_empty() => {
-                build_args.insert(name.to_string(), value.to_string());
-            }
-            Some(_) => bail!("--build-arg {raw:?}: the name before '=' is empty"),
-            None => {
-                if let Ok(value) = std::env::var(raw) {
-                    build_args.insert(raw.clone(), value);
-                }
-            }
-        }
-    }
+    let build_args = crate::build::build_args(&args.build_args)?;
     let host = Platform::host();
     let target_platform = match &args.platform {
         Some(p) => Platform::parse_flag(p).map_err(|e| anyhow::anyhow!("--platform: {e}"))?,
