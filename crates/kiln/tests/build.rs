@@ -1042,16 +1042,9 @@ fn a_base_image_that_does_not_exist_is_a_clear_error_with_the_line() {
 /// A git repository served over git's smart HTTP protocol (`git http-backend` behind
 /// `tests/common/git_http_server.py`), stopped on drop.
 struct GitServer {
-    child: std::process::Child,
+    _server: common::LocalServer,
     url: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for GitServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn git(dir: &std::path::Path, args: &[&str]) {
@@ -1105,32 +1098,27 @@ fn git_server_with(
         .output()
         .unwrap();
     assert!(out.status.success());
-    let port = kiln_test::free_port().unwrap();
-    let child = std::process::Command::new("python3")
-        .arg(concat!(
+    let srv = dir.path().join("srv");
+    let (cert, key) = tls.unzip();
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/common/git_http_server.py"
-        ))
-        .arg(dir.path().join("srv"))
-        .arg(port.to_string())
-        .arg(token.unwrap_or(""))
-        .args(tls.iter().flat_map(|(cert, key)| [cert, key]))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+        )
+        .as_ref(),
+        srv.as_os_str(),
+        "{port}".as_ref(),
+        token.unwrap_or("").as_ref(),
+    ];
+    args.extend(cert.into_iter().chain(key).map(|p| p.as_os_str()));
+    let server = common::LocalServer::python(&args);
     GitServer {
-        child,
         url: format!(
-            "{}://127.0.0.1:{port}/repo.git",
-            if tls.is_some() { "https" } else { "http" }
+            "{}://127.0.0.1:{}/repo.git",
+            if tls.is_some() { "https" } else { "http" },
+            server.port
         ),
+        _server: server,
         _dir: dir,
     }
 }

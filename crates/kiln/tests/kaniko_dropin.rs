@@ -405,46 +405,6 @@ fn version_annotations_and_the_flags_of_kanikos_forks() {
     }
 }
 
-/// A static HTTP server over `dir` on a free port of 127.0.0.1, stopped on drop.
-struct StaticServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl StaticServer {
-    fn start(dir: &Path) -> StaticServer {
-        let port = kiln_test::free_port().unwrap();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                &port.to_string(),
-            ])
-            .arg("--directory")
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        StaticServer { child, port }
-    }
-}
-
-impl Drop for StaticServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn dockerfile_from_the_working_directory_then_the_context_or_a_url_and_bare_build_args() {
     let world = World::new();
@@ -491,7 +451,15 @@ fn dockerfile_from_the_working_directory_then_the_context_or_a_url_and_bare_buil
         "FROM scratch\nARG NAME=default\nARG OTHER=kept\nCOPY <<EOF /args.txt\n[${NAME}] [${OTHER}]\nEOF\n",
     )
     .unwrap();
-    let server = StaticServer::start(served.path());
+    let server = common::LocalServer::python(&[
+        "-m".as_ref(),
+        "http.server".as_ref(),
+        "--bind".as_ref(),
+        "127.0.0.1".as_ref(),
+        "{port}".as_ref(),
+        "--directory".as_ref(),
+        served.path().as_os_str(),
+    ]);
     let url = format!("http://127.0.0.1:{}/Dockerfile.web", server.port);
     // A bare --build-arg NAME unset in the environment is NAME="" (kaniko's rule).
     let (out, layout) = build(

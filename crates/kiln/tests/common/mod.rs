@@ -323,3 +323,44 @@ pub const PODMAN_RUN_LIMITS: [&str; 6] = [
     "--ulimit",
     "nproc=32768:32768",
 ];
+
+/// A server process on a free port of 127.0.0.1 (`python3 ARGS… PORT-ARGS`), killed on drop.
+pub struct LocalServer {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl LocalServer {
+    /// Starts `python3 args` with `{port}` in any argument replaced by a free port, and
+    /// waits until the port accepts connections.
+    pub fn python(args: &[&std::ffi::OsStr]) -> LocalServer {
+        let port = kiln_test::free_port().unwrap();
+        let args: Vec<std::ffi::OsString> = args
+            .iter()
+            .map(|a| match a.to_str() {
+                Some(s) if s.contains("{port}") => s.replace("{port}", &port.to_string()).into(),
+                _ => a.to_os_string(),
+            })
+            .collect();
+        let child = Command::new("python3")
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        LocalServer { child, port }
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
