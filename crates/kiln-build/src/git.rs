@@ -259,19 +259,9 @@ fn submodules(checkout: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// An error and its sources, joined by `: `.
+/// An error and its causes, joined by `: `.
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = s.source();
-    }
-    message
+    kiln_registry::error::with_causes(e.to_string(), e)
 }
 
 #[cfg(test)]

@@ -339,16 +339,7 @@ pub(crate) fn without_url(e: &reqwest::Error) -> String {
     if let Some(url) = e.url() {
         text = text.replace(url.as_str(), &display_url(url));
     }
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let t = cause.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        source = cause.source();
-    }
-    text
+    crate::error::with_causes(text, e)
 }
 
 #[cfg(test)]

@@ -201,18 +201,26 @@ impl RegistryError {
     }
 
     pub(crate) fn connection(request: RequestInfo, error: &dyn std::error::Error) -> Self {
-        let mut reason = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            if !reason.contains(&text) {
-                reason.push_str(": ");
-                reason.push_str(&text);
-            }
-            source = cause.source();
+        RegistryError::Connection {
+            request,
+            reason: with_causes(error.to_string(), error),
         }
-        RegistryError::Connection { request, reason }
     }
+}
+
+/// `text` (an error's message) followed by the messages of the error's causes, joined by
+/// `: `, leaving out a cause whose text is already there (libraries often repeat it).
+pub fn with_causes(mut text: String, error: &dyn std::error::Error) -> String {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let t = cause.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]
