@@ -138,14 +138,8 @@ pub fn copy(source: &Source<'_>, spec: &CopySpec<'_>, root: &Path) -> Result<Vec
             ignored_note(source, None)
         ));
     }
-    // Counted after matching, as docker does: `COPY a* b dest` is fine when `a*` matches
-    // nothing.
-    let count = matches.len() + spec.inline.len() + spec.downloads.len();
-    if count > 1 && !spec.dest.ends_with('/') {
-        return Err(format!(
-            "{count} source files: with more than one source file, the destination must be a directory and end with a /"
-        ));
-    }
+    // Several sources and a destination that is not a directory: BuildKit copies each to it
+    // in turn (the last one stays), where the classic builder refused.
     let dest_is_dir = spec.dest.ends_with('/')
         || spec.parents
         || resolve_in_root(root, &spec.dest, true)
@@ -167,7 +161,7 @@ pub fn copy(source: &Source<'_>, spec: &CopySpec<'_>, root: &Path) -> Result<Vec
         let target = if dest_is_dir {
             format!("{dest}/{name}")
         } else {
-            dest.clone()
+            w.through_link(&dest)?
         };
         // BuildKit makes inline files 0664 before copying them.
         w.write_bytes(&target, content.as_bytes(), 0o664)?;
@@ -176,12 +170,14 @@ pub fn copy(source: &Source<'_>, spec: &CopySpec<'_>, root: &Path) -> Result<Vec
         let target = if dest_is_dir {
             format!("{dest}/{name}")
         } else {
-            dest.clone()
+            w.through_link(&dest)?
         };
         // ADD of a URL: 0600 as BuildKit makes it, its time from Last-Modified.
         w.write_file(&target, file, 0o600, *mtime)?;
     }
     for (rel, parents_path) in &matches {
+        // Each match is its own copy in BuildKit: hard links between matches are not kept.
+        w.links.clear();
         // The source path itself is followed when it is a symlink (BuildKit's FollowSymlinks),
         // inside its root; a link that leads nowhere there is copied as the link it is.
         let followed = resolve_in_root(source.root(), rel, true)
@@ -207,7 +203,7 @@ pub fn copy(source: &Source<'_>, spec: &CopySpec<'_>, root: &Path) -> Result<Vec
             } else if dest_is_dir {
                 format!("{dest}/{base}")
             } else {
-                dest.clone()
+                w.through_link(&dest)?
             };
             if spec.unpack_archives && meta.is_file() {
                 if let Some(kind) = archive_kind(&src_host).map_err(|e| format!("{rel:?}: {e}"))? {
@@ -678,6 +674,21 @@ impl Writer<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The path a file written at the COPY's destination `dest` lands at: a symlink there is
+    /// written through (BuildKit resolves the destination in the root), else `dest`.
+    fn through_link(&self, dest: &str) -> Result<String, String> {
+        let Ok(rel) = resolve_in_root(self.root, dest, false) else {
+            return Ok(dest.to_owned());
+        };
+        let is_link =
+            fs::symlink_metadata(host(self.root, &rel)).is_ok_and(|m| m.file_type().is_symlink());
+        if !is_link {
+            return Ok(dest.to_owned());
+        }
+        let target = resolve_in_root(self.root, dest, true).map_err(|e| format!("{dest}: {e}"))?;
+        Ok(format!("/{target}"))
     }
 
     /// Copies one non-directory entry to `dest`.

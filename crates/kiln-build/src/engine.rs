@@ -56,9 +56,9 @@ pub(crate) struct Finished {
     pub(crate) image: StageImage,
     /// The stage's root file system, when it was extracted.
     pub(crate) rootfs: Option<PathBuf>,
-    /// The ARG values in scope at its end: a stage built FROM it starts with them, as in
-    /// BuildKit.
-    pub(crate) args: BTreeMap<String, String>,
+    /// The environment its RUN steps saw at its end (ENV and ARG values): a stage built FROM
+    /// it starts with it, as in BuildKit.
+    pub(crate) run_env: BTreeMap<String, String>,
 }
 
 /// A base image as resolved from its registry.

@@ -74,10 +74,16 @@ pub(crate) struct StageRun<'a> {
     fs: StageFs,
     isolation: Isolation,
     stage_dir: PathBuf,
-    /// ARG values in scope (RUN sees them as environment).
-    args: BTreeMap<String, String>,
+    /// The environment RUN sees, as BuildKit keeps it: the base's, then every ENV and every
+    /// ARG with a value in instruction order (the later wins; the image's `Env` gets only the
+    /// ENV values). A stage built FROM another starts with that stage's.
+    run_env: BTreeMap<String, String>,
     /// Paths this stage declared with VOLUME (made before each later RUN).
     volumes: Vec<String>,
+    /// The base's layers (a stage that only adds files reads their listing, never their files).
+    base_layers: Vec<Layer>,
+    /// Their listing, once read.
+    base_listing: Option<kiln_fs::listing::StackListing>,
     /// CMD was set in this stage (an ENTRYPOINT then keeps it).
     cmd_set: bool,
     /// `--single-snapshot` applies to this stage.
@@ -86,6 +92,29 @@ pub(crate) struct StageRun<'a> {
 }
 
 /// `RUN <<EOF` (nothing but one heredoc on the command line): its body is the script.
+/// Whether a stage must have its base's files (else it only adds files on top, and its base
+/// layers are never downloaded): a RUN reads them; a `--chown` COPY names users and makes
+/// directories owned by them only where the base lacks them; a WORKDIR under a non-root USER
+/// makes its directory owned by that user only where the base lacks it.
+fn needs_rootfs(stage: &PlannedStage, base: &ImageConfig) -> bool {
+    let non_root = |user: &str| !matches!(user, "" | "root" | "0" | "0:0" | "root:root");
+    let mut user_set = base
+        .config
+        .as_ref()
+        .and_then(|c| c.user.as_deref())
+        .is_some_and(non_root);
+    for instruction in stage.onbuild.iter().chain(&stage.instructions) {
+        match &instruction.command {
+            Command::Run { .. } => return true,
+            Command::Copy(a) | Command::Add(a) if a.chown.is_some() => return true,
+            Command::User { user } => user_set = non_root(&user.value),
+            Command::Workdir { .. } if user_set => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 fn heredoc_is_command(text: &str, heredocs: &[kiln_dockerfile::parser::Heredoc]) -> bool {
     let [heredoc] = heredocs else { return false };
     let word = text.trim();
@@ -129,24 +158,13 @@ impl<'a> StageRun<'a> {
         };
         let platform = builder.stage_platform(stage, plan)?;
         let stage_dir = builder.build_dir().join(format!("stage-{}", stage.index));
-        let needs_rootfs =
-            stage
-                .onbuild
-                .iter()
-                .chain(&stage.instructions)
-                .any(|i| match &i.command {
-                    Command::Run { .. } => true,
-                    // Names are looked up in the image; and the directories a COPY creates
-                    // take the --chown owner only where the base does not have them, which
-                    // only its files tell.
-                    Command::Copy(a) | Command::Add(a) => a.chown.is_some(),
-                    _ => false,
-                });
         let single = builder.options().single_snapshot && stage.index == plan.target;
-        let (image, from_scratch, args) = match &stage.base {
+        let (mut image, from_scratch, inherited) = match &stage.base {
             Base::Scratch => {
                 let mut config = ImageConfig::for_platform(&platform);
                 set_env(&mut config, "PATH", kiln_dockerfile::plan::DEFAULT_PATH);
+                // BuildKit's empty image works in `/`.
+                config.config_mut().working_dir = Some("/".into());
                 config.rootfs.kind = "layers".into();
                 (
                     StageImage {
@@ -154,14 +172,14 @@ impl<'a> StageRun<'a> {
                         layers: Vec::new(),
                     },
                     true,
-                    BTreeMap::new(),
+                    None,
                 )
             }
             Base::Image { reference } => {
                 let r = resolved
                     .get(reference)
                     .expect("base images are resolved before stages run");
-                (r.image.clone(), false, BTreeMap::new())
+                (r.image.clone(), false, None)
             }
             Base::Stage { index, .. } => {
                 let done = finished
@@ -170,9 +188,20 @@ impl<'a> StageRun<'a> {
                     .get(index)
                     .cloned()
                     .expect("a base stage is built in an earlier wave");
-                (done.image.clone(), false, done.args.clone())
+                (done.image.clone(), false, Some(done.run_env.clone()))
             }
         };
+        let needs_rootfs = needs_rootfs(stage, &image.config);
+        let base_layers = image.layers.clone();
+        // BuildKit gives every image a PATH when its base has none.
+        if !env_pairs(&image.config).iter().any(|(k, _)| k == "PATH") {
+            set_env(
+                &mut image.config,
+                "PATH",
+                kiln_dockerfile::plan::DEFAULT_PATH,
+            );
+        }
+        let run_env = inherited.unwrap_or_else(|| env_pairs(&image.config).into_iter().collect());
         let lazy = !needs_rootfs && !single && !from_scratch;
         let ignore = &builder.options().ignore_paths;
         let fs = if lazy {
@@ -218,8 +247,10 @@ impl<'a> StageRun<'a> {
             fs,
             isolation,
             stage_dir,
-            args,
+            run_env,
             volumes: Vec::new(),
+            base_layers,
+            base_listing: None,
             cmd_set: false,
             single,
             platform,
@@ -230,7 +261,7 @@ impl<'a> StageRun<'a> {
         // Proxy build args reach RUN without being declared (as in BuildKit).
         for name in kiln_dockerfile::plan::PROXY_ARGS {
             if let Some(v) = builder.options().build_args.get(name) {
-                run.args.insert(name.to_owned(), v.clone());
+                run.run_env.entry(name.to_owned()).or_insert(v.clone());
             }
         }
         Ok(run)
@@ -286,7 +317,7 @@ impl<'a> StageRun<'a> {
         Ok(Finished {
             image: self.image,
             rootfs,
-            args: self.args,
+            run_env: self.run_env,
         })
     }
 
@@ -317,13 +348,17 @@ impl<'a> StageRun<'a> {
             Command::Arg { args } => {
                 for decl in args {
                     if let Some(v) = &decl.default {
-                        self.args.insert(decl.name.clone(), v.value.clone());
+                        self.run_env.insert(decl.name.clone(), v.value.clone());
                     }
                 }
+                // A history entry, as BuildKit writes one.
+                self.record(instruction, None);
             }
             Command::Env { env } => {
                 for kv in env {
                     set_env(config, &kv.key.value, &kv.value.value);
+                    self.run_env
+                        .insert(kv.key.value.clone(), kv.value.value.clone());
                 }
                 self.record(instruction, None);
             }
@@ -386,6 +421,8 @@ impl<'a> StageRun<'a> {
                 let c = config.config_mut();
                 c.cmd = Some(v);
                 c.null_fields.remove("Cmd");
+                // BuildKit marks every CMD so (a Windows matter, but part of the config).
+                c.args_escaped = Some(true);
                 self.cmd_set = true;
                 self.record(instruction, None);
             }
@@ -404,13 +441,11 @@ impl<'a> StageRun<'a> {
             Command::Workdir { path } => {
                 let dir = paths::absolute(&image::working_dir(config), &path.value);
                 config.config_mut().working_dir = Some(dir.clone());
-                let layer = if self.fs.lazy() {
-                    // Without the base's files kiln cannot tell whether it exists; runtimes
-                    // create a missing working directory.
-                    None
-                } else {
-                    self.workdir(&dir, &at)?
-                };
+                if self.fs.lazy() {
+                    // Without the base's files, its layers' listing says what is missing.
+                    self.load_base_listing(&at, "WORKDIR")?;
+                }
+                let layer = self.workdir(&dir, &at)?;
                 self.record(instruction, layer);
             }
             Command::Run {
@@ -437,9 +472,13 @@ impl<'a> StageRun<'a> {
         let user = self.user();
         let single = self.single;
         let builder = self.builder;
+        let listing = self.base_listing.as_ref();
+        let in_base = |path: &str| {
+            listing.is_some_and(|l| l.kind(path) == Some(&kiln_fs::listing::PathKind::Dir))
+        };
         let (_, layer) = self.fs.step(builder, at, false, single, |root| {
             let rel = paths::resolve_in_root(root, dir, true).map_err(|e| bad(e.to_string()))?;
-            if paths::host(root, &rel).is_dir() {
+            if paths::host(root, &rel).is_dir() || in_base(&rel) {
                 return Ok(((), Writes::default()));
             }
             // A file operation: BuildKit's owner rules, not RUN's.
@@ -451,6 +490,7 @@ impl<'a> StageRun<'a> {
                 .map_err(|e| bad(e.to_string()))?;
             let changes = created
                 .into_iter()
+                .filter(|p| !in_base(p))
                 .map(|p| Change {
                     path: PathBuf::from(p),
                     kind: ChangeKind::Added,
@@ -459,6 +499,58 @@ impl<'a> StageRun<'a> {
             Ok(((), Writes::known(changes)))
         })?;
         Ok(layer)
+    }
+
+    /// A COPY destination (no trailing slash) of a stage without its base's files, as the
+    /// base's layers resolve it: symlinks followed, and a trailing `/` when it is a directory.
+    fn through_base(
+        &mut self,
+        dest: &str,
+        at: &str,
+        keyword: &'static str,
+    ) -> Result<String, BuildError> {
+        use kiln_fs::listing::PathKind;
+        if self.base_layers.is_empty() {
+            return Ok(dest.to_owned());
+        }
+        self.load_base_listing(at, keyword)?;
+        let listing = self.base_listing.as_ref().expect("listed above");
+        let mut path = dest.to_owned();
+        for _ in 0..40 {
+            match listing.kind(&path) {
+                Some(PathKind::Dir) => return Ok(format!("{path}/")),
+                Some(PathKind::Symlink(target)) => {
+                    let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
+                    path = paths::absolute(if parent.is_empty() { "/" } else { parent }, target);
+                }
+                _ => return Ok(path),
+            }
+        }
+        Ok(path)
+    }
+
+    /// Reads the listing of the base's layers (downloading them, never extracting), once.
+    fn load_base_listing(&mut self, at: &str, keyword: &'static str) -> Result<(), BuildError> {
+        if self.base_listing.is_some() {
+            return Ok(());
+        }
+        let mut listing = kiln_fs::listing::StackListing::default();
+        for layer in &self.base_layers {
+            if kiln_oci::media_type::is_foreign(&layer.descriptor.media_type) {
+                continue;
+            }
+            let path = self.builder.ensure_blob(layer)?;
+            let file = std::fs::File::open(&path).map_err(BuildError::io("opening", &path))?;
+            listing
+                .add_layer(std::io::BufReader::with_capacity(1 << 20, file))
+                .map_err(|e| BuildError::Instruction {
+                    at: at.to_owned(),
+                    keyword,
+                    message: format!("listing the base layer {}: {e}", layer.descriptor.digest),
+                })?;
+        }
+        self.base_listing = Some(listing);
+        Ok(())
     }
 
     fn user(&self) -> Option<String> {
@@ -530,10 +622,7 @@ impl<'a> StageRun<'a> {
                 message: "empty command".into(),
             });
         }
-        let mut env: BTreeMap<String, String> = self.args.clone();
-        for (k, v) in env_pairs(&self.image.config) {
-            env.insert(k, v);
-        }
+        let env = self.run_env.clone();
         let user = self.user();
         let cwd = self.workdir_or_root();
         let hosts = self.builder.build_dir().join("hosts");
@@ -701,6 +790,11 @@ impl<'a> StageRun<'a> {
             && dest != "/"
         {
             dest.push('/');
+        }
+        if self.fs.lazy() && !dest.ends_with('/') {
+            // Without the base's files: whether the destination is a directory (or a link to
+            // one) in the base decides where the files go; its layers' tar headers tell.
+            dest = self.through_base(&dest, &at, keyword)?;
         }
         let inline: Vec<(String, String)> = args
             .inline

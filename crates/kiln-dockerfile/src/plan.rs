@@ -336,10 +336,17 @@ impl<'a> Planner<'a> {
                     base_unknown: false,
                 },
                 Base::Image { reference } => match self.options.base_images.get(reference) {
-                    Some(image) => Env {
-                        vars: image.env.iter().cloned().collect(),
-                        base_unknown: false,
-                    },
+                    Some(image) => {
+                        let mut vars: BTreeMap<String, String> =
+                            image.env.iter().cloned().collect();
+                        // As for scratch: an image without PATH gets BuildKit's default.
+                        vars.entry("PATH".to_string())
+                            .or_insert_with(|| DEFAULT_PATH.to_string());
+                        Env {
+                            vars,
+                            base_unknown: false,
+                        }
+                    }
                     None => Env {
                         vars: BTreeMap::new(),
                         base_unknown: true,

@@ -94,6 +94,7 @@ mod at;
 pub mod compress;
 mod decompress;
 pub mod layer;
+pub mod listing;
 mod pax;
 mod side_hash;
 pub mod snapshot;

@@ -332,9 +332,7 @@ fn pushes_over_tls_with_basic_auth_and_writes_the_digest_files() {
     kiln_test::write_docker_config(config_dir.path(), &registry.host(), USER, PASSWORD).unwrap();
     let host = registry.host();
     let context = common::context(
-        &format!(
-            "FROM {host}/library/busybox:1\nCOPY app.txt /app.txt\nCMD [\"cat\", \"/app.txt\"]\n"
-        ),
+        &format!("FROM {host}/library/busybox:1\nCOPY app.txt /\nCMD [\"cat\", \"/app.txt\"]\n"),
         &[("app.txt", "pushed\n")],
     );
     let work = tempfile::tempdir().unwrap();
@@ -392,7 +390,8 @@ fn pushes_over_tls_with_basic_auth_and_writes_the_digest_files() {
     let fs = common::unpack(&oci);
     assert_eq!(fs.read("/app.txt"), "pushed\n");
     assert!(fs.meta("/bin/busybox").is_file());
-    // Only COPY on top of the base: its layers were mounted or skipped, never downloaded.
+    // Only COPY on top of the base, to a destination that is a directory whatever the base
+    // has: its layers were mounted or skipped, never downloaded.
     let base_layer_blobs = std::fs::read_dir(kiln_dir.join("store/blobs/sha256"))
         .unwrap()
         .count();
