@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Compares two container images, each given as an OCI layout plus the umoci bundle unpacked
-from it (scripts/parity/run.sh makes both, for buildah's and kiln's build of a case).
+from it (scripts/parity/run.sh makes both, for a reference builder's and kiln's build of a case).
 
     compare.py pair --case NAME --a-layout DIR --a-bundle DIR --b-layout DIR --b-bundle DIR
-                    [--a-name buildah] [--b-name kiln] [--known FILE] [--summary-file FILE]
+                    [--a-name buildkit] [--b-name kiln] [--known FILE --known-ref REF]
+                    [--summary-file FILE]
     compare.py summary --layout DIR --bundle DIR      one line about one image
     compare.py dump --layout DIR --bundle DIR         every path and config field of one image
     compare.py tag-layout DIR TAG                     add ref name TAG to a layout's only manifest
+    compare.py oci-view SRC DST TAG                   DST: SRC's image TAG with OCI media types
 
 Root filesystem (bundle/rootfs), per path: type, permission bits (with setuid, setgid, sticky),
 uid, gid, size and sha256 of regular files, symlink target, hardlink group (the other paths
@@ -16,22 +18,29 @@ printed for information.
 Image config (read from the layout: index.json -> manifest -> config blob, no umoci): every key of
 `config` (Env, Cmd, Entrypoint, WorkingDir, User, ExposedPorts, Volumes, Labels, StopSignal,
 Healthcheck, OnBuild, Shell, and any other one; empty values count as absent), `author`,
-`architecture`, `os`, `variant`, the number of history entries that made a layer (not
-`empty_layer`), and the number of diff_ids.
+`architecture`, `os`, `variant`.
+
+Layers (read from the layout's blobs): `layers`, the number of layers that change something. A
+layer that changes nothing but mtimes (empty; or only directories the layers below have with the
+same mode and owner, and empty RUN mount points) is printed, not counted: see layer_report.
+Within each image, the history entries that made a layer, the diff_ids and the manifest's
+layers must agree in number (`layers.consistency`).
 
 What is ignored is printed, never hidden:
 - the label io.buildah.version (buildah's identity label) and config.Hostname (buildah's
   docker-format config records its build container's name there);
 - runtime artifacts: a path from RUNTIME_ARTIFACTS (mount points a RUN sandbox makes: /proc,
-  /sys, /dev, /etc/hosts, /etc/resolv.conf, /etc/hostname, /run, /run/.containerenv, ...) that
-  exists in one image only and is empty (empty dir or empty file). In both images, or with
-  content, it is compared like any other path.
+  /sys, /dev, /etc/hosts, /etc/resolv.conf, /etc/hostname, /run, /run/.containerenv, ...; and
+  /etc, made as their parent on a base without one) that exists in one image only and is empty
+  (empty dir or empty file). In both images, or with content, it is compared like any other
+  path.
 
-Known differences: FILE has lines `case<TAB>field-or-path<TAB>reason` (# comments allowed).
-`case` and `field-or-path` are shell patterns (fnmatch); a difference whose key matches is
-reported as known. Keys are a path (`/etc/hosts`) or `config.Env`, `author`, `os`,
-`history.layers`, `rootfs.diff_ids`, ...; a list that holds the same entries in another order
-has the key `config.Env.order` (etc.).
+Known differences: FILE has lines `reference<TAB>case<TAB>field-or-path<TAB>reason` (# comments
+allowed); a line applies when its reference (`buildkit`, `buildah`, or a pattern such as `*`)
+matches --known-ref. `case` and `field-or-path` are shell patterns (fnmatch); a difference whose
+key matches is reported as known. Keys are a path (`/etc/hosts`) or `config.Env`, `author`,
+`os`, `layers`, ...; a list that holds the same entries in another
+order has the key `config.Env.order` (etc.). Without --known-ref no line applies.
 
 Exit status of `pair`: 0 same, 3 differences that are all known, 1 other differences,
 2 error (a layout or bundle could not be read).
@@ -44,12 +53,14 @@ import json
 import os
 import stat
 import sys
+import tarfile
 
 RUNTIME_ARTIFACTS = {
     "/proc",
     "/sys",
     "/dev",
     "/dev/pts",
+    "/etc",
     "/dev/shm",
     "/dev/mqueue",
     "/etc/hosts",
@@ -140,6 +151,44 @@ def tag_layout(layout, tag):
     with open(path, "w") as f:
         json.dump(index, f)
     print(f"{layout}: named its only manifest {tag!r}")
+    return 0
+
+
+DOCKER_TO_OCI = {
+    "application/vnd.docker.distribution.manifest.v2+json": "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.container.image.v1+json": "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.docker.image.rootfs.diff.tar": "application/vnd.oci.image.layer.v1.tar",
+}
+
+
+def oci_view(src, dst, tag):
+    """Writes DST, a layout whose manifest TAG is SRC's with OCI media types (blobs hardlinked),
+    for umoci, which reads no docker media types (and skopeo 1.9 finds no docker-typed
+    manifest in an OCI layout by its ref name)."""
+    manifest = pick_manifest(src, tag)
+    os.makedirs(os.path.join(dst, "blobs", "sha256"), exist_ok=True)
+    for d in [manifest["config"]] + list(manifest.get("layers") or []):
+        algo, hexd = d["digest"].split(":", 1)
+        target = os.path.join(dst, "blobs", algo, hexd)
+        if not os.path.exists(target):
+            os.link(os.path.join(src, "blobs", algo, hexd), target)
+    new = dict(manifest)
+    new["mediaType"] = DOCKER_TO_OCI.get(manifest.get("mediaType"), manifest.get("mediaType") or "application/vnd.oci.image.manifest.v1+json")
+    new["config"] = dict(manifest["config"], mediaType=DOCKER_TO_OCI.get(manifest["config"]["mediaType"], manifest["config"]["mediaType"]))
+    new["layers"] = [dict(l, mediaType=DOCKER_TO_OCI.get(l["mediaType"], l["mediaType"])) for l in manifest.get("layers") or []]
+    raw = json.dumps(new).encode()
+    digest = hashlib.sha256(raw).hexdigest()
+    with open(os.path.join(dst, "blobs", "sha256", digest), "wb") as f:
+        f.write(raw)
+    with open(os.path.join(dst, "oci-layout"), "w") as f:
+        json.dump({"imageLayoutVersion": "1.0.0"}, f)
+    index = {"schemaVersion": 2, "manifests": [{
+        "mediaType": new["mediaType"], "digest": "sha256:" + digest, "size": len(raw),
+        "annotations": {"org.opencontainers.image.ref.name": tag}}]}
+    with open(os.path.join(dst, "index.json"), "w") as f:
+        json.dump(index, f)
+    print(f"{dst}: {src}:{tag} with OCI media types")
     return 0
 
 
@@ -259,6 +308,64 @@ def is_empty(e):
 
 
 # ------------------------------------------------------------------------------------------
+# Layers
+# ------------------------------------------------------------------------------------------
+def layer_report(layout, manifest):
+    """One (entries, no_op) per layer of MANIFEST, in order. A layer is a no-op when it changes
+    nothing but mtimes: it is empty, or each entry is a directory that the layers below already
+    have with the same mode and owner, or an empty dir or file at a RUNTIME_ARTIFACTS path (a RUN
+    sandbox's mount point). Such layers are what a builder commits for a step that changed
+    nothing: dockerd 20.10 keeps an empty layer for WORKDIR of an existing dir, and its RUN
+    layers hold /etc (the parent of the /etc/hosts and /etc/resolv.conf mount stubs, its mtime
+    changed) and, the first time, empty /dev, /proc, /sys."""
+    state = {}  # path -> (type, mode, uid, gid)
+    out = []
+    for desc in manifest.get("layers") or []:
+        algo, hexd = desc["digest"].split(":", 1)
+        path = os.path.join(layout, "blobs", algo, hexd)
+        entries = 0
+        no_op = True
+        try:
+            tf = tarfile.open(path, "r:*")
+        except (tarfile.TarError, OSError) as e:
+            raise LayoutError(f"{layout}: layer {desc['digest']}: {e}")
+        with tf:
+            for ti in tf:
+                entries += 1
+                name = os.path.normpath("/" + ti.name)
+                if name.startswith("//"):
+                    name = name[1:]
+                base = os.path.basename(name)
+                parent = os.path.dirname(name)
+                if base == ".wh..wh..opq":
+                    no_op = False
+                    for q in [q for q in state if q.startswith(parent.rstrip("/") + "/")]:
+                        del state[q]
+                    continue
+                if base.startswith(".wh."):
+                    no_op = False
+                    gone = os.path.join(parent, base[4:])
+                    for q in [q for q in state if q == gone or q.startswith(gone + "/")]:
+                        del state[q]
+                    continue
+                kind = "dir" if ti.isdir() else "file" if ti.isreg() else "symlink" if ti.issym() else \
+                    "hardlink" if ti.islnk() else "other"
+                attrs = (kind, ti.mode & 0o7777, ti.uid, ti.gid)
+                if kind == "dir" and state.get(name) == attrs:
+                    pass
+                elif name in RUNTIME_ARTIFACTS and (kind == "dir" or (kind == "file" and ti.size == 0)):
+                    pass
+                else:
+                    no_op = False
+                if kind != "dir" and state.get(name, ("",))[0] == "dir":
+                    for q in [q for q in state if q.startswith(name + "/")]:
+                        del state[q]
+                state[name] = attrs
+        out.append((entries, no_op))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
 # Config
 # ------------------------------------------------------------------------------------------
 def empty(v):
@@ -288,9 +395,10 @@ def config_fields(config):
     return out
 
 
-# Fields that are printed but whose difference does not count (buildah and docker disagree on
-# recording metadata-only instructions in history; the layer count is what matters).
-INFO_FIELDS = {"history.entries"}
+# Fields that are printed but whose difference does not count: builders disagree on recording
+# metadata-only instructions in history, and on committing layers that change nothing (see
+# layer_report); what is compared is `layers`, the number of layers that change something.
+INFO_FIELDS = {"history.entries", "history.layers", "rootfs.diff_ids"}
 
 
 def show(v):
@@ -300,9 +408,10 @@ def show(v):
 # ------------------------------------------------------------------------------------------
 # Known differences
 # ------------------------------------------------------------------------------------------
-def load_known(path):
+def load_known(path, ref):
+    """The (case, key, reason) rules of FILE that apply to reference REF."""
     rules = []
-    if not path or not os.path.exists(path):
+    if not path or not ref:
         return rules
     with open(path) as f:
         for n, line in enumerate(f, 1):
@@ -310,10 +419,10 @@ def load_known(path):
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             parts = line.split("\t")
-            if len(parts) < 2:
-                print(f"{path}:{n}: expected case<TAB>field-or-path<TAB>reason", file=sys.stderr)
-                continue
-            rules.append((parts[0], parts[1], parts[2] if len(parts) > 2 else ""))
+            if len(parts) < 3:
+                raise LayoutError(f"{path}:{n}: expected reference<TAB>case<TAB>field-or-path<TAB>reason")
+            if fnmatch.fnmatchcase(ref, parts[0]):
+                rules.append((parts[1], parts[2], parts[3] if len(parts) > 3 else ""))
     return rules
 
 
@@ -343,7 +452,11 @@ def cmd_pair(args):
         print(f"error: {e}", file=sys.stderr)
         return 2
     A, B = args.a_name, args.b_name
-    rules = load_known(args.known)
+    try:
+        rules = load_known(args.known, args.known_ref)
+    except (LayoutError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     diffs = []  # (key, message)
     ignored = []
     info = []
@@ -386,6 +499,24 @@ def cmd_pair(args):
             diffs.append((k + ".order", "same entries, other order: " + msg))
             continue
         diffs.append((k, msg))
+    # Layers: those that change something are compared; no-op layers are printed.
+    try:
+        ra, rb = layer_report(args.a_layout, ma), layer_report(args.b_layout, mb)
+    except (LayoutError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    la_n = sum(1 for _, no_op in ra if not no_op)
+    lb_n = sum(1 for _, no_op in rb if not no_op)
+    if la_n != lb_n:
+        diffs.append(("layers", f"layers that change something: {A} {la_n} vs {B} {lb_n}"))
+    for who, r, x in ((A, ra, xa), (B, rb, xb)):
+        noops = [i for i, (_, no_op) in enumerate(r) if no_op]
+        if noops:
+            ignored.append(("no-op layers", f"{len(noops)} layer(s) of {who} change nothing but mtimes (layer "
+                            + ", ".join(f"{i} ({r[i][0]} entries)" for i in noops) + ")"))
+        if not (x.get("history.layers") == x.get("rootfs.diff_ids") == len(r)):
+            diffs.append(("layers.consistency", f"{who}: {x.get('history.layers')} history entries with a layer, "
+                          f"{x.get('rootfs.diff_ids')} diff_ids, {len(r)} layers in the manifest"))
     for who, c in ((A, ca), (B, cb)):
         for k in sorted(IGNORED_CONFIG_KEYS):
             v = (c.get("config") or {}).get(k)
@@ -397,7 +528,7 @@ def cmd_pair(args):
         for who, labels in ((A, la), (B, lb)):
             if lab in labels:
                 ignored.append((f"label {lab}", f"label {lab}={labels[lab]!r} in {who}"))
-    if xa.get("history.layers") != xb.get("history.layers") or xa.get("history.entries") != xb.get("history.entries"):
+    if la_n != lb_n or xa.get("history.layers") != xb.get("history.layers"):
         for who, c in ((A, ca), (B, cb)):
             info.append(f"history of {who}:")
             for h in c.get("history") or []:
@@ -422,7 +553,7 @@ def cmd_pair(args):
     for line in info:
         print(f"info: {line}")
     if not diffs:
-        print(f"same: {len(common)} paths, {xa.get('rootfs.diff_ids')} layers")
+        print(f"same: {len(common)} paths, {la_n} layers")
 
     if args.summary_file:
         if unknown:
@@ -432,7 +563,7 @@ def cmd_pair(args):
         elif known:
             summary = f"{len(known)} known: " + "; ".join(sorted({k for k, _, _ in known}))[:200]
         else:
-            summary = f"{len(common)} paths, {xa.get('rootfs.diff_ids')} layers"
+            summary = f"{len(common)} paths, {la_n} layers"
         if ignored:
             counts = {}
             for name, _ in ignored:
@@ -472,13 +603,14 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     pp = sub.add_parser("pair")
     pp.add_argument("--case", required=True)
-    pp.add_argument("--a-name", default="buildah")
+    pp.add_argument("--a-name", default="buildkit")
     pp.add_argument("--a-layout", required=True)
     pp.add_argument("--a-bundle", required=True)
     pp.add_argument("--b-name", default="kiln")
     pp.add_argument("--b-layout", required=True)
     pp.add_argument("--b-bundle", required=True)
     pp.add_argument("--known")
+    pp.add_argument("--known-ref", help="the reference whose known differences apply")
     pp.add_argument("--summary-file")
     for name in ("summary", "dump"):
         sp = sub.add_parser(name)
@@ -487,7 +619,13 @@ def main():
     tp = sub.add_parser("tag-layout")
     tp.add_argument("layout")
     tp.add_argument("tag")
+    op = sub.add_parser("oci-view")
+    op.add_argument("src")
+    op.add_argument("dst")
+    op.add_argument("tag")
     args = p.parse_args()
+    if args.cmd == "oci-view":
+        return oci_view(args.src, args.dst, args.tag)
     if args.cmd == "pair":
         return cmd_pair(args)
     if args.cmd == "summary":

@@ -1,0 +1,3 @@
+mkdir -p tree/empty-sub tree/full only-empty
+chmod 0750 tree/empty-sub
+echo f > tree/full/f
