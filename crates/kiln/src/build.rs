@@ -182,6 +182,9 @@ pub(crate) struct BuildArgs {
     /// insecure-skip-tls=. Repeatable.
     #[arg(long = "git", value_name = "KEY=VALUE")]
     git: Vec<String>,
+    /// kaniko's hidden bucket flag (a GCS bucket, or any `x://` context): not supported.
+    #[arg(long, short = 'b', hide = true)]
+    bucket: Option<String>,
     /// An annotation of the image manifest, KEY=VALUE. Repeatable.
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     annotations: Vec<String>,
@@ -663,6 +666,20 @@ fn run_build(mut args: BuildArgs, as_executor: bool, reporter: Arc<LineReporter>
         reporter.warn(
             "--push-ignore-immutable-tag-errors is not supported yet: a refused tag fails the push",
         );
+    }
+    if let Some(bucket) = &args.bucket {
+        bail!(
+            "--bucket {bucket}: object-store contexts are not supported yet: download the \
+             context and pass the directory (or tar://FILE) with --context"
+        );
+    }
+    if let Some(url) = args
+        .digest_file
+        .as_ref()
+        .and_then(|p| p.to_str())
+        .filter(|p| p.starts_with("https://") || p.starts_with("http://"))
+    {
+        bail!("--digest-file {url}: sending the digest to a URL (kaniko's HTTP PUT) is not supported; give a file path");
     }
     if let Some(value) = &args.whitelist_var_run {
         reporter.warn("--whitelist-var-run is deprecated: use --ignore-var-run");

@@ -396,6 +396,11 @@ fn version_annotations_and_the_flags_of_kanikos_forks() {
         (&["--git", "depth=1"][..], "--git"),
         (&["--git", "single-branch=perhaps"][..], "--git"),
         (&["--annotation", "novalue"][..], "--annotation"),
+        (
+            &["--digest-file", "https://example.invalid/d"][..],
+            "--digest-file",
+        ),
+        (&["-b", "gs://bucket/context.tar.gz"][..], "--bucket"),
     ] {
         let mut all = vec!["--context", ctx, "--no-push"];
         all.extend_from_slice(args);
