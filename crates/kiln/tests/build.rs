@@ -1267,6 +1267,29 @@ fn a_private_git_context_is_cloned_with_kanikos_git_token_and_without_a_git_comm
             "v1 of the repo\n"
         );
     }
+    // kaniko's other form: GIT_USERNAME and GIT_PASSWORD.
+    let user = std::path::Path::new("s3cr3t-git-token");
+    let password = std::path::Path::new("an-unused-password");
+    let (ok, err, _) = clone(
+        "user-password",
+        &[
+            ("SSL_CERT_DIR", cas.as_path()),
+            ("GIT_USERNAME", user),
+            ("GIT_PASSWORD", password),
+        ],
+        false,
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert!(!err.contains("an-unused-password"), "{err}");
+    // Submodules need the git command, which this PATH (like kiln's images) lacks: said so.
+    let (ok, err, _) = clone(
+        "submodules",
+        &[("SSL_CERT_DIR", cas.as_path())],
+        true,
+        &["--git", "recurse-submodules=true"],
+    );
+    assert!(!ok && err.contains("needs the git command"), "{err}");
 }
 
 #[test]
