@@ -539,15 +539,22 @@ impl<'a> StageRun<'a> {
             if kiln_oci::media_type::is_foreign(&layer.descriptor.media_type) {
                 continue;
             }
-            let path = self.builder.ensure_blob(layer)?;
-            let file = std::fs::File::open(&path).map_err(BuildError::io("opening", &path))?;
-            listing
-                .add_layer(std::io::BufReader::with_capacity(1 << 20, file))
-                .map_err(|e| BuildError::Instruction {
-                    at: at.to_owned(),
-                    keyword,
-                    message: format!("listing the base layer {}: {e}", layer.descriptor.digest),
-                })?;
+            let store = self.builder.store();
+            let digest = &layer.descriptor.digest;
+            // A listing kept from an earlier build needs no blob; else the blob is fetched.
+            let entries = match store.layer_entries(digest) {
+                Err(kiln_fs::store::StoreError::BlobNotFound { .. }) => {
+                    self.builder.ensure_blob(layer)?;
+                    store.layer_entries(digest)
+                }
+                other => other,
+            };
+            let entries = entries.map_err(|e| BuildError::Instruction {
+                at: at.to_owned(),
+                keyword,
+                message: format!("listing the base layer {}: {e}", layer.descriptor.digest),
+            })?;
+            listing.add(&entries);
         }
         self.base_listing = Some(listing);
         Ok(())

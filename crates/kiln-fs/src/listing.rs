@@ -25,10 +25,19 @@ pub enum ListingError {
     Read(#[from] std::io::Error),
 }
 
-/// The paths of a stack of layers, whiteouts applied, by path relative to the root (`a/b`).
-#[derive(Debug, Default, Clone)]
-pub struct StackListing {
-    paths: BTreeMap<String, PathKind>,
+/// One layer's entries, as its tar headers say, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LayerEntries {
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Path(String, PathKind),
+    /// `.wh.NAME`: the path hides what lower layers have there.
+    Whiteout(String),
+    /// `.wh..wh..opq` in a directory: it hides what lower layers have below it.
+    Opaque(String),
 }
 
 const WHITEOUT_PREFIX: &str = ".wh.";
@@ -41,31 +50,35 @@ fn clean(path: &str) -> String {
         .join("/")
 }
 
-impl StackListing {
-    /// Adds the next layer (above those added before): gzip, zstd or plain tar.
-    pub fn add_layer<R: Read>(&mut self, layer: R) -> Result<(), ListingError> {
+fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+impl LayerEntries {
+    /// Reads a layer's tar headers (gzip, zstd or plain), skipping the file contents.
+    pub fn read<R: Read>(layer: R) -> Result<LayerEntries, ListingError> {
         let mut archive = tar::Archive::new(Decompressor::new(layer)?);
-        let mut added: BTreeMap<String, PathKind> = BTreeMap::new();
+        let mut entries = Vec::new();
         for entry in archive.entries()? {
             let entry = entry?;
             let path = clean(&String::from_utf8_lossy(&entry.path_bytes()));
             let (parent, name) = match path.rsplit_once('/') {
-                Some((p, n)) => (p.to_owned(), n),
-                None => (String::new(), path.as_str()),
+                Some((p, n)) => (p, n),
+                None => ("", path.as_str()),
             };
-            // Whiteouts hide what lower layers have, never this layer's own entries.
             if name == OPAQUE_MARKER {
-                self.remove_below(&parent);
+                entries.push(Entry::Opaque(parent.to_owned()));
                 continue;
             }
             if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-                let hidden = if parent.is_empty() {
-                    hidden.to_owned()
-                } else {
-                    format!("{parent}/{hidden}")
-                };
-                self.paths.remove(&hidden);
-                self.remove_below(&hidden);
+                entries.push(Entry::Whiteout(join(parent, hidden)));
+                continue;
+            }
+            if path.is_empty() {
                 continue;
             }
             let header = entry.header();
@@ -79,10 +92,98 @@ impl StackListing {
                 ),
                 _ => PathKind::Other,
             };
-            if path.is_empty() {
-                continue;
+            entries.push(Entry::Path(path, kind));
+        }
+        Ok(LayerEntries { entries })
+    }
+
+    /// A text form for a cache: one entry per line, tab-separated, `\`, tab and newline
+    /// escaped.
+    pub fn to_text(&self) -> String {
+        let esc = |s: &str| {
+            s.replace('\\', "\\\\")
+                .replace('\t', "\\t")
+                .replace('\n', "\\n")
+        };
+        let mut out = String::new();
+        for entry in &self.entries {
+            let line = match entry {
+                Entry::Path(p, PathKind::Dir) => format!("d\t{}", esc(p)),
+                Entry::Path(p, PathKind::Other) => format!("f\t{}", esc(p)),
+                Entry::Path(p, PathKind::Symlink(t)) => format!("l\t{}\t{}", esc(p), esc(t)),
+                Entry::Whiteout(p) => format!("w\t{}", esc(p)),
+                Entry::Opaque(p) => format!("o\t{}", esc(p)),
+            };
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Parses [`LayerEntries::to_text`]'s form; `None` when it is not that.
+    pub fn from_text(text: &str) -> Option<LayerEntries> {
+        let unesc = |s: &str| {
+            let mut out = String::with_capacity(s.len());
+            let mut chars = s.chars();
+            while let Some(c) = chars.next() {
+                if c != '\\' {
+                    out.push(c);
+                    continue;
+                }
+                match chars.next()? {
+                    't' => out.push('\t'),
+                    'n' => out.push('\n'),
+                    '\\' => out.push('\\'),
+                    _ => return None,
+                }
             }
-            added.insert(path, kind);
+            Some(out)
+        };
+        let mut entries = Vec::new();
+        for line in text.lines() {
+            let mut fields = line.split('\t');
+            let entry = match (fields.next()?, fields.next()) {
+                ("d", Some(p)) => Entry::Path(unesc(p)?, PathKind::Dir),
+                ("f", Some(p)) => Entry::Path(unesc(p)?, PathKind::Other),
+                ("l", Some(p)) => Entry::Path(unesc(p)?, PathKind::Symlink(unesc(fields.next()?)?)),
+                ("w", Some(p)) => Entry::Whiteout(unesc(p)?),
+                ("o", Some(p)) => Entry::Opaque(unesc(p)?),
+                _ => return None,
+            };
+            entries.push(entry);
+        }
+        Some(LayerEntries { entries })
+    }
+}
+
+/// The paths of a stack of layers, whiteouts applied, by path relative to the root (`a/b`).
+#[derive(Debug, Default, Clone)]
+pub struct StackListing {
+    paths: BTreeMap<String, PathKind>,
+}
+
+impl StackListing {
+    /// Adds the next layer (above those added before): gzip, zstd or plain tar.
+    pub fn add_layer<R: Read>(&mut self, layer: R) -> Result<(), ListingError> {
+        self.add(&LayerEntries::read(layer)?);
+        Ok(())
+    }
+
+    /// Adds the next layer's entries (above those added before).
+    pub fn add(&mut self, layer: &LayerEntries) {
+        let mut added: BTreeMap<String, PathKind> = BTreeMap::new();
+        for entry in &layer.entries {
+            match entry {
+                // Whiteouts hide what lower layers have, never this layer's own entries.
+                Entry::Opaque(dir) => self.remove_below(dir),
+                Entry::Whiteout(hidden) => {
+                    self.paths.remove(hidden);
+                    self.remove_below(hidden);
+                }
+                Entry::Path(path, kind) => {
+                    added.insert(path.clone(), kind.clone());
+                }
+            }
         }
         for (path, kind) in added {
             if kind != PathKind::Dir {
@@ -91,7 +192,6 @@ impl StackListing {
             }
             self.paths.insert(path, kind);
         }
-        Ok(())
     }
 
     fn remove_below(&mut self, dir: &str) {
@@ -101,10 +201,7 @@ impl StackListing {
             format!("{dir}/")
         };
         self.paths
-            .retain(|p, _| !p.starts_with(&prefix) || p == dir);
-        if dir.is_empty() {
-            self.paths.clear();
-        }
+            .retain(|p, _| p.as_str() == dir || !p.starts_with(&prefix));
     }
 
     /// What the stack has at `path` (absolute or relative; `.` and empty parts ignored), if
@@ -171,5 +268,23 @@ mod tests {
         assert_eq!(stack.kind("/opaque/old"), None);
         assert_eq!(stack.kind("/opaque/new"), Some(&PathKind::Other));
         assert_eq!(stack.kind("/link"), Some(&PathKind::Symlink("etc".into())));
+    }
+
+    #[test]
+    fn entries_survive_their_text_form() {
+        use tar::EntryType::{Directory, Regular, Symlink};
+        let entries = LayerEntries::read(
+            &layer(&[
+                ("a b/", Directory, ""),
+                ("a b/t\\ab", Regular, ""),
+                ("a b/.wh.gone", Regular, ""),
+                ("x/.wh..wh..opq", Regular, ""),
+                ("l", Symlink, "../x y"),
+            ])[..],
+        )
+        .unwrap();
+        let text = entries.to_text();
+        assert_eq!(LayerEntries::from_text(&text), Some(entries));
+        assert_eq!(LayerEntries::from_text("?\tnope\n"), None);
     }
 }

@@ -198,6 +198,45 @@ impl ContentStore {
         })
     }
 
+    /// The entries of the stored layer blob `digest` as its tar headers list them (what a
+    /// stage that never unpacks its base asks about it). Read once and kept beside the blob
+    /// in `listings/`, so later builds do not read the blob again.
+    pub fn layer_entries(
+        &self,
+        digest: &Digest,
+    ) -> Result<crate::listing::LayerEntries, StoreError> {
+        let cached = self
+            .root
+            .join("listings")
+            .join(digest.algorithm().as_str())
+            .join(digest.hex());
+        if let Some(entries) = std::fs::read_to_string(&cached)
+            .ok()
+            .and_then(|t| crate::listing::LayerEntries::from_text(&t))
+        {
+            return Ok(entries);
+        }
+        let blob = self.open_blob(digest)?;
+        let entries =
+            crate::listing::LayerEntries::read(io::BufReader::with_capacity(1 << 20, blob))
+                .map_err(
+                    |crate::listing::ListingError::Read(source)| StoreError::Read {
+                        what: format!("the tar headers of layer {digest}"),
+                        source,
+                    },
+                )?;
+        // A cache: written whole (temp + rename) or not at all.
+        let dir = cached.parent().expect("a listing path has a parent");
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| tempfile::NamedTempFile::new_in(dir))
+            .and_then(|mut tmp| {
+                io::Write::write_all(&mut tmp, entries.to_text().as_bytes())?;
+                tmp.persist(&cached).map(drop).map_err(|e| e.error)
+            });
+        drop(written);
+        Ok(entries)
+    }
+
     /// Streams `reader` into the store, hashing while writing.
     ///
     /// With `expected`, at most `expected.size + 1` bytes are read and the

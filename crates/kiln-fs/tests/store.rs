@@ -302,3 +302,32 @@ fn concurrent_unpacks_of_one_layer_agree() {
         .count();
     assert_eq!(files, 200);
 }
+
+#[test]
+fn a_layers_listing_is_read_from_its_tar_headers_once_and_kept_without_the_blob() {
+    use kiln_fs::listing::{PathKind, StackListing};
+    let (_d, store) = store();
+    let blob = gzip(&sample_layer());
+    let desc = Descriptor::for_bytes(media_type::OCI_LAYER_TAR_GZIP, &blob);
+    // Not stored yet: said so, the way a caller knows to fetch it.
+    assert!(matches!(
+        store.layer_entries(&desc.digest),
+        Err(StoreError::BlobNotFound { .. })
+    ));
+    store.ingest(&blob[..], Some(&desc)).unwrap();
+    let first = store.layer_entries(&desc.digest).unwrap();
+    let mut listing = StackListing::default();
+    listing.add(&first);
+    assert_eq!(listing.kind("/etc"), Some(&PathKind::Dir));
+    assert_eq!(listing.kind("/etc/os-release"), Some(&PathKind::Other));
+    assert_eq!(
+        listing.kind("/lib"),
+        Some(&PathKind::Symlink("usr/lib".into()))
+    );
+    assert_eq!(listing.kind("/usr"), None, "only what the headers list");
+    // Kept: the blob is no longer needed.
+    let path = store.blob_path(&desc.digest);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::remove_file(&path).unwrap();
+    assert_eq!(store.layer_entries(&desc.digest).unwrap(), first);
+}
