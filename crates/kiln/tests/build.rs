@@ -142,13 +142,7 @@ fn copy_and_add_follow_docker_semantics() {
         // A tar.gz for ADD to unpack, made with busybox tar by a RUN of an earlier stage would
         // need a shell here; make it with the tar crate instead.
         let tarball = {
-            let layer = kiln_test::LayerTar::new()
-                .dir("pkg", 0o755, (0, 0))
-                .unwrap()
-                .file("pkg/data.txt", 0o640, (7, 8), b"packed\n")
-                .unwrap()
-                .finish()
-                .unwrap();
+            let layer = common::owned_tar();
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             std::io::Write::write_all(&mut gz, &layer).unwrap();
             gz.finish().unwrap()

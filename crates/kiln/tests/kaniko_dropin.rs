@@ -505,14 +505,7 @@ fn rand_suffix() -> String {
 #[test]
 fn buildkit_semantics_that_kaniko_pipelines_rely_on() {
     let world = World::new();
-    // An archive whose entries record their own owners.
-    let tarball = kiln_test::LayerTar::new()
-        .dir("pkg", 0o755, (0, 0))
-        .unwrap()
-        .file("pkg/data.txt", 0o640, (7, 8), b"packed\n")
-        .unwrap()
-        .finish()
-        .unwrap();
+    let tarball = common::owned_tar();
     let dockerfile = r#"# a licence header first
 # escape=`
 ARG BASE

@@ -364,3 +364,15 @@ impl Drop for LocalServer {
         let _ = self.child.wait();
     }
 }
+
+/// A tar holding `pkg/` (root) and `pkg/data.txt` ("packed\n", 0640, owned 7:8): an archive
+/// whose entries record their own owners, for ADD.
+pub fn owned_tar() -> Vec<u8> {
+    kiln_test::LayerTar::new()
+        .dir("pkg", 0o755, (0, 0))
+        .unwrap()
+        .file("pkg/data.txt", 0o640, (7, 8), b"packed\n")
+        .unwrap()
+        .finish()
+        .unwrap()
+}
