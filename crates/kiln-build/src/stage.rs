@@ -441,11 +441,16 @@ impl<'a> StageRun<'a> {
             Command::Workdir { path } => {
                 let dir = paths::absolute(&image::working_dir(config), &path.value);
                 config.config_mut().working_dir = Some(dir.clone());
+                let mut made = dir.clone();
                 if self.fs.lazy() {
-                    // Without the base's files, its layers' listing says what is missing.
+                    // Without the base's files, its layers' listing says what is missing (and
+                    // where its symlinks lead).
                     self.load_base_listing(&at, "WORKDIR")?;
+                    if let Some(listing) = &self.base_listing {
+                        made = listing.resolve(&dir);
+                    }
                 }
-                let layer = self.workdir(&dir, &at)?;
+                let layer = self.workdir(&made, &at)?;
                 self.record(instruction, layer);
             }
             Command::Run {
@@ -502,7 +507,8 @@ impl<'a> StageRun<'a> {
     }
 
     /// A COPY destination (no trailing slash) of a stage without its base's files, as the
-    /// base's layers resolve it: symlinks followed, and a trailing `/` when it is a directory.
+    /// base's layers resolve it: symlinks followed in every component, and a trailing `/` when
+    /// it is a directory.
     fn through_base(
         &mut self,
         dest: &str,
@@ -515,18 +521,11 @@ impl<'a> StageRun<'a> {
         }
         self.load_base_listing(at, keyword)?;
         let listing = self.base_listing.as_ref().expect("listed above");
-        let mut path = dest.to_owned();
-        for _ in 0..40 {
-            match listing.kind(&path) {
-                Some(PathKind::Dir) => return Ok(format!("{path}/")),
-                Some(PathKind::Symlink(target)) => {
-                    let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
-                    path = paths::absolute(if parent.is_empty() { "/" } else { parent }, target);
-                }
-                _ => return Ok(path),
-            }
-        }
-        Ok(path)
+        let path = listing.resolve(dest);
+        Ok(match listing.kind(&path) {
+            Some(PathKind::Dir) => format!("{path}/"),
+            _ => path,
+        })
     }
 
     /// Reads the listing of the base's layers (downloading them, never extracting), once.

@@ -209,6 +209,45 @@ impl StackListing {
     pub fn kind(&self, path: &str) -> Option<&PathKind> {
         self.paths.get(&clean(path))
     }
+
+    /// `path` (absolute, in the image) with the stack's symlinks followed in every component,
+    /// as the kernel would with the image's root as `/` (`..` stops at the root; a path that
+    /// goes on past what exists is kept as written). Returns an absolute, clean path.
+    pub fn resolve(&self, path: &str) -> String {
+        let mut done: Vec<String> = Vec::new();
+        let mut todo: Vec<String> = path
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .rev()
+            .map(str::to_owned)
+            .collect();
+        let mut hops = 0;
+        while let Some(part) = todo.pop() {
+            if part == ".." {
+                done.pop();
+                continue;
+            }
+            done.push(part);
+            if let Some(PathKind::Symlink(target)) = self.paths.get(&done.join("/")) {
+                hops += 1;
+                if hops > 40 {
+                    break;
+                }
+                done.pop();
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                todo.extend(
+                    target
+                        .split('/')
+                        .filter(|c| !c.is_empty() && *c != ".")
+                        .rev()
+                        .map(str::to_owned),
+                );
+            }
+        }
+        format!("/{}", done.join("/"))
+    }
 }
 
 #[cfg(test)]
@@ -268,6 +307,8 @@ mod tests {
         assert_eq!(stack.kind("/opaque/old"), None);
         assert_eq!(stack.kind("/opaque/new"), Some(&PathKind::Other));
         assert_eq!(stack.kind("/link"), Some(&PathKind::Symlink("etc".into())));
+        assert_eq!(stack.resolve("/link/conf"), "/etc/conf");
+        assert_eq!(stack.resolve("/link/../opt/new/x"), "/opt/new/x");
     }
 
     #[test]

@@ -615,3 +615,39 @@ fn a_ca_dropped_into_ssl_cert_dir_is_trusted_as_in_kanikos_image() {
     assert!(!refused.status.success(), "an unknown CA must be refused");
     common::assert_success(&push(Some(certs.path())));
 }
+
+/// A stage without RUN never unpacks its base, yet lands its files where BuildKit would: into a
+/// directory the base has, through the base's symlinks.
+#[test]
+fn a_stage_without_run_reads_its_base_listing_without_unpacking_it() {
+    let world = World::new();
+    let dockerfile = "ARG BASE\nFROM $BASE\nWORKDIR /var/run/app\nCOPY f /var/run/app-file\n\
+                      COPY g /base/dir\nCOPY f /base/link\nCOPY f ./here\n";
+    for backend in common::BACKENDS {
+        *world.isolation.borrow_mut() = backend.into();
+        let built = world.build(dockerfile, &[("f", "f\n"), ("g", "g\n")], &[]);
+        built.ok();
+        let fs = built.unpack();
+        assert!(
+            fs.meta("/var/run").file_type().is_symlink(),
+            "the base's link stays"
+        );
+        assert!(fs.meta("/run/app").is_dir());
+        assert_eq!(fs.read("/run/app-file"), "f\n");
+        assert_eq!(fs.read("/run/app/here"), "f\n");
+        assert_eq!(fs.read("/base/dir/g"), "g\n", "into the base's directory");
+        assert_eq!(fs.read("/base/dir/a"), "a\n", "which keeps its files");
+        // Written through the base's link to a file.
+        assert!(fs.meta("/base/link").file_type().is_symlink());
+        assert_eq!(fs.read("/base/file"), "f\n");
+        assert_eq!(built.config()["config"]["WorkingDir"], "/var/run/app");
+        let unpacked = world.kiln_dir.path().join("store/layers");
+        let count = std::fs::read_dir(&unpacked).map_or(0, |d| d.count());
+        assert_eq!(
+            count,
+            0,
+            "no base layer was unpacked ({})",
+            unpacked.display()
+        );
+    }
+}
