@@ -1,7 +1,7 @@
 //! Typed instructions: nodes checked and turned into [`Command`]s with validated flags, grouped
-//! into [`Stage`]s (BuildKit's `instructions` package).
+//! into `Stage`s (BuildKit's `instructions` package).
 //!
-//! Arguments stay unexpanded here ([`Word`]s keep where they were written); [`Command::expand`]
+//! Arguments stay unexpanded here ([`Word`]s keep where they were written); `Command::expand`
 //! produces the expanded copy once the environment is known.
 
 use crate::error::{suggest, ErrorKind, Located, Warning};

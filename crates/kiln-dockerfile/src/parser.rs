@@ -3,7 +3,7 @@
 //!
 //! The output is untyped ([`Node`]): the keyword, its raw `--flags`, its arguments in the shape
 //! the keyword calls for ([`Args`]) and its heredoc bodies. [`crate::instructions`] turns nodes into
-//! typed instructions. Every node keeps an [`OffsetMap`] so a byte offset in its joined logical
+//! typed instructions. Every node keeps an `OffsetMap` so a byte offset in its joined logical
 //! line maps back to the file's line and column.
 
 use crate::error::{ErrorKind, Located, Warning};

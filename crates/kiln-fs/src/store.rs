@@ -6,6 +6,7 @@
 //! <root>/ingest/.ingest-*        blobs being written (temp files)
 //! <root>/layers/<diff_id hex>/   unpacked layers (sha512: `sha512-<hex>`)
 //! <root>/layers/.tmp-*           layers being unpacked
+//! <root>/listings/sha256/<hex>   a layer blob's tar-header listing (a cache)
 //! ```
 //!
 //! Everything appears atomically: content is written under a temp name,

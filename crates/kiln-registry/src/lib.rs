@@ -2,7 +2,7 @@
 kiln's registry client: it pulls and pushes images with the credentials docker and kaniko users
 already have.
 
-- [`reference`]: image references, normalised as docker does (`busybox` →
+- [`reference`](mod@reference): image references, normalised as docker does (`busybox` →
   `docker.io/library/busybox:latest`).
 - [`credentials`]: docker's `config.json` (`auths`, `credHelpers`, `credsStore`) and
   `docker-credential-*` helpers; secrets wrapped in [`credentials::Secret`], never printed.
