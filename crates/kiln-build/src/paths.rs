@@ -6,9 +6,6 @@ use std::io;
 use std::os::unix::fs::{chown, DirBuilderExt};
 use std::path::{Path, PathBuf};
 
-/// Symlinks followed in one resolution before giving up (Linux's limit is 40).
-const MAX_LINKS: usize = 40;
-
 /// `path.Clean` of an absolute path: `/a/./b/../c/` → `/a/c`.
 pub fn clean_abs(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
@@ -38,44 +35,17 @@ pub fn absolute(cwd: &str, path: &str) -> String {
 /// component is not followed (it may itself be a symlink). Missing components are fine:
 /// the rest of the path is taken as written.
 pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> io::Result<String> {
-    let mut done: Vec<String> = Vec::new();
-    let mut todo: Vec<String> = components(path).into_iter().rev().collect();
-    let mut links = 0;
-    while let Some(part) = todo.pop() {
-        if part == ".." {
-            done.pop();
-            continue;
-        }
-        let candidate = root.join(done.join("/")).join(&part);
-        let is_last = todo.is_empty();
+    kiln_fs::image_path::resolve(path, follow_last, |rel| {
+        let candidate = root.join(rel);
         match std::fs::symlink_metadata(&candidate) {
-            Ok(meta) if meta.file_type().is_symlink() && (follow_last || !is_last) => {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(io::Error::other(format!(
-                        "too many levels of symbolic links in {path}"
-                    )));
-                }
-                let target = std::fs::read_link(&candidate)?;
-                let target = target.to_string_lossy();
-                if target.starts_with('/') {
-                    done.clear();
-                }
-                for p in components(&target).into_iter().rev() {
-                    todo.push(p);
-                }
-            }
-            _ => done.push(part),
+            Ok(meta) if meta.file_type().is_symlink() => Ok(Some(
+                std::fs::read_link(&candidate)?
+                    .to_string_lossy()
+                    .into_owned(),
+            )),
+            _ => Ok(None),
         }
-    }
-    Ok(done.join("/"))
-}
-
-fn components(path: &str) -> Vec<String> {
-    path.split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .map(str::to_owned)
-        .collect()
+    })
 }
 
 /// Creates `rel` (resolved, relative to `root`) and its missing parents as directories with
@@ -89,11 +59,11 @@ pub fn mkdir_all(
     created: &mut Vec<String>,
 ) -> io::Result<()> {
     let mut current = String::new();
-    for part in components(rel) {
+    for part in kiln_fs::image_path::components(rel) {
         if !current.is_empty() {
             current.push('/');
         }
-        current.push_str(&part);
+        current.push_str(part);
         let full = root.join(&current);
         match std::fs::symlink_metadata(&full) {
             Ok(meta) if meta.is_dir() => {}

@@ -447,7 +447,7 @@ impl<'a> StageRun<'a> {
                     // where its symlinks lead).
                     self.load_base_listing(&at, "WORKDIR")?;
                     if let Some(listing) = &self.base_listing {
-                        made = listing.resolve(&dir);
+                        made = listing.resolve(&dir).map_err(|e| bad(e.to_string()))?;
                     }
                 }
                 let layer = self.workdir(&made, &at)?;
@@ -521,7 +521,11 @@ impl<'a> StageRun<'a> {
         }
         self.load_base_listing(at, keyword)?;
         let listing = self.base_listing.as_ref().expect("listed above");
-        let path = listing.resolve(dest);
+        let path = listing.resolve(dest).map_err(|e| BuildError::Instruction {
+            at: at.to_owned(),
+            keyword,
+            message: e.to_string(),
+        })?;
         Ok(match listing.kind(&path) {
             Some(PathKind::Dir) => format!("{path}/"),
             _ => path,

@@ -93,6 +93,7 @@ pub mod apply;
 mod at;
 pub mod compress;
 mod decompress;
+pub mod image_path;
 pub mod layer;
 pub mod listing;
 mod pax;

@@ -44,8 +44,7 @@ const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 
 fn clean(path: &str) -> String {
-    path.split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
+    crate::image_path::components(path)
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -163,12 +162,6 @@ pub struct StackListing {
 }
 
 impl StackListing {
-    /// Adds the next layer (above those added before): gzip, zstd or plain tar.
-    pub fn add_layer<R: Read>(&mut self, layer: R) -> Result<(), ListingError> {
-        self.add(&LayerEntries::read(layer)?);
-        Ok(())
-    }
-
     /// Adds the next layer's entries (above those added before).
     pub fn add(&mut self, layer: &LayerEntries) {
         let mut added: BTreeMap<String, PathKind> = BTreeMap::new();
@@ -213,40 +206,14 @@ impl StackListing {
     /// `path` (absolute, in the image) with the stack's symlinks followed in every component,
     /// as the kernel would with the image's root as `/` (`..` stops at the root; a path that
     /// goes on past what exists is kept as written). Returns an absolute, clean path.
-    pub fn resolve(&self, path: &str) -> String {
-        let mut done: Vec<String> = Vec::new();
-        let mut todo: Vec<String> = path
-            .split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .rev()
-            .map(str::to_owned)
-            .collect();
-        let mut hops = 0;
-        while let Some(part) = todo.pop() {
-            if part == ".." {
-                done.pop();
-                continue;
-            }
-            done.push(part);
-            if let Some(PathKind::Symlink(target)) = self.paths.get(&done.join("/")) {
-                hops += 1;
-                if hops > 40 {
-                    break;
-                }
-                done.pop();
-                if target.starts_with('/') {
-                    done.clear();
-                }
-                todo.extend(
-                    target
-                        .split('/')
-                        .filter(|c| !c.is_empty() && *c != ".")
-                        .rev()
-                        .map(str::to_owned),
-                );
-            }
-        }
-        format!("/{}", done.join("/"))
+    pub fn resolve(&self, path: &str) -> std::io::Result<String> {
+        let resolved = crate::image_path::resolve(path, true, |rel| {
+            Ok(match self.paths.get(rel) {
+                Some(PathKind::Symlink(target)) => Some(target.clone()),
+                _ => None,
+            })
+        })?;
+        Ok(format!("/{resolved}"))
     }
 }
 
@@ -273,8 +240,8 @@ mod tests {
     fn whiteouts_and_replacements_apply_across_layers() {
         use tar::EntryType::{Directory, Regular, Symlink};
         let mut stack = StackListing::default();
-        stack
-            .add_layer(
+        stack.add(
+            &LayerEntries::read(
                 &layer(&[
                     ("etc/", Directory, ""),
                     ("etc/conf", Regular, ""),
@@ -287,9 +254,10 @@ mod tests {
                     ("link", Symlink, "etc"),
                 ])[..],
             )
-            .unwrap();
-        stack
-            .add_layer(
+            .unwrap(),
+        );
+        stack.add(
+            &LayerEntries::read(
                 &layer(&[
                     ("opt/app", Regular, ""),
                     (".wh.gone", Regular, ""),
@@ -297,7 +265,8 @@ mod tests {
                     ("opaque/.wh..wh..opq", Regular, ""),
                 ])[..],
             )
-            .unwrap();
+            .unwrap(),
+        );
         assert_eq!(stack.kind("/etc"), Some(&PathKind::Dir));
         assert_eq!(stack.kind("etc/conf"), Some(&PathKind::Other));
         assert_eq!(stack.kind("/opt/app"), Some(&PathKind::Other));
@@ -307,8 +276,8 @@ mod tests {
         assert_eq!(stack.kind("/opaque/old"), None);
         assert_eq!(stack.kind("/opaque/new"), Some(&PathKind::Other));
         assert_eq!(stack.kind("/link"), Some(&PathKind::Symlink("etc".into())));
-        assert_eq!(stack.resolve("/link/conf"), "/etc/conf");
-        assert_eq!(stack.resolve("/link/../opt/new/x"), "/opt/new/x");
+        assert_eq!(stack.resolve("/link/conf").unwrap(), "/etc/conf");
+        assert_eq!(stack.resolve("/link/../opt/new/x").unwrap(), "/opt/new/x");
     }
 
     #[test]
