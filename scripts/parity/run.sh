@@ -145,12 +145,17 @@ trap 'exit 130' INT TERM
 #   /base/modify                file appended to (10-opaque-dir)
 #   /base/chmod-me              file whose mode changes only (10-opaque-dir)
 #   /base/chown-me              file whose owner changes only (10-opaque-dir)
+# An empty image at DIR/oci:latest, unpacked at DIR/bundle for a make_* function to fill.
+new_bundle() { # DIR
+    mkdir -p "$1"
+    umoci init --layout "$1/oci"
+    umoci new --image "$1/oci:latest"
+    umoci unpack --image "$1/oci:latest" "$1/bundle" >/dev/null
+}
+
 make_base() {
     local oci="$WORK/base/oci" bundle="$WORK/base/bundle"
-    mkdir -p "$WORK/base"
-    umoci init --layout "$oci"
-    umoci new --image "$oci:latest"
-    umoci unpack --image "$oci:latest" "$bundle" >/dev/null
+    new_bundle "$WORK/base"
     local r="$bundle/rootfs"
     mkdir -p "$r/bin" "$r/sbin" "$r/usr/bin" "$r/usr/sbin" "$r/usr/local/bin" "$r/etc" \
         "$r/root" "$r/home/app" "$r/tmp" "$r/var"
@@ -206,10 +211,7 @@ EOF
 # Env FOO=from-single and WorkingDir /single.
 make_single() {
     local oci="$WORK/single/oci" bundle="$WORK/single/bundle"
-    mkdir -p "$WORK/single"
-    umoci init --layout "$oci"
-    umoci new --image "$oci:latest"
-    umoci unpack --image "$oci:latest" "$bundle" >/dev/null
+    new_bundle "$WORK/single"
     local s="$bundle/rootfs/single"
     mkdir -p "$s/dir/sub" "$s/private"
     echo "single file" >"$s/file"
