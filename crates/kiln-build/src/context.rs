@@ -210,6 +210,11 @@ impl ContextView {
     }
 }
 
+/// An http(s) URL source of ADD that is not a git repository.
+pub(crate) fn is_url(source: &str) -> bool {
+    (source.starts_with("http://") || source.starts_with("https://")) && !is_git_url(source)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,126 +3,27 @@
 
 use crate::context::ContextView;
 use crate::error::BuildError;
-use crate::image::{self, env_pairs};
+use crate::image::env_pairs;
+use crate::layers::LayerServices;
 use crate::options::{BuildOptions, ImageFormat, Isolation, Reporter};
-use kiln_dockerfile::instructions::{Command, Instruction};
+use crate::types::{BuiltImage, Finished, Layer, Resolved, StageImage};
+use kiln_dockerfile::instructions::Command;
 use kiln_dockerfile::{plan, Base, BaseImage, Dockerfile, Plan, PlanOptions, PlannedStage};
-use kiln_fs::layer::{LayerOptions, MediaTypes, MtimeRule};
-use kiln_fs::store::ContentStore;
-use kiln_oci::{media_type, Descriptor, Digest, ImageConfig, Platform};
-use kiln_registry::{BlobOutcome, Client, Reference};
+use kiln_oci::{media_type, Descriptor, ImageConfig, Platform};
+use kiln_registry::Reference;
+use kiln_sandbox::backend::{Backend, Preference};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-/// A layer of an image being built, and where its blob is.
-#[derive(Debug, Clone)]
-pub struct Layer {
-    /// The manifest's descriptor for it.
-    pub descriptor: Descriptor,
-    /// Its uncompressed digest.
-    pub diff_id: Digest,
-    /// The repository it came from, when it is a base image's layer (it may not be in the
-    /// local store: outputs mount, download or skip it).
-    pub remote: Option<Reference>,
-}
-
-/// A stage's image: its config and layers.
-#[derive(Debug, Clone)]
-pub struct StageImage {
-    /// The image config.
-    pub config: ImageConfig,
-    /// The layers, base first.
-    pub layers: Vec<Layer>,
-}
-
-/// The finished image of a build.
-#[derive(Debug, Clone)]
-pub struct BuiltImage {
-    /// The config blob.
-    pub config: Vec<u8>,
-    /// Its descriptor.
-    pub config_descriptor: Descriptor,
-    /// The manifest.
-    pub manifest: Vec<u8>,
-    /// Its descriptor (media type, digest, size).
-    pub manifest_descriptor: Descriptor,
-    /// The layers.
-    pub layers: Vec<Layer>,
-}
-
-pub(crate) struct Finished {
-    pub(crate) image: StageImage,
-    /// The stage's root file system, when it was extracted.
-    pub(crate) rootfs: Option<PathBuf>,
-    /// The environment its RUN steps saw at its end (ENV and ARG values): a stage built FROM
-    /// it starts with it, as in BuildKit.
-    pub(crate) run_env: BTreeMap<String, String>,
-}
-
-/// A base image as resolved from its registry.
-#[derive(Debug, Clone)]
-pub(crate) struct Resolved {
-    pub(crate) image: StageImage,
-}
-
-/// Runs builds; owns the registry client, the content store and this build's directory.
+/// Runs builds: plans, resolves base images, builds stages wave by wave, assembles the image.
+/// Stages and outputs get the layer services it owns; they never call back into it.
 pub struct Builder {
     opts: BuildOptions,
     reporter: Arc<dyn Reporter>,
-    client: Client,
-    runtime: tokio::runtime::Runtime,
-    store: ContentStore,
-    /// The same store, unpacking layers with overlay whiteouts (the overlay backend's lowers).
-    overlay_store: ContentStore,
+    layers: LayerServices,
     build_dir: PathBuf,
-    /// Downloads of blobs into the store, one at a time per digest.
-    fetch_lock: Mutex<()>,
-    /// RUN steps get their own namespaces (false: chroot only; set by `isolation`).
-    namespaces: std::sync::atomic::AtomicBool,
-}
-
-struct BlobLines(Arc<dyn Reporter>);
-
-impl kiln_registry::Reporter for BlobLines {
-    fn blob_start(
-        &self,
-        digest: &Digest,
-        size: u64,
-        direction: kiln_registry::transport::Direction,
-    ) {
-        self.0.transfer_started(
-            digest,
-            size,
-            direction == kiln_registry::transport::Direction::Push,
-        );
-    }
-
-    fn blob_progress(&self, digest: &Digest, bytes: u64) {
-        self.0.transfer_progress(digest, bytes);
-    }
-
-    fn blob_done(&self, digest: &Digest, outcome: BlobOutcome) {
-        let what = outcome.describe();
-        self.0.blob(what, digest);
-    }
-
-    fn retry(
-        &self,
-        request: &kiln_registry::error::RequestInfo,
-        attempt: u32,
-        delay: std::time::Duration,
-        reason: &str,
-    ) {
-        self.0.warn(&request.retry_message(attempt, delay, reason));
-    }
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Builder {
@@ -132,10 +33,6 @@ impl Builder {
         // path under the kiln dir must be absolute.
         opts.kiln_dir = std::path::absolute(&opts.kiln_dir)
             .map_err(BuildError::io("resolving", &opts.kiln_dir))?;
-        let store = ContentStore::open(opts.kiln_dir.join("store"))?;
-        let overlay_apply = apply_options(true);
-        let overlay_store =
-            ContentStore::open(opts.kiln_dir.join("store"))?.with_apply_options(overlay_apply);
         let builds = opts.kiln_dir.join("builds");
         std::fs::create_dir_all(&builds).map_err(BuildError::io("creating", &builds))?;
         let build_dir = tempfile::Builder::new()
@@ -143,130 +40,18 @@ impl Builder {
             .tempdir_in(&builds)
             .map_err(BuildError::io("creating a build directory in", &builds))?
             .keep();
-        let client = Client::new(
-            opts.registry.clone(),
-            std::mem::take(&mut opts.docker_config),
-        )
-        .with_reporter(Arc::new(BlobLines(reporter.clone())));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(BuildError::io("starting the async runtime", "-"))?;
+        let layers = LayerServices::new(&mut opts, reporter.clone(), build_dir.clone())?;
         Ok(Builder {
             opts,
             reporter,
-            client,
-            runtime,
-            store,
-            overlay_store,
+            layers,
             build_dir,
-            fetch_lock: Mutex::new(()),
-            namespaces: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
     /// This build's directory under the kiln dir.
     pub fn build_dir(&self) -> &Path {
         &self.build_dir
-    }
-
-    /// The registry client (for outputs).
-    pub(crate) fn client(&self) -> &Client {
-        &self.client
-    }
-
-    /// Downloads an ADD source URL into `dest`.
-    pub(crate) fn download(
-        &self,
-        url: &str,
-        dest: &Path,
-        checksum: Option<&Digest>,
-        at: &str,
-    ) -> Result<kiln_registry::Download, BuildError> {
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(BuildError::io("creating", parent))?;
-        }
-        self.block_on(self.client.download(url, dest, checksum))
-            .map_err(BuildError::registry(format!("{at}: ADD {url}")))
-    }
-
-    pub(crate) fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.runtime.block_on(f)
-    }
-
-    pub(crate) fn store(&self) -> &ContentStore {
-        &self.store
-    }
-
-    pub(crate) fn reporter(&self) -> &dyn Reporter {
-        &*self.reporter
-    }
-
-    /// Whether RUN steps get namespaces of their own (see [`Builder::isolation`]).
-    pub(crate) fn namespaces(&self) -> bool {
-        self.namespaces.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// The chroot backend, with namespaces when this container allows them.
-    fn chroot_backend(&self, why: &str) -> Isolation {
-        match kiln_sandbox::namespaces_available() {
-            Ok(()) => self.reporter.info(&format!(
-                "RUN isolation: chroot, with stat-index snapshots ({why})"
-            )),
-            Err(no_namespaces) => {
-                self.namespaces
-                    .store(false, std::sync::atomic::Ordering::Relaxed);
-                self.reporter.info(&format!(
-                    "RUN isolation: chroot without namespaces ({why}; {no_namespaces}): RUN \
-                     steps get no /proc or /sys, /dev nodes and resolv.conf are files for the \
-                     step's duration, and what a step leaves running is killed with its \
-                     process group"
-                ));
-            }
-        }
-        Isolation::Chroot
-    }
-
-    pub(crate) fn options(&self) -> &BuildOptions {
-        &self.opts
-    }
-
-    pub(crate) fn overlay_store(&self) -> &ContentStore {
-        &self.overlay_store
-    }
-
-    /// The layers unpacked in the store with overlay whiteouts (downloaded first when they
-    /// are a base image's), bottom first: the overlay backend's lower dirs.
-    pub(crate) fn unpacked_layers(&self, layers: &[Layer]) -> Result<Vec<PathBuf>, BuildError> {
-        self.prefetch(layers)?;
-        let mut dirs: Vec<PathBuf> = Vec::with_capacity(layers.len());
-        for layer in layers {
-            if media_type::is_foreign(&layer.descriptor.media_type) {
-                continue;
-            }
-            let blob = self.ensure_blob(layer)?;
-            let dir = self
-                .overlay_store
-                .unpack_layer(&layer.descriptor.digest, &layer.diff_id)?;
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
-                continue;
-            }
-            // The same layer twice: overlayfs refuses one directory twice, so unpack a copy.
-            let copy = tempfile::Builder::new()
-                .prefix("dup-layer-")
-                .tempdir_in(&self.build_dir)
-                .map_err(BuildError::io("creating a directory in", &self.build_dir))?
-                .keep();
-            let file = std::fs::File::open(&blob).map_err(BuildError::io("opening", &blob))?;
-            kiln_fs::apply::apply_layer(std::io::BufReader::new(file), &copy, &apply_options(true))
-                .map_err(|source| BuildError::Apply {
-                    digest: layer.descriptor.digest.to_string(),
-                    source,
-                })?;
-            dirs.push(copy);
-        }
-        Ok(dirs)
     }
 
     /// Checks that every destination accepts a push from these credentials, before any
@@ -276,12 +61,46 @@ impl Builder {
             return Ok(());
         }
         for destination in &self.opts.destinations {
-            self.block_on(self.client.check_push_access(destination))
+            self.layers
+                .block_on(self.layers.client().check_push_access(destination))
                 .map_err(BuildError::registry(format!(
                     "checking push access to {destination}"
                 )))?;
         }
         Ok(())
+    }
+
+    /// Pushes `image` to `destination`: layers (mounted from their base repository when it
+    /// is on the same registry, else uploaded), the config, then the manifest. Returns the
+    /// manifest digest the registry stored.
+    pub fn push(
+        &self,
+        image: &BuiltImage,
+        destination: &Reference,
+    ) -> Result<kiln_oci::Digest, BuildError> {
+        self.layers.push(image, destination, &*self.reporter)
+    }
+
+    /// Writes `image` as a docker-archive (`docker load`) at `path` with these tags.
+    pub fn write_docker_archive(
+        &self,
+        image: &BuiltImage,
+        path: &Path,
+        tags: &[String],
+    ) -> Result<(), BuildError> {
+        self.layers.write_docker_archive(image, path, tags)
+    }
+
+    /// Writes `image` as an OCI image layout at `path`, its manifest named `ref_name`. The
+    /// manifest is stored as built (a Docker-format image keeps its Docker media types, as
+    /// kaniko writes it), so the layout's manifest digest is the digest pushed.
+    pub fn write_oci_layout(
+        &self,
+        image: &BuiltImage,
+        path: &Path,
+        ref_name: &str,
+    ) -> Result<(), BuildError> {
+        self.layers.write_oci_layout(image, path, ref_name)
     }
 
     /// Removes this build's directory (`--cleanup`): its root file systems and scratch files.
@@ -320,7 +139,7 @@ impl Builder {
         // Base images: their configs now (ENV and ONBUILD change the plan), layers later.
         let mut resolved: HashMap<String, Resolved> = HashMap::new();
         for stage in &first.stages {
-            let platform = self.stage_platform(stage, &first)?;
+            let platform = self.opts.stage_platform(stage, &first)?;
             let mut wanted: Vec<&String> = stage.images.iter().collect();
             if let Base::Image { reference } = &stage.base {
                 wanted.push(reference);
@@ -380,7 +199,7 @@ impl Builder {
             self.opts.dockerfile_in_context.as_deref(),
             self.opts.outside_ignore_file.as_ref(),
         )?;
-        let isolation = self.isolation()?;
+        let backend = self.backend()?;
         let finished: Mutex<HashMap<usize, Arc<Finished>>> = Mutex::new(HashMap::new());
         let total = plan.stages.len();
         let position: HashMap<usize, usize> = plan
@@ -403,7 +222,7 @@ impl Builder {
                             (&finished, &resolved, &context, &plan);
                         let pos = (position[&index], total);
                         scope.spawn(move || {
-                            if isolation == Isolation::Overlay {
+                            if backend == Backend::Overlay {
                                 kiln_sandbox::overlay::private_mount_namespace().map_err(
                                     |source| BuildError::Sandbox {
                                         at: format!(
@@ -413,8 +232,14 @@ impl Builder {
                                     },
                                 )?;
                             }
+                            let services = crate::stage::StageServices {
+                                layers: &self.layers,
+                                opts: &self.opts,
+                                reporter: &*self.reporter,
+                                backend,
+                            };
                             let run = crate::stage::StageRun::new(
-                                self, plan, stage, pos, resolved, finished, context, isolation,
+                                services, plan, stage, pos, resolved, finished, context,
                             )?;
                             run.execute().map(|f| (index, f))
                         })
@@ -451,51 +276,23 @@ impl Builder {
         Ok(image)
     }
 
-    /// The RUN backend: overlay when this process may mount overlays, else chroot; the log
-    /// says which and why.
-    pub(crate) fn isolation(&self) -> Result<Isolation, BuildError> {
-        let probe = || {
-            let dir = self.build_dir.join("overlay-probe");
-            let result = kiln_sandbox::overlay::overlay_available(&dir);
-            let _ = std::fs::remove_dir_all(&dir);
-            result
+    /// The RUN backend kiln-sandbox finds for this process and the `--isolation` asked for;
+    /// the log says which and why.
+    fn backend(&self) -> Result<Backend, BuildError> {
+        let preference = match self.opts.isolation {
+            Isolation::Auto => Preference::Auto,
+            Isolation::Overlay => Preference::Overlay,
+            Isolation::Chroot => Preference::Chroot,
         };
-        match self.opts.isolation {
-            Isolation::Auto => match probe() {
-                Ok(()) => {
-                    self.reporter
-                        .info("RUN isolation: overlay (this process may mount overlays)");
-                    Ok(Isolation::Overlay)
-                }
-                Err(why) => Ok(self.chroot_backend(&format!("no overlay: {why}"))),
-            },
-            Isolation::Overlay => match probe() {
-                Ok(()) => {
-                    self.reporter.info("RUN isolation: overlay (as asked)");
-                    Ok(Isolation::Overlay)
-                }
-                Err(why) => Err(BuildError::Options(format!(
-                    "--isolation overlay: this process cannot mount overlays: {why}"
-                ))),
-            },
-            Isolation::Chroot => Ok(self.chroot_backend("as asked")),
-        }
-    }
-
-    pub(crate) fn at(&self, instruction: &Instruction) -> String {
-        if instruction.span.start.line == 0 {
-            format!(
-                "{} (ONBUILD trigger of the base image)",
-                self.opts.dockerfile_name
-            )
-        } else {
-            format!(
-                "{}:{}:{}",
-                self.opts.dockerfile_name,
-                instruction.span.start.line,
-                instruction.span.start.column
-            )
-        }
+        let choice =
+            kiln_sandbox::backend::choose(preference, &self.build_dir.join("overlay-probe"))
+                .map_err(|why| {
+                    BuildError::Options(format!(
+                        "--isolation overlay: this process cannot mount overlays: {why}"
+                    ))
+                })?;
+        self.reporter.info(&choice.reason);
+        Ok(choice.backend)
     }
 
     /// Refuses what kiln cannot build yet, before any work, naming the line.
@@ -503,7 +300,7 @@ impl Builder {
         for stage in &plan.stages {
             for instruction in stage.onbuild.iter().chain(&stage.instructions) {
                 let unsupported = |what: &str| BuildError::Unsupported {
-                    at: self.at(instruction),
+                    at: self.opts.at(instruction),
                     what: what.to_owned(),
                 };
                 match &instruction.command {
@@ -526,10 +323,14 @@ impl Builder {
                         }
                     }
                     Command::Add(args) => {
-                        let urls = args.sources.iter().filter(|s| is_url(&s.value)).count();
+                        let urls = args
+                            .sources
+                            .iter()
+                            .filter(|s| crate::context::is_url(&s.value))
+                            .count();
                         if args.checksum.is_some() && (urls != 1 || args.sources.len() != 1) {
                             return Err(BuildError::Instruction {
-                                at: self.at(instruction),
+                                at: self.opts.at(instruction),
                                 keyword: "ADD",
                                 message: "--checksum is only valid with one http(s) source".into(),
                             });
@@ -540,25 +341,6 @@ impl Builder {
             }
         }
         Ok(())
-    }
-
-    pub(crate) fn stage_platform(
-        &self,
-        stage: &PlannedStage,
-        plan: &Plan,
-    ) -> Result<Platform, BuildError> {
-        match &stage.platform {
-            Some(p) => Platform::parse_flag(p).map_err(|e| BuildError::Instruction {
-                at: format!(
-                    "{}:{}:{}",
-                    self.opts.dockerfile_name, stage.span.start.line, stage.span.start.column
-                ),
-                keyword: "FROM",
-                message: format!("--platform={p}: {e}"),
-            }),
-            None => Platform::parse_flag(&plan.target_platform)
-                .map_err(|e| BuildError::Options(format!("--custom-platform: {e}"))),
-        }
     }
 
     fn resolve(
@@ -579,7 +361,8 @@ impl Builder {
         self.reporter
             .info(&format!("resolving {reference} for {platform}"));
         let r = self
-            .block_on(self.client.resolve(&reference, platform))
+            .layers
+            .block_on(self.layers.client().resolve(&reference, platform))
             .map_err(BuildError::registry(format!(
                 "{at}: pulling base image {reference}"
             )))?;
@@ -618,164 +401,9 @@ impl Builder {
         })
     }
 
-    /// Makes sure a layer's blob is in the store, downloading it when it is a base layer.
-    pub(crate) fn ensure_blob(&self, layer: &Layer) -> Result<PathBuf, BuildError> {
-        let path = self.store.blob_path(&layer.descriptor.digest);
-        if path.is_file() {
-            return Ok(path);
-        }
-        let Some(source) = &layer.remote else {
-            return Err(BuildError::Io {
-                what: "missing layer blob",
-                path,
-                source: std::io::ErrorKind::NotFound.into(),
-            });
-        };
-        let _one_at_a_time = self.fetch_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if path.is_file() {
-            return Ok(path);
-        }
-        let dir = path.parent().expect("blob paths have a parent");
-        std::fs::create_dir_all(dir).map_err(BuildError::io("creating", dir))?;
-        self.block_on(self.client.fetch_blob(source, &layer.descriptor, &path))
-            .map_err(BuildError::registry(format!(
-                "pulling layer {} of {source}",
-                layer.descriptor.digest
-            )))?;
-        Ok(path)
-    }
-
-    /// Fetches the blobs of many layers at once (base images' layers download concurrently).
-    fn prefetch(&self, layers: &[Layer]) -> Result<(), BuildError> {
-        let mut by_source: BTreeMap<String, (Reference, Vec<Descriptor>)> = BTreeMap::new();
-        for layer in layers {
-            if let Some(source) = &layer.remote {
-                if !self.store.blob_path(&layer.descriptor.digest).is_file()
-                    && !media_type::is_foreign(&layer.descriptor.media_type)
-                {
-                    by_source
-                        .entry(source.to_string())
-                        .or_insert_with(|| (source.clone(), Vec::new()))
-                        .1
-                        .push(layer.descriptor.clone());
-                }
-            }
-        }
-        for (_, (source, descriptors)) in by_source {
-            let Some(first) = descriptors.first() else {
-                continue;
-            };
-            let dir = self.store.blob_path(&first.digest);
-            let dir = dir.parent().expect("blob paths have a parent");
-            std::fs::create_dir_all(dir).map_err(BuildError::io("creating", dir))?;
-            let _one_at_a_time = self.fetch_lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.block_on(self.client.fetch_blobs(&source, &descriptors, dir))
-                .map_err(BuildError::registry(format!(
-                    "pulling the layers of {source}"
-                )))?;
-        }
-        Ok(())
-    }
-
-    /// Extracts `layers` into the new directory `dir`.
-    pub(crate) fn materialize(&self, layers: &[Layer], dir: &Path) -> Result<(), BuildError> {
-        std::fs::create_dir_all(dir).map_err(BuildError::io("creating", dir))?;
-        self.prefetch(layers)?;
-        for layer in layers {
-            if media_type::is_foreign(&layer.descriptor.media_type) {
-                continue;
-            }
-            let path = self.ensure_blob(layer)?;
-            let file = std::fs::File::open(&path).map_err(BuildError::io("opening", &path))?;
-            kiln_fs::apply::apply_layer(
-                std::io::BufReader::with_capacity(1 << 20, file),
-                dir,
-                &apply_options(false),
-            )
-            .map_err(|source| BuildError::Apply {
-                digest: layer.descriptor.digest.to_string(),
-                source,
-            })?;
-        }
-        Ok(())
-    }
-
-    fn layer_options(&self, lazy: bool) -> LayerOptions {
-        let mut o = LayerOptions {
-            encoding: self.opts.encoding,
-            media_types: match self.opts.image_format {
-                ImageFormat::Docker => MediaTypes::Docker,
-                ImageFormat::Oci => MediaTypes::Oci,
-            },
-            ..LayerOptions::default()
-        };
-        o.reproducible_mtime = match (self.opts.reproducible, self.opts.source_date_epoch) {
-            (true, epoch) => Some(MtimeRule::Fixed(epoch.unwrap_or(0))),
-            (false, Some(epoch)) => Some(MtimeRule::Clamp(epoch)),
-            (false, None) => None,
-        };
-        o.omit_parent_entries = lazy;
-        o
-    }
-
-    /// The creation time written into configs and history.
-    pub(crate) fn created(&self) -> String {
-        match (self.opts.reproducible, self.opts.source_date_epoch) {
-            (_, Some(epoch)) => image::rfc3339(epoch),
-            (true, None) => image::rfc3339(0),
-            (false, None) => image::rfc3339(now_secs()),
-        }
-    }
-
-    /// Writes a layer into the store with `write` (given the output and the layer options);
-    /// `lazy` leaves out parent directories the change set does not hold. Returns the layer and
-    /// its tar's size.
-    pub(crate) fn write_layer<F>(
-        &self,
-        at: &str,
-        lazy: bool,
-        write: F,
-    ) -> Result<(Layer, u64), BuildError>
-    where
-        F: FnOnce(
-            std::io::BufWriter<&std::fs::File>,
-            &LayerOptions,
-        ) -> Result<kiln_fs::layer::LayerInfo, kiln_fs::layer::LayerError>,
-    {
-        let tmp_dir = self.store.root().join("tmp");
-        std::fs::create_dir_all(&tmp_dir).map_err(BuildError::io("creating", &tmp_dir))?;
-        let tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
-            .map_err(BuildError::io("creating a file in", &tmp_dir))?;
-        let out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
-        let info = write(out, &self.layer_options(lazy)).map_err(|source| BuildError::Layer {
-            at: at.to_owned(),
-            source,
-        })?;
-        let dest = self.store.blob_path(&info.digest);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(BuildError::io("creating", parent))?;
-        }
-        tmp.as_file()
-            .sync_all()
-            .map_err(BuildError::io("syncing", tmp.path()))?;
-        tmp.persist(&dest).map_err(|e| BuildError::Io {
-            what: "storing layer",
-            path: dest.clone(),
-            source: e.error,
-        })?;
-        Ok((
-            Layer {
-                descriptor: Descriptor::new(info.media_type, info.digest, info.size),
-                diff_id: info.diff_id,
-                remote: None,
-            },
-            info.uncompressed_size,
-        ))
-    }
-
     /// The final config and manifest of a stage's image.
     fn assemble(&self, mut image: StageImage) -> Result<BuiltImage, BuildError> {
-        let created = self.created();
+        let created = self.opts.created();
         image.config.created = Some(created);
         if !self.opts.labels.is_empty() {
             let labels = image
@@ -823,7 +451,7 @@ impl Builder {
             })?;
         let manifest_descriptor = Descriptor::for_bytes(manifest_type, &manifest_bytes);
         // The config is a blob like the layers: keep it in the store for the outputs.
-        self.store.ingest(&config[..], Some(&config_descriptor))?;
+        self.layers.store_config(&config, &config_descriptor)?;
         Ok(BuiltImage {
             config,
             config_descriptor,
@@ -832,29 +460,6 @@ impl Builder {
             layers: image.layers,
         })
     }
-}
-
-/// How layers are unpacked: for overlay lower dirs or as a merged tree; in a user namespace
-/// (rootless) opaque dirs are marked with `user.overlay.opaque` and device nodes are skipped
-/// (mknod is not allowed there).
-fn apply_options(overlay: bool) -> kiln_fs::apply::ApplyOptions {
-    let rootless = kiln_sandbox::userns::is_rootless();
-    let mut options = kiln_fs::apply::ApplyOptions::default();
-    if rootless {
-        options.devices = kiln_fs::apply::Devices::Skip;
-    }
-    options.whiteouts = match (overlay, rootless) {
-        (false, _) => kiln_fs::apply::Whiteouts::Apply,
-        (true, false) => kiln_fs::apply::Whiteouts::Overlay,
-        (true, true) => kiln_fs::apply::Whiteouts::OverlayUserXattr,
-    };
-    options
-}
-
-/// An http(s) URL source of ADD that is not a git repository.
-pub(crate) fn is_url(source: &str) -> bool {
-    (source.starts_with("http://") || source.starts_with("https://"))
-        && !crate::context::is_git_url(source)
 }
 
 /// A base layer's media type in the output's family (compression kept).
@@ -887,13 +492,5 @@ fn remove_tree(path: &Path) -> Result<(), BuildError> {
             path: path.to_owned(),
             source: e,
         }),
-    }
-}
-
-impl Drop for Builder {
-    /// Unpacked layers reach the disk on side threads; a finished build leaves them there.
-    fn drop(&mut self) {
-        self.store.wait_for_syncs();
-        self.overlay_store.wait_for_syncs();
     }
 }

@@ -24,15 +24,18 @@ mod engine;
 mod error;
 mod git;
 pub mod image;
+mod layers;
 mod options;
 pub mod output;
 pub mod paths;
 mod rootfs;
 mod stage;
+mod types;
 pub mod users;
 
-pub use engine::{Builder, BuiltImage, Layer, StageImage};
+pub use engine::Builder;
 pub use error::BuildError;
 pub use options::{
     BuildOptions, ImageFormat, Isolation, Quiet, Reporter, SnapshotStats, StepDone, StepInfo,
 };
+pub use types::{BuiltImage, Layer, StageImage};

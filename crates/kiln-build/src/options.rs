@@ -1,12 +1,16 @@
 //! What a build is asked to do ([`BuildOptions`]) and how it tells the caller what happens
 //! ([`Reporter`]: the library never prints).
 
+use crate::error::BuildError;
+use kiln_dockerfile::instructions::Instruction;
+use kiln_dockerfile::{Plan, PlannedStage};
 use kiln_fs::compress::Encoding;
+use kiln_fs::layer::{LayerOptions, MediaTypes, MtimeRule};
 use kiln_oci::Platform;
 use kiln_registry::{DockerConfig, Reference, RegistryOptions};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Which manifest and media types the image gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -158,4 +162,77 @@ impl Reporter for Quiet {
     fn step_finished(&self, _: &StepInfo, _: &StepDone) {}
     fn output(&self, _: &StepInfo, _: &[u8]) {}
     fn blob(&self, _: &str, _: &kiln_oci::Digest) {}
+}
+
+/// What every part of a build derives from the options the same way.
+impl BuildOptions {
+    /// Where an instruction is, for messages: `file:line:column`.
+    pub(crate) fn at(&self, instruction: &Instruction) -> String {
+        if instruction.span.start.line == 0 {
+            format!(
+                "{} (ONBUILD trigger of the base image)",
+                self.dockerfile_name
+            )
+        } else {
+            format!(
+                "{}:{}:{}",
+                self.dockerfile_name, instruction.span.start.line, instruction.span.start.column
+            )
+        }
+    }
+
+    /// The platform a stage builds for: its `FROM --platform`, else the target platform.
+    pub(crate) fn stage_platform(
+        &self,
+        stage: &PlannedStage,
+        plan: &Plan,
+    ) -> Result<Platform, BuildError> {
+        match &stage.platform {
+            Some(p) => Platform::parse_flag(p).map_err(|e| BuildError::Instruction {
+                at: format!(
+                    "{}:{}:{}",
+                    self.dockerfile_name, stage.span.start.line, stage.span.start.column
+                ),
+                keyword: "FROM",
+                message: format!("--platform={p}: {e}"),
+            }),
+            None => Platform::parse_flag(&plan.target_platform)
+                .map_err(|e| BuildError::Options(format!("--custom-platform: {e}"))),
+        }
+    }
+
+    /// How layers are written: the output's media types, compression and time rules; `lazy`
+    /// leaves out parent directories the change set does not hold.
+    pub(crate) fn layer_options(&self, lazy: bool) -> LayerOptions {
+        let mut o = LayerOptions {
+            encoding: self.encoding,
+            media_types: match self.image_format {
+                ImageFormat::Docker => MediaTypes::Docker,
+                ImageFormat::Oci => MediaTypes::Oci,
+            },
+            ..LayerOptions::default()
+        };
+        o.reproducible_mtime = match (self.reproducible, self.source_date_epoch) {
+            (true, epoch) => Some(MtimeRule::Fixed(epoch.unwrap_or(0))),
+            (false, Some(epoch)) => Some(MtimeRule::Clamp(epoch)),
+            (false, None) => None,
+        };
+        o.omit_parent_entries = lazy;
+        o
+    }
+
+    /// The creation time written into configs and history.
+    pub(crate) fn created(&self) -> String {
+        match (self.reproducible, self.source_date_epoch) {
+            (_, Some(epoch)) => crate::image::rfc3339(epoch),
+            (true, None) => crate::image::rfc3339(0),
+            (false, None) => crate::image::rfc3339(now_secs()),
+        }
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

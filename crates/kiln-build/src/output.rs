@@ -2,20 +2,24 @@
 //! destination), a docker-archive tarball, an OCI layout, and digest files. Files appear
 //! atomically (temp + rename).
 
-use crate::engine::{Builder, BuiltImage};
 use crate::error::BuildError;
+use crate::layers::LayerServices;
+use crate::options::Reporter;
+use crate::types::BuiltImage;
 use kiln_oci::{media_type, DockerArchiveWriter, OciLayoutWriter};
 use kiln_registry::Reference;
 use std::path::Path;
 
-impl Builder {
+/// The outputs, written from the layer services (the engine's `Builder` offers them).
+impl LayerServices {
     /// Pushes `image` to `destination`: layers (mounted from their base repository when it
     /// is on the same registry, else uploaded), the config, then the manifest. Returns the
     /// manifest digest the registry stored.
-    pub fn push(
+    pub(crate) fn push(
         &self,
         image: &BuiltImage,
         destination: &Reference,
+        reporter: &dyn Reporter,
     ) -> Result<kiln_oci::Digest, BuildError> {
         let client = self.client();
         let push_err = BuildError::registry;
@@ -73,13 +77,12 @@ impl Builder {
                 &image.manifest_descriptor.media_type,
             ))
             .map_err(push_err(format!("pushing the manifest to {destination}")))?;
-        self.reporter()
-            .info(&format!("pushed {destination}@{digest}"));
+        reporter.info(&format!("pushed {destination}@{digest}"));
         Ok(digest)
     }
 
     /// Writes `image` as a docker-archive (`docker load`) at `path` with these tags.
-    pub fn write_docker_archive(
+    pub(crate) fn write_docker_archive(
         &self,
         image: &BuiltImage,
         path: &Path,
@@ -106,7 +109,7 @@ impl Builder {
     /// Writes `image` as an OCI image layout at `path`, its manifest named `ref_name`. The
     /// manifest is stored as built (a Docker-format image keeps its Docker media types, as
     /// kaniko writes it), so the layout's manifest digest is the digest pushed.
-    pub fn write_oci_layout(
+    pub(crate) fn write_oci_layout(
         &self,
         image: &BuiltImage,
         path: &Path,

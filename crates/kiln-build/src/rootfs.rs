@@ -7,9 +7,10 @@
 //!   namespace; the layer is the upper dir, which then moves into the store as that layer's
 //!   unpacked form and becomes the next step's top lower. Nothing is scanned.
 
-use crate::engine::{Builder, Layer};
 use crate::error::BuildError;
+use crate::layers::LayerWriter;
 use crate::options::SnapshotStats;
+use crate::types::Layer;
 use kiln_fs::snapshot::{self, Change, Changes, StatIndex};
 use kiln_sandbox::overlay::{OverlayMount, Unmounting};
 use std::path::{Path, PathBuf};
@@ -91,22 +92,22 @@ impl SnapshotClock {
         self.since = Instant::now();
     }
 
-    /// Writes a layer with `builder` and counts it as writing.
+    /// Writes a layer with `writer` and counts it as writing.
     fn write<F>(
         &mut self,
-        builder: &Builder,
+        writer: &LayerWriter,
         at: &str,
         lazy: bool,
         write: F,
     ) -> Result<Layer, BuildError>
     where
         F: FnOnce(
-            std::io::BufWriter<&std::fs::File>,
+            &mut kiln_fs::store::BlobWriter,
             &kiln_fs::layer::LayerOptions,
         ) -> Result<kiln_fs::layer::LayerInfo, kiln_fs::layer::LayerError>,
     {
         self.found();
-        let (layer, tar_bytes) = builder.write_layer(at, lazy, write)?;
+        let (layer, tar_bytes) = writer.write(at, lazy, write)?;
         self.stats.write += self.since.elapsed();
         self.stats.tar_bytes += tar_bytes;
         self.stats.blob_bytes += layer.descriptor.size;
@@ -164,7 +165,7 @@ impl StageFs {
     /// changed, or in `single` mode until [`StageFs::finish_single`]).
     pub(crate) fn step<T>(
         &mut self,
-        builder: &Builder,
+        writer: &LayerWriter,
         at: &str,
         scan: bool,
         single: bool,
@@ -202,12 +203,21 @@ impl StageFs {
                     }
                     None => Changes::new(writes.known),
                 };
+                tracing::debug!(
+                    "{at}: snapshot {}: {} changed path(s)",
+                    if scan {
+                        "by stat-index diff"
+                    } else {
+                        "from the paths the step wrote"
+                    },
+                    changes.len()
+                );
                 let layer = if changes.is_empty() {
                     clock.found();
                     None
                 } else {
                     let (root, lazy) = (d.root.clone(), d.lazy);
-                    Some(clock.write(builder, at, lazy, |out, opts| {
+                    Some(clock.write(writer, at, lazy, |out, opts| {
                         kiln_fs::layer::write_layer(&root, &changes, out, opts)
                     })?)
                 };
@@ -238,7 +248,7 @@ impl StageFs {
                     return Ok((value, None));
                 }
                 let mut clock = SnapshotClock::start();
-                let layer = o.cut(builder, at, &mut clock)?;
+                let layer = o.cut(writer, at, &mut clock)?;
                 o.last_snapshot = Some(clock.stats);
                 Ok((value, layer))
             }
@@ -248,7 +258,7 @@ impl StageFs {
     /// The one layer of a `--single-snapshot` stage.
     pub(crate) fn finish_single(
         &mut self,
-        builder: &Builder,
+        writer: &LayerWriter,
         at: &str,
     ) -> Result<Option<Layer>, BuildError> {
         match self {
@@ -264,7 +274,7 @@ impl StageFs {
                     None
                 } else {
                     let root = d.root.clone();
-                    Some(clock.write(builder, at, false, |out, opts| {
+                    Some(clock.write(writer, at, false, |out, opts| {
                         kiln_fs::layer::write_layer(&root, &changes, out, opts)
                     })?)
                 };
@@ -273,7 +283,7 @@ impl StageFs {
             }
             StageFs::Overlay(o) => {
                 let mut clock = SnapshotClock::start();
-                let layer = o.cut(builder, at, &mut clock)?;
+                let layer = o.cut(writer, at, &mut clock)?;
                 o.last_snapshot = Some(clock.stats);
                 Ok(layer)
             }
@@ -325,7 +335,7 @@ impl OverlayFs {
     /// as the layer's unpacked form).
     fn cut(
         &mut self,
-        builder: &Builder,
+        writer: &LayerWriter,
         at: &str,
         clock: &mut SnapshotClock,
     ) -> Result<Option<Layer>, BuildError> {
@@ -350,7 +360,7 @@ impl OverlayFs {
         }
         // The layer is written while the step's overlay goes away: it is detached, so no
         // process sees it, and the kernel tolerates changes to the dirs under a dying overlay.
-        let result = self.cut_upper(builder, at, upper, clock);
+        let result = self.cut_upper(writer, at, upper, clock);
         if moved {
             self.lowers.push(aside);
         }
@@ -361,7 +371,7 @@ impl OverlayFs {
 
     fn cut_upper(
         &mut self,
-        builder: &Builder,
+        writer: &LayerWriter,
         at: &str,
         upper: PathBuf,
         clock: &mut SnapshotClock,
@@ -373,30 +383,33 @@ impl OverlayFs {
             .next()
             .is_none();
         if empty {
+            tracing::debug!("{at}: snapshot: the upper dir is empty, no layer");
             let _ = std::fs::remove_dir(&upper);
             clock.found();
             return Ok(None);
         }
-        let layer = clock.write(builder, at, false, |out, opts| {
+        let layer = clock.write(writer, at, false, |out, opts| {
             kiln_fs::layer::layer_from_overlay_upper(&upper, out, opts)
         })?;
-        let stored = builder.overlay_store().layer_path(&layer.diff_id);
+        let cache = writer.layers.overlay_layers();
+        let stored = cache.path(&layer.diff_id);
         // overlayfs refuses one directory twice among the lowers (ELOOP): a layer equal to one
         // already below (two steps that change the same way) keeps its own upper dir.
         let unpacked = if self.lowers.contains(&stored) {
+            tracing::debug!(
+                "{at}: snapshot: layer {} equals one below; its upper dir stays a lower of its own",
+                layer.diff_id
+            );
             let kept = self.dir.join(format!("layer-{}", self.next));
             std::fs::rename(&upper, &kept).map_err(BuildError::io("keeping", &kept))?;
             kept
-        } else if stored.exists() {
-            let _ = std::fs::remove_dir_all(&upper);
-            stored
         } else {
-            if let Some(parent) = stored.parent() {
-                std::fs::create_dir_all(parent).map_err(BuildError::io("creating", parent))?;
-            }
-            std::fs::rename(&upper, &stored)
-                .map_err(BuildError::io("storing the unpacked layer", &stored))?;
-            stored
+            // The upper dir is the layer unpacked for overlay: the store keeps it as such.
+            tracing::debug!(
+                "{at}: snapshot: the upper dir becomes unpacked layer {}",
+                layer.diff_id
+            );
+            cache.adopt(&upper, &layer.diff_id)?
         };
         self.lowers.push(unpacked);
         Ok(Some(layer))

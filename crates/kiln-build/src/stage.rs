@@ -3,17 +3,19 @@
 
 use crate::context::ContextView;
 use crate::copy::{self, CopySpec, Source};
-use crate::engine::{Builder, Finished, Layer, Resolved, StageImage};
 use crate::error::BuildError;
 use crate::image::{self, command_vector, env_pairs, set_env};
-use crate::options::{Isolation, Reporter, StepDone, StepInfo};
+use crate::layers::{LayerServices, LayerWriter};
+use crate::options::{BuildOptions, Reporter, StepDone, StepInfo};
 use crate::paths;
 use crate::rootfs::{read_only_view, StageFs, Writes};
+use crate::types::{Finished, Layer, Resolved, StageImage};
 use crate::users;
 use kiln_dockerfile::instructions::{Command, CommandLine, CopyArgs, Instruction};
 use kiln_dockerfile::{Base, Plan, PlannedStage};
 use kiln_fs::snapshot::{Change, ChangeKind};
 use kiln_oci::{ImageConfig, Platform};
+use kiln_sandbox::backend::Backend;
 use kiln_sandbox::overlay::OverlayMount;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -59,9 +61,18 @@ impl OutputTail<'_> {
     }
 }
 
+/// What a stage is given to work with (the engine's, lent for the stage's run).
+#[derive(Clone, Copy)]
+pub(crate) struct StageServices<'a> {
+    pub(crate) layers: &'a LayerServices,
+    pub(crate) opts: &'a BuildOptions,
+    pub(crate) reporter: &'a dyn Reporter,
+    pub(crate) backend: Backend,
+}
+
 /// One stage being built.
 pub(crate) struct StageRun<'a> {
-    builder: &'a Builder,
+    services: StageServices<'a>,
     stage: &'a PlannedStage,
     label: String,
     position: (usize, usize),
@@ -72,7 +83,6 @@ pub(crate) struct StageRun<'a> {
     names: HashMap<String, usize>,
     image: StageImage,
     fs: StageFs,
-    isolation: Isolation,
     stage_dir: PathBuf,
     /// The environment RUN sees, as BuildKit keeps it: the base's, then every ENV and every
     /// ARG with a value in instruction order (the later wins; the image's `Env` gets only the
@@ -143,22 +153,27 @@ impl SourceView {
 impl<'a> StageRun<'a> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        builder: &'a Builder,
+        services: StageServices<'a>,
         plan: &'a Plan,
         stage: &'a PlannedStage,
         position: (usize, usize),
         resolved: &'a HashMap<String, Resolved>,
         finished: &'a Mutex<HashMap<usize, Arc<Finished>>>,
         context: &'a ContextView,
-        isolation: Isolation,
     ) -> Result<StageRun<'a>, BuildError> {
+        let StageServices {
+            layers,
+            opts,
+            reporter,
+            backend,
+        } = services;
         let label = match &stage.name {
             Some(n) => n.clone(),
             None => format!("#{}", stage.index),
         };
-        let platform = builder.stage_platform(stage, plan)?;
-        let stage_dir = builder.build_dir().join(format!("stage-{}", stage.index));
-        let single = builder.options().single_snapshot && stage.index == plan.target;
+        let platform = opts.stage_platform(stage, plan)?;
+        let stage_dir = layers.scratch().join(format!("stage-{}", stage.index));
+        let single = opts.single_snapshot && stage.index == plan.target;
         let (mut image, from_scratch, inherited) = match &stage.base {
             Base::Scratch => {
                 let mut config = ImageConfig::for_platform(&platform);
@@ -203,35 +218,35 @@ impl<'a> StageRun<'a> {
         }
         let run_env = inherited.unwrap_or_else(|| env_pairs(&image.config).into_iter().collect());
         let lazy = !needs_rootfs && !single && !from_scratch;
-        let ignore = &builder.options().ignore_paths;
+        let ignore = &opts.ignore_paths;
         let fs = if lazy {
             let root = stage_dir.join("rootfs");
             std::fs::create_dir_all(&root).map_err(BuildError::io("creating", &root))?;
             if matches!(stage.base, Base::Image { .. }) {
-                builder.reporter().info(&format!(
+                reporter.info(&format!(
                     "[{}/{}] stage {label} only adds files: its base layers are not downloaded",
                     position.0, position.1
                 ));
             }
             StageFs::dir(root, true, ignore)
-        } else if isolation == Isolation::Overlay {
-            let lowers = builder.unpacked_layers(&image.layers)?;
+        } else if backend == Backend::Overlay {
+            let lowers = layers.unpacked_layers(&image.layers)?;
             StageFs::overlay(stage_dir.clone(), lowers, ignore)
         } else {
             let root = stage_dir.join("rootfs");
             if !from_scratch {
-                builder.reporter().info(&format!(
+                reporter.info(&format!(
                     "[{}/{}] extracting the base of stage {label} ({} layers)",
                     position.0,
                     position.1,
                     image.layers.len()
                 ));
             }
-            builder.materialize(&image.layers, &root)?;
+            layers.materialize(&image.layers, &root)?;
             StageFs::dir(root, false, ignore)
         };
         let mut run = StageRun {
-            builder,
+            services,
             stage,
             label,
             position,
@@ -245,7 +260,6 @@ impl<'a> StageRun<'a> {
                 .collect(),
             image,
             fs,
-            isolation,
             stage_dir,
             run_env,
             volumes: Vec::new(),
@@ -260,15 +274,23 @@ impl<'a> StageRun<'a> {
         }
         // Proxy build args reach RUN without being declared (as in BuildKit).
         for name in kiln_dockerfile::plan::PROXY_ARGS {
-            if let Some(v) = builder.options().build_args.get(name) {
+            if let Some(v) = opts.build_args.get(name) {
                 run.run_env.entry(name.to_owned()).or_insert(v.clone());
             }
         }
         Ok(run)
     }
 
+    /// Writes this stage's layers into the store.
+    fn layer_writer(&self) -> LayerWriter<'a> {
+        LayerWriter {
+            layers: self.services.layers,
+            opts: self.services.opts,
+        }
+    }
+
     fn at(&self, instruction: &Instruction) -> String {
-        self.builder.at(instruction)
+        self.services.opts.at(instruction)
     }
 
     fn workdir_or_root(&self) -> String {
@@ -290,19 +312,19 @@ impl<'a> StageRun<'a> {
                 step: (i + 1, total),
                 text: instruction.command.to_string(),
             };
-            self.builder.reporter().step_started(&info);
+            self.services.reporter.step_started(&info);
             let started = Instant::now();
             self.step(instruction, &info)?;
             let done = StepDone {
                 elapsed: started.elapsed(),
                 snapshot: self.fs.take_snapshot_stats(),
             };
-            self.builder.reporter().step_finished(&info, &done);
+            self.services.reporter.step_finished(&info, &done);
         }
         if self.single {
             let at = format!("stage {}", self.label);
-            if let Some(layer) = self.fs.finish_single(self.builder, &at)? {
-                let created = self.builder.created();
+            if let Some(layer) = self.fs.finish_single(&self.layer_writer(), &at)? {
+                let created = self.services.opts.created();
                 self.image.config.push_step(
                     Some(layer.diff_id.clone()),
                     image::history(&created, "kiln --single-snapshot".into()),
@@ -322,7 +344,7 @@ impl<'a> StageRun<'a> {
     }
 
     fn record(&mut self, instruction: &Instruction, layer: Option<Layer>) {
-        let created = self.builder.created();
+        let created = self.services.opts.created();
         let history = image::history(&created, instruction.command.to_string());
         match layer {
             Some(layer) => {
@@ -476,12 +498,12 @@ impl<'a> StageRun<'a> {
         };
         let user = self.user();
         let single = self.single;
-        let builder = self.builder;
+        let writer = self.layer_writer();
         let listing = self.base_listing.as_ref();
         let in_base = |path: &str| {
             listing.is_some_and(|l| l.kind(path) == Some(&kiln_fs::listing::PathKind::Dir))
         };
-        let (_, layer) = self.fs.step(builder, at, false, single, |root| {
+        let (_, layer) = self.fs.step(&writer, at, false, single, |root| {
             let rel = paths::resolve_in_root(root, dir, true).map_err(|e| bad(e.to_string()))?;
             if paths::host(root, &rel).is_dir() || in_base(&rel) {
                 return Ok(((), Writes::default()));
@@ -542,12 +564,12 @@ impl<'a> StageRun<'a> {
             if kiln_oci::media_type::is_foreign(&layer.descriptor.media_type) {
                 continue;
             }
-            let store = self.builder.store();
+            let store = self.services.layers.store();
             let digest = &layer.descriptor.digest;
             // A listing kept from an earlier build needs no blob; else the blob is fetched.
             let entries = match store.layer_entries(digest) {
                 Err(kiln_fs::store::StoreError::BlobNotFound { .. }) => {
-                    self.builder.ensure_blob(layer)?;
+                    self.services.layers.ensure_blob(layer)?;
                     store.layer_entries(digest)
                 }
                 other => other,
@@ -635,7 +657,7 @@ impl<'a> StageRun<'a> {
         let env = self.run_env.clone();
         let user = self.user();
         let cwd = self.workdir_or_root();
-        let hosts = self.builder.build_dir().join("hosts");
+        let hosts = self.services.layers.scratch().join("hosts");
         if !hosts.exists() {
             std::fs::write(
                 &hosts,
@@ -643,17 +665,17 @@ impl<'a> StageRun<'a> {
             )
             .map_err(BuildError::io("writing", &hosts))?;
         }
-        let reporter = self.builder.reporter();
+        let reporter = self.services.reporter;
         let label = self.label.clone();
         let shown_command = match command {
             CommandLine::Exec(a) => serde_json::to_string(a).unwrap_or_default(),
             CommandLine::Shell(t) => t.clone(),
         };
         let single = self.single;
-        let builder = self.builder;
-        let namespaces = builder.namespaces();
+        let writer = self.layer_writer();
+        let namespaces = self.services.backend != (Backend::Chroot { namespaces: false });
         let volumes = self.volumes.clone();
-        let (_, layer) = self.fs.step(builder, &at, true, single, |root| {
+        let (_, layer) = self.fs.step(&writer, &at, true, single, |root| {
             // A VOLUME declared in this stage exists for the RUN steps after it (kaniko and
             // buildah make it; BuildKit's RUN would fail to write there): made here, it lands
             // in this step's layer.
@@ -818,7 +840,7 @@ impl<'a> StageRun<'a> {
         let lazy = self.fs.lazy();
         let context = self.context;
         let single = self.single;
-        let builder = self.builder;
+        let writer = self.layer_writer();
         let chown = args.chown.as_ref().map(|c| c.value.clone());
         let checksum = match &args.checksum {
             Some(c) => Some(
@@ -832,11 +854,14 @@ impl<'a> StageRun<'a> {
         for (n, url) in args
             .sources
             .iter()
-            .filter(|s| keyword == "ADD" && crate::engine::is_url(&s.value))
+            .filter(|s| keyword == "ADD" && crate::context::is_url(&s.value))
             .enumerate()
         {
             let file = self.stage_dir.join("downloads").join(n.to_string());
-            let got = builder.download(&url.value, &file, checksum.as_ref(), &at)?;
+            let got = self
+                .services
+                .layers
+                .download(&url.value, &file, checksum.as_ref(), &at)?;
             let name = got.file_name.unwrap_or_else(|| "download".into());
             downloads.push((name, file, got.last_modified));
         }
@@ -860,12 +885,12 @@ impl<'a> StageRun<'a> {
             .iter()
             .filter(|s| {
                 !(keyword == "ADD"
-                    && (crate::engine::is_url(&s.value) || crate::context::is_git_url(&s.value)))
+                    && (crate::context::is_url(&s.value) || crate::context::is_git_url(&s.value)))
             })
             .map(|w| w.value.clone())
             .collect();
         let only_repos = sources.is_empty() && !repos.is_empty();
-        let (_, layer) = self.fs.step(builder, &at, false, single, |root| {
+        let (_, layer) = self.fs.step(&writer, &at, false, single, |root| {
             let owner = chown.as_ref().map(|spec| users::resolve_chown(root, spec));
             let spec = CopySpec {
                 sources,
@@ -937,12 +962,12 @@ impl<'a> StageRun<'a> {
             (r.image.layers.clone(), format!("image-{n}"))
         };
         let dir = self.stage_dir.join(format!("from-{name}"));
-        if self.isolation == Isolation::Overlay {
-            let lowers = self.builder.unpacked_layers(&layers)?;
+        if self.services.backend == Backend::Overlay {
+            let lowers = self.services.layers.unpacked_layers(&layers)?;
             return Ok(SourceView::Overlay(read_only_view(&lowers, &dir, at)?));
         }
         if !dir.exists() {
-            self.builder.materialize(&layers, &dir)?;
+            self.services.layers.materialize(&layers, &dir)?;
         }
         Ok(SourceView::Dir(dir))
     }

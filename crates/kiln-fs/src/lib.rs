@@ -14,9 +14,10 @@ Main types:
   calls, so no entry, symlink or hard link can reach outside the target.
   [`apply::ApplyOptions`] chooses root or rootless behaviour;
   [`apply::ApplyStats`] says what was done.
-- [`store::ContentStore`]: blobs by digest (`blobs/sha256/<hex>`) and unpacked
-  layers by diff_id (`layers/<hex>/`), written atomically and verified while
-  they stream.
+- [`store::ContentStore`]: blobs by digest (`blobs/sha256/<hex>`), written
+  through a verifying [`store::BlobWriter`], and [`store::UnpackedLayers`]:
+  layers unpacked by diff_id and format (`layers/<format>/<hex>/`), published
+  atomically and verified while they stream. Only this crate writes there.
 - [`snapshot`]: [`snapshot::StatIndex`] records the `lstat` of every entry
   under a root without reading content; [`snapshot::diff`] turns two of them
   into [`snapshot::Changes`] (what a RUN step changed).
@@ -54,7 +55,8 @@ assert_eq!(std::fs::read(dir.path().join("etc/motd"))?, b"hi\n");
 let store = ContentStore::open(dir.path().join("store"))?;
 let desc = Descriptor::for_bytes(media_type::OCI_LAYER_TAR, &layer);
 store.ingest(&layer[..], Some(&desc))?;
-let unpacked = store.unpack_layer(&desc.digest, &Digest::of(&layer))?;
+let layers = store.unpacked(ApplyOptions::default())?;
+let unpacked = layers.unpack(&desc.digest, &Digest::of(&layer))?;
 assert!(unpacked.join("etc/motd").is_file());
 # Ok(())
 # }
@@ -100,3 +102,4 @@ mod pax;
 mod side_hash;
 pub mod snapshot;
 pub mod store;
+mod unpacked;

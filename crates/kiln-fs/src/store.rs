@@ -1,13 +1,24 @@
-//! The local content store: blobs by digest, unpacked layers by diff_id.
+//! The local content store: blobs by digest, unpacked layers by diff_id and
+//! unpacking format.
 //!
 //! ```text
-//! <root>/blobs/sha256/<hex>      verified blobs (read-only files)
+//! <root>/blobs/sha256/<hex>               verified blobs (read-only files)
 //! <root>/blobs/sha512/<hex>
-//! <root>/ingest/.ingest-*        blobs being written (temp files)
-//! <root>/layers/<diff_id hex>/   unpacked layers (sha512: `sha512-<hex>`)
-//! <root>/layers/.tmp-*           layers being unpacked
-//! <root>/listings/sha256/<hex>   a layer blob's tar-header listing (a cache)
+//! <root>/ingest/.ingest-*                 blobs being written (temp files)
+//! <root>/layers/<format>/<diff_id hex>/   unpacked layers (sha512: `sha512-<hex>`)
+//! <root>/layers/<format>/.tmp-*           layers being unpacked
+//! <root>/listings/sha256/<hex>            a layer blob's tar-header listing (a cache)
 //! ```
+//!
+//! `<format>` names how a layer was unpacked ([`UnpackedLayers::format_name`]):
+//! whiteouts applied or kept for overlayfs (root's `trusted.` or a user
+//! namespace's `user.` xattrs), owners kept or not, device nodes made or not.
+//! Trees unpacked one way are never handed to a caller that asked for another,
+//! so root and rootless builds can share one kiln dir.
+//!
+//! Nothing outside this crate writes under the store's root: blobs arrive
+//! through [`ContentStore::blob_writer`] (or [`ContentStore::ingest`]), trees
+//! through [`UnpackedLayers::unpack`] or [`UnpackedLayers::adopt`].
 //!
 //! Everything appears atomically: content is written under a temp name,
 //! verified, then renamed into place. A name never holds anything but
@@ -15,25 +26,18 @@
 //! freely: the loser of a rename keeps the winner's copy and drops its own.
 //! Blobs are synced before the rename. An unpacked layer is synced to disk on a
 //! side thread after it is published (flushing thousands of fresh files
-//! otherwise holds up the first step); [`ContentStore::wait_for_syncs`]
+//! otherwise holds up the first step); [`UnpackedLayers::wait_for_syncs`]
 //! waits for that. A power loss in between can leave a damaged unpacked layer,
 //! as with docker's and containerd's defaults: remove `<root>/layers` then.
-//!
-//! Unpacked layers are keyed by diff_id alone, so one store should use one
-//! [`ApplyOptions`] for all of them (see [`ContentStore::with_apply_options`]).
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use kiln_oci::{Algorithm, Descriptor, Digest, DigestWriter, Digested};
-use rustix::fs::{self as rfs, RenameFlags, CWD};
-use rustix::io::Errno;
 
-use crate::apply::{apply_tar, ApplyError, ApplyOptions, ApplyStats, Decompressor};
-use crate::side_hash::SideHashReader;
+use crate::apply::{ApplyError, ApplyOptions};
+pub use crate::unpacked::UnpackedLayers;
 
 /// Everything that can go wrong in the content store. Each variant names the
 /// path, digest or blob at fault.
@@ -113,7 +117,10 @@ pub enum StoreError {
     },
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+pub(crate) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |source| StoreError::Io {
         op,
         path: path.to_owned(),
@@ -121,7 +128,10 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Sto
     }
 }
 
-fn errno_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> StoreError + 'a {
+pub(crate) fn errno_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(rustix::io::Errno) -> StoreError + 'a {
     move |e| StoreError::Io {
         op,
         path: path.to_owned(),
@@ -129,15 +139,12 @@ fn errno_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> Stor
     }
 }
 
-const COPY_BUF: usize = 256 * 1024;
+pub(crate) const COPY_BUF: usize = 256 * 1024;
 
 /// A content store rooted at one directory; see the module docs for its layout.
 #[derive(Clone, Debug)]
 pub struct ContentStore {
     root: PathBuf,
-    apply: ApplyOptions,
-    /// Syncs of published layers still under way.
-    syncs: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl ContentStore {
@@ -148,17 +155,7 @@ impl ContentStore {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         }
-        Ok(ContentStore {
-            root,
-            apply: ApplyOptions::default(),
-            syncs: Arc::default(),
-        })
-    }
-
-    /// The same store, unpacking layers with `options` (the default suits root).
-    pub fn with_apply_options(mut self, options: ApplyOptions) -> Self {
-        self.apply = options;
-        self
+        Ok(ContentStore { root })
     }
 
     /// The store's root directory.
@@ -257,21 +254,13 @@ impl ContentStore {
                 });
             }
         }
-        let algorithm = expected.map_or(Algorithm::Sha256, |e| e.digest.algorithm());
         let what = expected.map_or_else(|| "blob".to_owned(), |e| e.digest.to_string());
-        let ingest_dir = self.root.join("ingest");
-        let tmp = tempfile::Builder::new()
-            .prefix(".ingest-")
-            .tempfile_in(&ingest_dir)
-            .map_err(io_err("create temp file in", &ingest_dir))?;
-        let tmp_path = tmp.path().to_owned();
-
         let mut reader: Box<dyn Read> = match expected {
             // One byte past the promised size is enough to tell it is too long.
             Some(e) => Box::new(reader.take(e.size.saturating_add(1))),
             None => Box::new(reader),
         };
-        let mut out = DigestWriter::with_algorithm(tmp.as_file(), algorithm);
+        let mut writer = self.blob_writer(expected)?;
         let mut buf = vec![0u8; COPY_BUF];
         loop {
             let n = match reader.read(&mut buf) {
@@ -280,23 +269,97 @@ impl ContentStore {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(source) => return Err(StoreError::Read { what, source }),
             };
-            out.write_all(&buf[..n])
-                .map_err(io_err("write", &tmp_path))?;
+            writer
+                .write_all(&buf[..n])
+                .map_err(|source| StoreError::Io {
+                    op: "write",
+                    path: writer.temp_path().to_owned(),
+                    source,
+                })?;
         }
-        let (_, digested) = out.finish();
-        if let Some(exp) = expected {
+        writer.commit()
+    }
+
+    /// A writer for a new blob: what is written goes to a temp file under
+    /// `ingest/`, hashed on the way; [`BlobWriter::commit`] checks it against
+    /// `expected` (when given) and publishes it under its digest. Dropped
+    /// uncommitted, it leaves nothing behind.
+    pub fn blob_writer(&self, expected: Option<&Descriptor>) -> Result<BlobWriter, StoreError> {
+        let algorithm = expected.map_or(Algorithm::Sha256, |e| e.digest.algorithm());
+        let ingest_dir = self.root.join("ingest");
+        let tmp = tempfile::Builder::new()
+            .prefix(".ingest-")
+            .tempfile_in(&ingest_dir)
+            .map_err(io_err("create temp file in", &ingest_dir))?;
+        let file = tmp.reopen().map_err(io_err("open", tmp.path()))?;
+        Ok(BlobWriter {
+            blobs: self.root.join("blobs"),
+            expected: expected.cloned(),
+            out: DigestWriter::with_algorithm(
+                io::BufWriter::with_capacity(COPY_BUF, file),
+                algorithm,
+            ),
+            tmp,
+        })
+    }
+
+    /// The unpacked layers of this store made with `options` (each whiteout
+    /// format, owner and device rule has its own directory under `layers/`).
+    pub fn unpacked(&self, options: ApplyOptions) -> Result<UnpackedLayers, StoreError> {
+        UnpackedLayers::open(self.clone(), options)
+    }
+}
+
+/// A blob being written into the store (see [`ContentStore::blob_writer`]).
+#[derive(Debug)]
+pub struct BlobWriter {
+    blobs: PathBuf,
+    expected: Option<Descriptor>,
+    out: DigestWriter<io::BufWriter<File>>,
+    tmp: tempfile::NamedTempFile,
+}
+
+impl BlobWriter {
+    /// The temp file being written (for error messages).
+    pub fn temp_path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.out.size()
+    }
+
+    /// Verifies what was written against the expected descriptor (size and
+    /// digest), syncs it and renames it to `blobs/<algorithm>/<hex>`, never
+    /// replacing a blob already there (an equal one: names are digests).
+    pub fn commit(self) -> Result<Digested, StoreError> {
+        let BlobWriter {
+            blobs,
+            expected,
+            out,
+            tmp,
+        } = self;
+        let tmp_path = tmp.path().to_owned();
+        let (buffered, digested) = out.finish();
+        let file = buffered.into_inner().map_err(|e| StoreError::Io {
+            op: "write",
+            path: tmp_path.clone(),
+            source: e.into_error(),
+        })?;
+        if let Some(exp) = &expected {
             exp.verify_digested(&digested)
                 .map_err(|source| StoreError::Verify {
                     expected: exp.digest.clone(),
                     source,
                 })?;
         }
-        let file = tmp.as_file();
         file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444))
             .map_err(io_err("chmod", &tmp_path))?;
         file.sync_all().map_err(io_err("sync", &tmp_path))?;
-
-        let dest = self.blob_path(&digested.digest);
+        let dest = blobs
+            .join(digested.digest.algorithm().as_str())
+            .join(digested.digest.hex());
         match tmp.persist_noclobber(&dest) {
             Ok(_) => {}
             // Someone stored the same content first: theirs is as good.
@@ -309,147 +372,22 @@ impl ContentStore {
                 })
             }
         }
-        sync_dir(dest.parent().unwrap_or(&self.root))?;
+        sync_dir(dest.parent().unwrap_or(&blobs))?;
         Ok(digested)
     }
+}
 
-    /// Where the layer with this diff_id is (or would be) unpacked.
-    pub fn layer_path(&self, diff_id: &Digest) -> PathBuf {
-        let mut name = diff_id.hex().to_owned();
-        if diff_id.algorithm() != Algorithm::Sha256 {
-            name = format!("{}-{name}", diff_id.algorithm());
-        }
-        self.root.join("layers").join(name)
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf)
     }
 
-    /// True when the layer with this diff_id is unpacked.
-    pub fn contains_layer(&self, diff_id: &Digest) -> bool {
-        self.layer_path(diff_id).is_dir()
-    }
-
-    /// Unpacks the stored layer blob `blob` into `layers/<diff_id hex>` and
-    /// returns that directory; an existing one is reused.
-    ///
-    /// The blob is applied into a temp directory beside it while both the
-    /// blob and its uncompressed tar stream are hashed; only when the blob
-    /// still matches its digest and the tar matches `diff_id` is the temp
-    /// directory synced and renamed into place.
-    pub fn unpack_layer(&self, blob: &Digest, diff_id: &Digest) -> Result<PathBuf, StoreError> {
-        self.unpack_layer_with_stats(blob, diff_id)
-            .map(|(path, _)| path)
-    }
-
-    /// [`unpack_layer`](Self::unpack_layer), also giving what was applied
-    /// (`None` when an existing unpacked layer was reused).
-    pub fn unpack_layer_with_stats(
-        &self,
-        blob: &Digest,
-        diff_id: &Digest,
-    ) -> Result<(PathBuf, Option<ApplyStats>), StoreError> {
-        let dest = self.layer_path(diff_id);
-        if dest.is_dir() {
-            return Ok((dest, None));
-        }
-        let blob_path = self.blob_path(blob);
-        let file = self.open_blob(blob)?;
-        let layers = self.root.join("layers");
-        let short = &diff_id.hex()[..12];
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".tmp-{short}-"))
-            .tempdir_in(&layers)
-            .map_err(io_err("create temp directory in", &layers))?;
-        let tmp_path = tmp.path().to_owned();
-        fs::set_permissions(
-            &tmp_path,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .map_err(io_err("chmod", &tmp_path))?;
-
-        let compressed =
-            SideHashReader::new(BufReader::with_capacity(COPY_BUF, file), blob.algorithm());
-        let apply_err = |source| StoreError::Apply {
-            blob: blob.clone(),
-            source,
-        };
-        let decompressor = Decompressor::new(compressed).map_err(|source| {
-            apply_err(ApplyError::Decompress {
-                target: tmp_path.clone(),
-                source,
-            })
-        })?;
-        let mut tar = SideHashReader::new(decompressor, diff_id.algorithm());
-        let mut stats = apply_tar(&mut tar, &tmp_path, &self.apply).map_err(apply_err)?;
-        let (decompressor, actual_diff_id) = tar.finish();
-        stats.compression = Some(decompressor.compression());
-        let mut compressed = decompressor.into_inner();
-        // Hash whatever follows the compressed stream, so the blob digest
-        // covers the whole file.
-        io::copy(&mut compressed, &mut io::sink()).map_err(io_err("read", &blob_path))?;
-        let (_, actual_blob) = compressed.finish();
-        if actual_blob.digest != *blob {
-            return Err(StoreError::BlobCorrupt {
-                path: blob_path,
-                actual: actual_blob.digest,
-            });
-        }
-        if actual_diff_id.digest != *diff_id {
-            return Err(StoreError::DiffIdMismatch {
-                blob: blob.clone(),
-                expected: diff_id.clone(),
-                actual: actual_diff_id.digest,
-            });
-        }
-
-        match rfs::renameat_with(CWD, &tmp_path, CWD, &dest, RenameFlags::NOREPLACE) {
-            Ok(()) => {
-                // Published: the temp directory must not be deleted now.
-                let _ = tmp.keep();
-                self.sync_later(&dest)?;
-                Ok((dest, Some(stats)))
-            }
-            // Another caller won the race; its copy is identical. Ours is
-            // removed when `tmp` drops.
-            Err(Errno::EXIST) | Err(Errno::NOTEMPTY) => Ok((dest, None)),
-            Err(e) => Err(errno_err("rename into place", &dest)(e)),
-        }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 }
 
-impl ContentStore {
-    /// Syncs the file system holding `dir` (a published layer) on a side thread.
-    fn sync_later(&self, dir: &Path) -> Result<(), StoreError> {
-        let file = File::open(dir).map_err(io_err("open", dir))?;
-        let spawned = std::thread::Builder::new()
-            .name("kiln-syncfs".into())
-            .spawn(move || {
-                // An I/O error here shows again in whatever touches the disk next.
-                let _ = rfs::syncfs(&file);
-            });
-        match spawned {
-            Ok(handle) => self
-                .syncs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(handle),
-            // No thread to spare: sync here.
-            Err(_) => {
-                let file = File::open(dir).map_err(io_err("open", dir))?;
-                rfs::syncfs(&file).map_err(errno_err("sync", dir))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Waits until every layer this store (and its clones) published is on disk.
-    pub fn wait_for_syncs(&self) {
-        let pending = std::mem::take(&mut *self.syncs.lock().unwrap_or_else(|e| e.into_inner()));
-        for handle in pending {
-            let _ = handle.join();
-        }
-    }
-}
-
-fn sync_dir(path: &Path) -> Result<(), StoreError> {
+pub(crate) fn sync_dir(path: &Path) -> Result<(), StoreError> {
     File::open(path)
         .and_then(|d| d.sync_all())
         .map_err(io_err("sync", path))

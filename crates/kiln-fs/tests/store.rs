@@ -9,7 +9,8 @@ use std::path::Path;
 use std::sync::{Arc, Barrier};
 
 use common::{gzip, zstd, Layer};
-use kiln_fs::store::{ContentStore, StoreError};
+use kiln_fs::apply::{ApplyOptions, Whiteouts};
+use kiln_fs::store::{ContentStore, StoreError, UnpackedLayers};
 use kiln_oci::{media_type, Algorithm, Descriptor, Digest};
 
 fn names(dir: &Path) -> Vec<String> {
@@ -25,6 +26,10 @@ fn store() -> (tempfile::TempDir, ContentStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = ContentStore::open(dir.path().join("store")).unwrap();
     (dir, store)
+}
+
+fn merged(store: &ContentStore) -> UnpackedLayers {
+    store.unpacked(ApplyOptions::default()).unwrap()
 }
 
 fn sample_layer() -> Vec<u8> {
@@ -141,7 +146,7 @@ fn unpack_layer_verifies_the_diff_id_and_publishes_only_on_success() {
     store.ingest(&blob[..], Some(&desc)).unwrap();
 
     let wrong = Digest::of(b"not the tar");
-    let err = store.unpack_layer(&desc.digest, &wrong).unwrap_err();
+    let err = merged(&store).unpack(&desc.digest, &wrong).unwrap_err();
     match &err {
         StoreError::DiffIdMismatch {
             blob,
@@ -156,16 +161,16 @@ fn unpack_layer_verifies_the_diff_id_and_publishes_only_on_success() {
         other => panic!("unexpected error {other}"),
     }
     assert!(
-        names(&store.root().join("layers")).is_empty(),
+        names(&store.root().join("layers/merged")).is_empty(),
         "temp dir left behind"
     );
-    assert!(!store.contains_layer(&wrong));
+    assert!(!merged(&store).contains(&wrong));
 
     let diff_id = Digest::of(&tar);
-    let (path, stats) = store
-        .unpack_layer_with_stats(&desc.digest, &diff_id)
+    let (path, stats) = merged(&store)
+        .unpack_with_stats(&desc.digest, &diff_id)
         .unwrap();
-    assert_eq!(path, store.root().join("layers").join(diff_id.hex()));
+    assert_eq!(path, store.root().join("layers/merged").join(diff_id.hex()));
     let stats = stats.expect("freshly unpacked");
     assert_eq!(stats.compression, Some(kiln_oci::Compression::Gzip));
     assert_eq!(fs::read(path.join("etc/os-release")).unwrap(), b"ID=kiln\n");
@@ -183,7 +188,7 @@ fn unpack_layer_verifies_the_diff_id_and_publishes_only_on_success() {
         fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o755
     );
-    assert_eq!(names(&store.root().join("layers")), [diff_id.hex()]);
+    assert_eq!(names(&store.root().join("layers/merged")), [diff_id.hex()]);
 }
 
 #[test]
@@ -194,26 +199,26 @@ fn an_unpacked_layer_is_reused() {
     let desc = Descriptor::for_bytes(media_type::OCI_LAYER_TAR_ZSTD, &blob);
     store.ingest(&blob[..], Some(&desc)).unwrap();
     let diff_id = Digest::of(&tar);
-    let (first, stats) = store
-        .unpack_layer_with_stats(&desc.digest, &diff_id)
+    let (first, stats) = merged(&store)
+        .unpack_with_stats(&desc.digest, &diff_id)
         .unwrap();
     assert!(stats.is_some());
     let marker = first.join("marker");
     fs::write(&marker, b"proves no re-extraction").unwrap();
-    let (second, stats) = store
-        .unpack_layer_with_stats(&desc.digest, &diff_id)
+    let (second, stats) = merged(&store)
+        .unpack_with_stats(&desc.digest, &diff_id)
         .unwrap();
     assert_eq!(first, second);
     assert!(stats.is_none());
     assert!(marker.exists());
-    assert!(store.contains_layer(&diff_id));
+    assert!(merged(&store).contains(&diff_id));
 }
 
 #[test]
 fn unpacking_a_missing_blob_names_it() {
     let (_d, store) = store();
     let digest = Digest::of(b"never stored");
-    let err = store.unpack_layer(&digest, &digest).unwrap_err();
+    let err = merged(&store).unpack(&digest, &digest).unwrap_err();
     assert!(
         matches!(&err, StoreError::BlobNotFound { digest: d, .. } if *d == digest),
         "{err}"
@@ -235,11 +240,11 @@ fn a_damaged_blob_is_not_unpacked() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     fs::write(&path, &bytes).unwrap();
-    let err = store
-        .unpack_layer(&desc.digest, &Digest::of(&tar))
+    let err = merged(&store)
+        .unpack(&desc.digest, &Digest::of(&tar))
         .unwrap_err();
     assert!(matches!(err, StoreError::BlobCorrupt { .. }), "{err}");
-    assert!(names(&store.root().join("layers")).is_empty());
+    assert!(names(&store.root().join("layers/merged")).is_empty());
 }
 
 #[test]
@@ -250,11 +255,11 @@ fn a_broken_layer_publishes_nothing() {
         .finish();
     let desc = Descriptor::for_bytes(media_type::OCI_LAYER_TAR, &tar);
     store.ingest(&tar[..], Some(&desc)).unwrap();
-    let err = store
-        .unpack_layer(&desc.digest, &Digest::of(&tar))
+    let err = merged(&store)
+        .unpack(&desc.digest, &Digest::of(&tar))
         .unwrap_err();
     assert!(matches!(err, StoreError::Apply { .. }), "{err}");
-    assert!(names(&store.root().join("layers")).is_empty());
+    assert!(names(&store.root().join("layers/merged")).is_empty());
     assert!(!store.root().join("escape").exists());
 }
 
@@ -283,14 +288,14 @@ fn concurrent_unpacks_of_one_layer_agree() {
             std::thread::spawn(move || {
                 barrier.wait();
                 store.ingest(&blob[..], Some(&desc)).unwrap();
-                store.unpack_layer(&desc.digest, &diff_id).unwrap()
+                merged(&store).unpack(&desc.digest, &diff_id).unwrap()
             })
         })
         .collect();
     let paths: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     assert!(paths.windows(2).all(|w| w[0] == w[1]));
     assert_eq!(
-        names(&store.root().join("layers")),
+        names(&store.root().join("layers/merged")),
         [diff_id.hex()],
         "temp dirs left"
     );
@@ -330,4 +335,91 @@ fn a_layers_listing_is_read_from_its_tar_headers_once_and_kept_without_the_blob(
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
     fs::remove_file(&path).unwrap();
     assert_eq!(store.layer_entries(&desc.digest).unwrap(), first);
+}
+
+#[test]
+fn a_blob_writer_publishes_only_verified_content_and_never_replaces_a_blob() {
+    let (_d, store) = store();
+    let content = b"layer bytes".to_vec();
+    let desc = Descriptor::for_bytes(media_type::OCI_LAYER_TAR, &content);
+
+    // Wrong content for the descriptor: refused, nothing stored or left in ingest/.
+    let mut writer = store.blob_writer(Some(&desc)).unwrap();
+    std::io::Write::write_all(&mut writer, b"other bytes").unwrap();
+    let err = writer.commit().unwrap_err();
+    assert!(matches!(err, StoreError::Verify { .. }), "{err}");
+    assert!(!store.contains(&desc.digest));
+    assert!(names(&store.root().join("ingest")).is_empty());
+
+    // Dropped before commit: nothing left either.
+    let mut writer = store.blob_writer(None).unwrap();
+    std::io::Write::write_all(&mut writer, &content).unwrap();
+    drop(writer);
+    assert!(names(&store.root().join("ingest")).is_empty());
+    assert!(!store.contains(&desc.digest));
+
+    // Without a descriptor: stored under what it hashes to.
+    let mut writer = store.blob_writer(None).unwrap();
+    std::io::Write::write_all(&mut writer, &content).unwrap();
+    assert_eq!(writer.commit().unwrap().digest, desc.digest);
+    let path = store.blob_path(&desc.digest);
+    let inode = fs::metadata(&path).unwrap().ino();
+
+    // The same blob again: the first copy stays (no clobbering rename).
+    let mut writer = store.blob_writer(Some(&desc)).unwrap();
+    std::io::Write::write_all(&mut writer, &content).unwrap();
+    writer.commit().unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
+    assert_eq!(fs::read(&path).unwrap(), content);
+}
+
+#[test]
+fn layers_unpacked_for_overlay_and_merged_are_kept_apart() {
+    let (_d, store) = store();
+    // A layer that deletes a file: merged, the whiteout is applied (nothing there); for
+    // overlay it becomes a 0:0 character device.
+    let tar = Layer::new()
+        .dir("etc/", 0o755)
+        .file("etc/.wh.gone", b"")
+        .finish();
+    let desc = Descriptor::for_bytes(media_type::OCI_LAYER_TAR, &tar);
+    store.ingest(&tar[..], Some(&desc)).unwrap();
+    let diff_id = Digest::of(&tar);
+    let mut options = ApplyOptions::default();
+    options.whiteouts = Whiteouts::Overlay;
+    let overlay = store.unpacked(options).unwrap();
+    let for_overlay = overlay.unpack(&desc.digest, &diff_id).unwrap();
+    let for_merge = merged(&store).unpack(&desc.digest, &diff_id).unwrap();
+    assert_ne!(for_overlay, for_merge);
+    assert!(fs::symlink_metadata(for_merge.join("etc/gone")).is_err());
+    let whiteout = fs::symlink_metadata(for_overlay.join("etc/gone")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &whiteout.file_type()
+    ));
+    assert_eq!(whiteout.rdev(), 0);
+    assert!(!merged(&store).contains(&Digest::of(b"x")));
+    assert_eq!(
+        UnpackedLayers::format_name(&ApplyOptions::rootless()),
+        "merged-noowners-nodevices"
+    );
+}
+
+#[test]
+fn adopting_a_tree_publishes_it_once() {
+    let (d, store) = store();
+    let layers = merged(&store);
+    let diff_id = Digest::of(b"some layer");
+    let first = d.path().join("store/first");
+    fs::create_dir_all(first.join("a")).unwrap();
+    fs::write(first.join("a/file"), b"1").unwrap();
+    let adopted = layers.adopt(&first, &diff_id).unwrap();
+    assert_eq!(adopted, layers.path(&diff_id));
+    assert_eq!(fs::read(adopted.join("a/file")).unwrap(), b"1");
+    assert!(!first.exists());
+    // A second tree for the same layer: the published one stays, the new one goes.
+    let second = d.path().join("store/second");
+    fs::create_dir_all(&second).unwrap();
+    assert_eq!(layers.adopt(&second, &diff_id).unwrap(), adopted);
+    assert!(!second.exists());
+    assert!(adopted.join("a/file").exists());
 }

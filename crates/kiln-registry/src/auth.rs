@@ -302,6 +302,15 @@ async fn fetch_token(
     let response =
         response.map_err(|e| format!("token request to {shown} failed: {}", without_url(&e)))?;
     let status = response.status();
+    // The URL as logs may show it; the credential kind, never its value.
+    tracing::debug!(
+        "token request to {shown} ({}) -> {status}",
+        match credential {
+            Credential::IdentityToken(_) => "identity token",
+            Credential::Basic { .. } => "basic credentials",
+            _ => "anonymous",
+        }
+    );
     let body = response
         .bytes()
         .await

@@ -366,8 +366,10 @@ impl Client {
         let mut answered_challenge = false;
         loop {
             let mut request = build(client.request(method.clone(), url.clone()));
+            let mut authorized = false;
             if let Some(header) = self.auth.cached(&target.host, &target.scope, &credential) {
                 request = request.header(reqwest::header::AUTHORIZATION, header.value());
+                authorized = true;
             }
             let (retry_reason, retry_after) = match request.send().await {
                 Err(e) => {
@@ -381,6 +383,10 @@ impl Client {
                 }
                 Ok(response) => {
                     let status = response.status();
+                    tracing::debug!(
+                        "{request_info} -> {status}{}",
+                        if authorized { " (authorized)" } else { "" }
+                    );
                     if status == StatusCode::UNAUTHORIZED && !answered_challenge {
                         answered_challenge = true;
                         let challenge = response
@@ -679,97 +685,130 @@ impl Client {
         descriptor: &Descriptor,
         dest: &Path,
     ) -> Result<(), RegistryError> {
+        let dir = dest.parent().unwrap_or(Path::new("."));
+        let sink = FileSink {
+            dir,
+            dest: Some(dest),
+        };
+        self.fetch_blob_to_sink(source, descriptor, &sink).await
+    }
+
+    async fn fetch_blob_to_sink<S: BlobSink>(
+        &self,
+        source: &Reference,
+        descriptor: &Descriptor,
+        sink: &S,
+    ) -> Result<(), RegistryError> {
+        let sink_err = |source: std::io::Error| RegistryError::Sink {
+            digest: descriptor.digest.clone(),
+            source,
+        };
+        let mut writer = sink.open(descriptor).map_err(sink_err)?;
+        self.fetch_blob_into(source, descriptor, &mut writer)
+            .await?;
+        sink.commit(descriptor, writer).map_err(sink_err)?;
+        self.reporter
+            .blob_done(&descriptor.digest, BlobOutcome::Downloaded);
+        Ok(())
+    }
+
+    /// Streams a blob into `sink`, verified against `descriptor` (size and digest); on a
+    /// mismatch an error is returned after the bytes were written, so the sink must not publish
+    /// before this returns `Ok`. A transfer that breaks off resumes with `Range`; when the
+    /// registry ignores `Range`, the bytes `sink` already has are skipped in the new answer, so
+    /// it sees every byte once, in order. The client knows nothing of where the bytes go.
+    pub async fn fetch_blob_into<W: std::io::Write + Send>(
+        &self,
+        source: &Reference,
+        descriptor: &Descriptor,
+        sink: &mut W,
+    ) -> Result<(), RegistryError> {
         let target = Target::pull(source, Direction::Pull);
         let url = self
             .url_for(&target, &Self::blob_url_path(source, &descriptor.digest))
             .await?;
         let request = RequestInfo::new(&Method::GET, &url);
-        let temp = temp_path(dest);
-        let io_err = |path: &Path, source: std::io::Error| RegistryError::Io {
-            path: path.to_path_buf(),
+        let sink_err = |source: std::io::Error| RegistryError::Sink {
+            digest: descriptor.digest.clone(),
             source,
         };
-        let result = async {
-            let mut file = tokio::fs::File::create(&temp)
-                .await
-                .map_err(|e| io_err(&temp, e))?;
-            let mut hasher = Hasher::new(descriptor.digest.algorithm());
-            let mut written: u64 = 0;
-            let mut breaks = 0u32;
-            self.reporter
-                .blob_start(&descriptor.digest, descriptor.size, Direction::Pull);
-            'transfer: loop {
-                let resume_from = written;
-                let response = self
-                    .send(&target, Method::GET, &url, |r| {
-                        if resume_from > 0 {
-                            r.header(RANGE, format!("bytes={resume_from}-"))
+        let mut hasher = Hasher::new(descriptor.digest.algorithm());
+        let mut written: u64 = 0;
+        let mut breaks = 0u32;
+        self.reporter
+            .blob_start(&descriptor.digest, descriptor.size, Direction::Pull);
+        'transfer: loop {
+            let resume_from = written;
+            let response = self
+                .send(&target, Method::GET, &url, |r| {
+                    if resume_from > 0 {
+                        r.header(RANGE, format!("bytes={resume_from}-"))
+                    } else {
+                        r
+                    }
+                })
+                .await?;
+            let status = response.status();
+            // The registry ignored Range: its answer starts at byte 0 again.
+            let mut skip = if resume_from > 0 && status == StatusCode::OK {
+                resume_from
+            } else {
+                0
+            };
+            if !status.is_success() {
+                return Err(Self::status_error(request.clone(), response).await);
+            }
+            let mut response = response;
+            loop {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => {
+                        let fresh = if skip >= chunk.len() as u64 {
+                            skip -= chunk.len() as u64;
+                            continue;
                         } else {
-                            r
+                            let from = skip as usize;
+                            skip = 0;
+                            &chunk[from..]
+                        };
+                        written += fresh.len() as u64;
+                        if written > descriptor.size {
+                            return Err(RegistryError::Mismatch {
+                                request: request.clone(),
+                                what: "size",
+                                expected: descriptor.size.to_string(),
+                                actual: format!("more than {}", descriptor.size),
+                            });
                         }
-                    })
-                    .await?;
-                let status = response.status();
-                if resume_from > 0 && status == StatusCode::OK {
-                    // The registry ignored Range: start again.
-                    file.set_len(0).await.map_err(|e| io_err(&temp, e))?;
-                    file.seek(std::io::SeekFrom::Start(0))
-                        .await
-                        .map_err(|e| io_err(&temp, e))?;
-                    hasher = Hasher::new(descriptor.digest.algorithm());
-                    written = 0;
-                } else if !(status.is_success()) {
-                    return Err(Self::status_error(request.clone(), response).await);
-                }
-                let mut response = response;
-                loop {
-                    match response.chunk().await {
-                        Ok(Some(chunk)) => {
-                            written += chunk.len() as u64;
-                            if written > descriptor.size {
-                                return Err(RegistryError::Mismatch {
-                                    request: request.clone(),
-                                    what: "size",
-                                    expected: descriptor.size.to_string(),
-                                    actual: format!("more than {}", descriptor.size),
-                                });
-                            }
-                            hasher.update(&chunk);
-                            file.write_all(&chunk).await.map_err(|e| io_err(&temp, e))?;
-                            self.reporter
-                                .blob_progress(&descriptor.digest, chunk.len() as u64);
+                        hasher.update(fresh);
+                        sink.write_all(fresh).map_err(sink_err)?;
+                        self.reporter
+                            .blob_progress(&descriptor.digest, fresh.len() as u64);
+                    }
+                    Ok(None) if skip > 0 => {
+                        return Err(RegistryError::Mismatch {
+                            request: request.clone(),
+                            what: "size",
+                            expected: descriptor.size.to_string(),
+                            actual: format!("{} on a restarted transfer", resume_from - skip),
+                        })
+                    }
+                    Ok(None) => break 'transfer,
+                    Err(e) => {
+                        breaks += 1;
+                        if breaks > self.options.pull_retries {
+                            return Err(RegistryError::connection(request.clone(), &e));
                         }
-                        Ok(None) => break 'transfer,
-                        Err(e) => {
-                            breaks += 1;
-                            if breaks > self.options.pull_retries {
-                                return Err(RegistryError::connection(request.clone(), &e));
-                            }
-                            let delay = self.backoff(breaks - 1, None);
-                            self.reporter
-                                .retry(&request, breaks, delay, &without_url(&e));
-                            tokio::time::sleep(delay).await;
-                            continue 'transfer;
-                        }
+                        let delay = self.backoff(breaks - 1, None);
+                        self.reporter
+                            .retry(&request, breaks, delay, &without_url(&e));
+                        tokio::time::sleep(delay).await;
+                        continue 'transfer;
                     }
                 }
             }
-            file.flush().await.map_err(|e| io_err(&temp, e))?;
-            file.sync_all().await.map_err(|e| io_err(&temp, e))?;
-            drop(file);
-            check_content(&request, descriptor, written, hasher.finish())?;
-            tokio::fs::rename(&temp, dest)
-                .await
-                .map_err(|e| io_err(dest, e))?;
-            self.reporter
-                .blob_done(&descriptor.digest, BlobOutcome::Downloaded);
-            Ok(())
         }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&temp).await;
-        }
-        result
+        sink.flush().map_err(sink_err)?;
+        check_content(&request, descriptor, written, hasher.finish())
     }
 
     /// Downloads a plain URL (`ADD https://…`) into `dest` (a temp file beside it, then a
@@ -897,8 +936,20 @@ impl Client {
         descriptors: &[Descriptor],
         dir: &Path,
     ) -> Result<(), RegistryError> {
+        self.fetch_blobs_into(source, descriptors, &FileSink { dir, dest: None })
+            .await
+    }
+
+    /// Downloads several blobs at once (up to `concurrency`) into writers `sink` opens, each
+    /// committed once it arrived whole and verified.
+    pub async fn fetch_blobs_into<S: BlobSink>(
+        &self,
+        source: &Reference,
+        descriptors: &[Descriptor],
+        sink: &S,
+    ) -> Result<(), RegistryError> {
         let results: Vec<Result<(), RegistryError>> = stream::iter(descriptors)
-            .map(|d| async move { self.fetch_blob(source, d, &dir.join(d.digest.hex())).await })
+            .map(|d| self.fetch_blob_to_sink(source, d, sink))
             .buffer_unordered(self.options.concurrency.max(1))
             .collect()
             .await;
@@ -1201,6 +1252,44 @@ fn location(
         reference: request.to_string(),
         reason: format!("invalid upload Location {value:?}: {e}"),
     })
+}
+
+/// Where fetched blobs go ([`Client::fetch_blobs_into`]): a writer per blob, committed only when
+/// the blob arrived whole and matched its descriptor. A writer dropped uncommitted should leave
+/// nothing behind.
+pub trait BlobSink: Sync {
+    /// The writer one blob's bytes go into.
+    type Writer: std::io::Write + Send;
+    /// A new writer for `descriptor`'s blob.
+    fn open(&self, descriptor: &Descriptor) -> std::io::Result<Self::Writer>;
+    /// Publishes a verified blob.
+    fn commit(&self, descriptor: &Descriptor, writer: Self::Writer) -> std::io::Result<()>;
+}
+
+/// Blobs as files: `dest`, or `dir/<hex>`, written under a temp name beside it and renamed
+/// when complete.
+struct FileSink<'a> {
+    dir: &'a Path,
+    dest: Option<&'a Path>,
+}
+
+impl BlobSink for FileSink<'_> {
+    type Writer = tempfile::NamedTempFile;
+
+    fn open(&self, descriptor: &Descriptor) -> std::io::Result<Self::Writer> {
+        tempfile::Builder::new()
+            .prefix(&format!(".{}.partial-", descriptor.digest.hex()))
+            .tempfile_in(self.dir)
+    }
+
+    fn commit(&self, descriptor: &Descriptor, writer: Self::Writer) -> std::io::Result<()> {
+        writer.as_file().sync_all()?;
+        let dest = match self.dest {
+            Some(dest) => dest.to_path_buf(),
+            None => self.dir.join(descriptor.digest.hex()),
+        };
+        writer.persist(dest).map(drop).map_err(|e| e.error)
+    }
 }
 
 /// A sibling temp path, so the final rename stays within one directory.

@@ -146,6 +146,14 @@ pub enum RegistryError {
         /// The error.
         source: std::io::Error,
     },
+    /// The place a fetched blob was going refused it (a full disk, the store's check).
+    #[error("storing blob {digest}: {source}")]
+    Sink {
+        /// The blob.
+        digest: kiln_oci::Digest,
+        /// What the sink said.
+        source: std::io::Error,
+    },
     /// Credentials could not be read.
     #[error(transparent)]
     Credentials(#[from] CredentialError),

@@ -29,7 +29,9 @@ pub mod reference {
 }
 pub mod transport;
 
-pub use client::{BlobOutcome, Client, Download, RegistryOptions, Reporter, ResolvedImage};
+pub use client::{
+    BlobOutcome, BlobSink, Client, Download, RegistryOptions, Reporter, ResolvedImage,
+};
 pub use credentials::{Credential, DockerConfig, Secret};
 pub use error::RegistryError;
 pub use reference::Reference;

@@ -527,6 +527,64 @@ async fn survives_broken_transfers_503_and_429() {
     );
 }
 
+/// A transfer cut mid-way resumes with `Range`; a server that then ignores the range and sends
+/// the whole blob again is read past what the writer already has, so the writer sees each byte
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_transfer_whose_range_is_ignored_writes_each_byte_once() {
+    let registry = Registry::start(kiln_test::RegistryOptions::plain()).unwrap();
+    // Incompressible, so the layer blob is large enough to cut.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let content: Vec<u8> = (0..300_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let image = TestImage::single(&content).unwrap();
+    image
+        .push(&registry, "r/app:1", &PushOptions::new(ManifestFormat::Oci))
+        .unwrap();
+    let proxy = FaultProxy::start(
+        registry.addr(),
+        vec![
+            Fault::new(FaultAction::CloseAfterBodyBytes(50_000))
+                .method("GET")
+                .path("/blobs/")
+                .times(1),
+            Fault::new(FaultAction::IgnoreRange)
+                .method("GET")
+                .path("/blobs/")
+                .times(1),
+        ],
+    )
+    .unwrap();
+    let client = Client::new(plain_options(&[proxy.host()]), DockerConfig::default());
+    let r = reference(&proxy.host(), "r/app:1");
+    let resolved = client
+        .resolve(&r, &Platform::parse("linux/amd64").unwrap())
+        .await
+        .unwrap();
+    let layer = resolved.manifest.layers[0].clone();
+    let mut sink = Vec::new();
+    client
+        .fetch_blob_into(&resolved.source, &layer, &mut sink)
+        .await
+        .unwrap();
+    assert_eq!(proxy.applied(0), 1, "the first transfer was cut");
+    assert_eq!(proxy.applied(1), 1, "the resumed one got the whole blob");
+    let ranged: Vec<_> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.target.contains("/blobs/"))
+        .collect();
+    assert_eq!(ranged.len(), 2, "{ranged:?}");
+    assert_eq!(sink.len() as u64, layer.size);
+    assert_eq!(Digest::of(&sink), layer.digest);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_map_and_docker_hub_mirrors() {
     let registry = Registry::start(kiln_test::RegistryOptions::plain()).unwrap();

@@ -23,11 +23,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! [`backend::choose`] says which backend this process can use and why.
+//!
 //! Needs root (CAP_SYS_ADMIN and CAP_SYS_CHROOT). Linux only.
 //!
 //! Must not depend on: `kiln-build`, `kiln-registry`, `kiln` (it sits below them).
 #![deny(missing_docs)]
 
+pub mod backend;
 mod error;
 pub mod overlay;
 mod process;

@@ -31,6 +31,9 @@ pub enum FaultAction {
     /// Read at most this many bytes of the request body, then close the connection without
     /// forwarding or answering: an upload cut off mid-way.
     CloseAfterRequestBytes(u64),
+    /// Forward the request without its `Range` header: a server that ignores ranges and
+    /// answers `200` with the whole body.
+    IgnoreRange,
 }
 
 /// A fault applied to the first `times` requests that match `method` and
@@ -327,6 +330,7 @@ fn serve_connection(client: &TcpStream, shared: &Shared) -> Result<()> {
                     &mut client_reader,
                     &mut client_writer,
                     None,
+                    &["expect"],
                 )?
             }
             Some(FaultAction::CloseAfterRequestBytes(limit)) => {
@@ -347,6 +351,18 @@ fn serve_connection(client: &TcpStream, shared: &Shared) -> Result<()> {
                 &mut client_reader,
                 &mut client_writer,
                 Some(limit),
+                &["expect"],
+            )?,
+            Some(FaultAction::IgnoreRange) => forward(
+                shared,
+                &mut upstream,
+                &head,
+                &method,
+                framing,
+                &mut client_reader,
+                &mut client_writer,
+                None,
+                &["expect", "range"],
             )?,
             None => forward(
                 shared,
@@ -357,6 +373,7 @@ fn serve_connection(client: &TcpStream, shared: &Shared) -> Result<()> {
                 &mut client_reader,
                 &mut client_writer,
                 None,
+                &["expect"],
             )?,
         };
         if next == Next::Close || client_close || shared.stop.load(Ordering::SeqCst) {
@@ -471,6 +488,7 @@ fn forward(
     client_reader: &mut BufReader<TcpStream>,
     client_writer: &mut TcpStream,
     cut_after: Option<u64>,
+    strip_headers: &[&str],
 ) -> Result<Next> {
     if upstream.is_none() {
         let stream = TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(10))
@@ -491,7 +509,7 @@ fn forward(
             .context(|| "write 100 Continue".into())?;
     }
     up.writer
-        .write_all(&head.to_bytes_without(&["expect"]))
+        .write_all(&head.to_bytes_without(strip_headers))
         .context(|| "forward request head".into())?;
     copy_body(client_reader, &mut up.writer, framing).context(|| "forward request body".into())?;
 

@@ -2,20 +2,17 @@
 //! build, and its outputs. The engine lives in kiln-build; this file maps flags to options and
 //! prints progress.
 
+use crate::printer::Printer;
 use crate::registry_flags::{docker_config, RegistryFlags};
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Args, ValueEnum};
-use kiln_build::{
-    BuildOptions, Builder, ImageFormat, Isolation, Reporter, SnapshotStats, StepDone, StepInfo,
-};
+use kiln_build::{BuildOptions, Builder, ImageFormat, Isolation, Reporter};
 use kiln_fs::compress::Encoding;
 use kiln_oci::Platform;
 use kiln_registry::Reference;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
@@ -284,275 +281,6 @@ pub(crate) fn build_args(raw: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-/// Prints progress as lines: `[2/3] STEP 4/9: RUN make  (3.2s)`, or JSON. On a terminal (text
-/// or color format) a live status line under the log shows the running steps and the
-/// transfers with bytes and rates; it is redrawn by a ticker thread.
-struct LineReporter {
-    format: LogFormat,
-    timestamps: bool,
-    quiet_info: bool,
-    show_output: bool,
-    out: Mutex<std::io::Stderr>,
-    live: Option<Mutex<Live>>,
-}
-
-/// What the status line shows.
-#[derive(Default)]
-struct Live {
-    /// Running steps: stage position → (text, start).
-    steps: BTreeMap<usize, (String, std::time::Instant)>,
-    /// Transfers: digest → (done, total, push, start).
-    transfers: BTreeMap<String, (u64, u64, bool, std::time::Instant)>,
-    /// Whether a status line is on screen.
-    shown: bool,
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
-impl Live {
-    fn line(&self) -> String {
-        let mut parts = Vec::new();
-        for (push, arrow) in [(false, "pull"), (true, "push")] {
-            let active: Vec<_> = self.transfers.values().filter(|t| t.2 == push).collect();
-            if active.is_empty() {
-                continue;
-            }
-            let done: u64 = active.iter().map(|t| t.0).sum();
-            let total: u64 = active.iter().map(|t| t.1).sum();
-            let secs = active
-                .iter()
-                .map(|t| t.3.elapsed().as_secs_f64())
-                .fold(0.0, f64::max)
-                .max(0.001);
-            parts.push(format!(
-                "{arrow} {} blob{} {:.1}/{:.1} MiB {:.1} MiB/s",
-                active.len(),
-                if active.len() == 1 { "" } else { "s" },
-                mib(done),
-                mib(total),
-                mib(done) / secs
-            ));
-        }
-        for (stage, (text, start)) in &self.steps {
-            let text: String = text.chars().take(60).collect();
-            parts.push(format!(
-                "[{stage}] {text} ({:.1}s)",
-                start.elapsed().as_secs_f64()
-            ));
-        }
-        parts.join(" | ")
-    }
-}
-
-impl LineReporter {
-    #[allow(clippy::print_stderr)]
-    fn line(&self, level: &str, message: &str, extra: serde_json::Value) {
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        let secs = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let time = kiln_build::image::rfc3339(secs);
-        if self.format == LogFormat::Json {
-            let mut v = serde_json::json!({"level": level, "msg": message, "time": time});
-            if let (Some(map), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
-                map.extend(extra);
-            }
-            let _ = writeln!(out, "{v}");
-            return;
-        }
-        let prefix = if self.timestamps {
-            format!("{time} ")
-        } else {
-            String::new()
-        };
-        let live = self
-            .live
-            .as_ref()
-            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()));
-        if live.as_ref().is_some_and(|l| l.shown) {
-            let _ = write!(out, "\r\x1b[K");
-        }
-        let (start, end) = match (self.format, level) {
-            (LogFormat::Color, "warn") => ("\x1b[33m", "\x1b[0m"),
-            (LogFormat::Color, "error") => ("\x1b[31m", "\x1b[0m"),
-            (LogFormat::Color, "step") => ("\x1b[1m", "\x1b[0m"),
-            _ => ("", ""),
-        };
-        let tag = if level == "warn" { "warning: " } else { "" };
-        let _ = writeln!(out, "{prefix}{start}{tag}{message}{end}");
-        if let Some(mut live) = live {
-            live.shown = false;
-            draw(&mut out, &mut live);
-        }
-    }
-
-    /// Redraws the status line (the ticker calls this).
-    fn tick(&self) {
-        if let Some(live) = &self.live {
-            let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-            let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
-            draw(&mut out, &mut live);
-        }
-    }
-
-    fn live(&self, f: impl FnOnce(&mut Live)) {
-        if let Some(live) = &self.live {
-            f(&mut live.lock().unwrap_or_else(|e| e.into_inner()));
-        }
-    }
-}
-
-fn draw(out: &mut std::io::Stderr, live: &mut Live) {
-    let line = live.line();
-    if line.is_empty() && !live.shown {
-        return;
-    }
-    let _ = write!(out, "\r\x1b[K{line}");
-    let _ = out.flush();
-    live.shown = !line.is_empty();
-}
-
-/// A step's snapshot cost for its log line: `[, index 0.40s], snapshot 0.41s, layer 9.8 → 0.8
-/// MiB in 1.20s` (or `no changes`).
-fn snapshot_text(s: SnapshotStats) -> String {
-    const MIB: f64 = 1024.0 * 1024.0;
-    let layer = if s.tar_bytes == 0 {
-        "no changes".to_owned()
-    } else {
-        format!(
-            "layer {:.1} → {:.1} MiB in {:.2}s",
-            s.tar_bytes as f64 / MIB,
-            s.blob_bytes as f64 / MIB,
-            s.write.as_secs_f64()
-        )
-    };
-    let index = if s.index.is_zero() {
-        String::new()
-    } else {
-        format!(", index {:.2}s", s.index.as_secs_f64())
-    };
-    format!("{index}, snapshot {:.2}s, {layer}", s.find.as_secs_f64())
-}
-
-impl Reporter for LineReporter {
-    fn info(&self, message: &str) {
-        if !self.quiet_info {
-            self.line("info", message, serde_json::Value::Null);
-        }
-    }
-
-    fn warn(&self, message: &str) {
-        self.line("warn", message, serde_json::Value::Null);
-    }
-
-    fn step_started(&self, step: &StepInfo) {
-        self.live(|l| {
-            l.steps
-                .insert(step.stage.0, (step.text.clone(), std::time::Instant::now()));
-        });
-        if self.format == LogFormat::Json && !self.quiet_info {
-            self.line(
-                "info",
-                &step.text,
-                serde_json::json!({"event": "step-start", "stage": step.stage_name, "step": step.step.0, "steps": step.step.1}),
-            );
-        }
-    }
-
-    fn step_finished(&self, step: &StepInfo, done: &StepDone) {
-        self.live(|l| {
-            l.steps.remove(&step.stage.0);
-        });
-        if self.quiet_info {
-            return;
-        }
-        let text = format!(
-            "[{}/{}] STEP {}/{}: {}  ({:.1}s{})",
-            step.stage.0,
-            step.stage.1,
-            step.step.0,
-            step.step.1,
-            step.text,
-            done.elapsed.as_secs_f64(),
-            done.snapshot.map(snapshot_text).unwrap_or_default()
-        );
-        let snapshot = done.snapshot.map(|s| {
-            serde_json::json!({
-                "index_seconds": s.index.as_secs_f64(),
-                "find_seconds": s.find.as_secs_f64(),
-                "write_seconds": s.write.as_secs_f64(),
-                "tar_bytes": s.tar_bytes,
-                "blob_bytes": s.blob_bytes,
-            })
-        });
-        self.line(
-            "step",
-            &text,
-            serde_json::json!({"event": "step-done", "stage": step.stage_name, "step": step.step.0, "steps": step.step.1, "seconds": done.elapsed.as_secs_f64(), "snapshot": snapshot}),
-        );
-    }
-
-    fn output(&self, _step: &StepInfo, bytes: &[u8]) {
-        if !self.show_output {
-            return;
-        }
-        if self.format == LogFormat::Json {
-            self.line(
-                "info",
-                &String::from_utf8_lossy(bytes),
-                serde_json::json!({"event": "output"}),
-            );
-            return;
-        }
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(live) = &self.live {
-            let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
-            if live.shown {
-                let _ = write!(out, "\r\x1b[K");
-                live.shown = false;
-            }
-            let _ = out.write_all(bytes);
-            if bytes.ends_with(b"\n") {
-                draw(&mut out, &mut live);
-            }
-            return;
-        }
-        let _ = out.write_all(bytes);
-    }
-
-    fn transfer_started(&self, digest: &kiln_oci::Digest, size: u64, push: bool) {
-        self.live(|l| {
-            l.transfers.insert(
-                digest.to_string(),
-                (0, size, push, std::time::Instant::now()),
-            );
-        });
-    }
-
-    fn transfer_progress(&self, digest: &kiln_oci::Digest, bytes: u64) {
-        self.live(|l| {
-            if let Some(t) = l.transfers.get_mut(&digest.to_string()) {
-                t.0 += bytes;
-            }
-        });
-    }
-
-    fn blob(&self, what: &str, digest: &kiln_oci::Digest) {
-        self.live(|l| {
-            l.transfers.remove(&digest.to_string());
-        });
-        if !self.quiet_info {
-            self.line(
-                "info",
-                &format!("{what} {digest}"),
-                serde_json::json!({"event": "blob"}),
-            );
-        }
-    }
-}
-
 /// An output path made absolute (the build changes no working directory, but the engine
 /// hands paths to mounts and symlinks that must not depend on it), its missing parent
 /// directories created as kaniko does.
@@ -575,52 +303,15 @@ fn absolute(flag: &str, path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("--{flag} {}", path.display()))
 }
 
-#[allow(clippy::print_stdout)]
 pub(crate) fn run(args: BuildArgs, as_executor: bool) -> Result<()> {
-    let reporter = Arc::new(LineReporter {
-        format: args.log_format,
-        timestamps: args.log_timestamp,
-        quiet_info: matches!(
-            args.verbosity,
-            Verbosity::Panic | Verbosity::Fatal | Verbosity::Error | Verbosity::Warn
-        ),
-        show_output: !matches!(
-            args.verbosity,
-            Verbosity::Panic | Verbosity::Fatal | Verbosity::Error
-        ),
-        out: Mutex::new(std::io::stderr()),
-        live: (args.log_format != LogFormat::Json
-            && std::io::IsTerminal::is_terminal(&std::io::stderr())
-            && std::env::var_os("TERM").is_some_and(|t| t != "dumb"))
-        .then(|| Mutex::new(Live::default())),
-    });
-    let ticker_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let ticker = reporter.live.is_some().then(|| {
-        let (reporter, stop) = (reporter.clone(), ticker_stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                reporter.tick();
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        })
-    });
-    let result = run_build(args, as_executor, reporter.clone());
-    ticker_stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(t) = ticker {
-        let _ = t.join();
-    }
-    if let Some(live) = &reporter.live {
-        let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
-        live.steps.clear();
-        live.transfers.clear();
-        let mut out = reporter.out.lock().unwrap_or_else(|e| e.into_inner());
-        draw(&mut out, &mut live);
-    }
+    let printer = Printer::install(args.verbosity, args.log_format, args.log_timestamp);
+    let result = run_build(args, as_executor, printer.clone());
+    printer.finish();
     result
 }
 
 #[allow(clippy::print_stdout)]
-fn run_build(mut args: BuildArgs, as_executor: bool, reporter: Arc<LineReporter>) -> Result<()> {
+fn run_build(mut args: BuildArgs, as_executor: bool, reporter: Arc<Printer>) -> Result<()> {
     for (flag, value) in [
         ("--snapshot-mode", args.snapshot_mode.is_some()),
         ("--use-new-run", args.use_new_run.is_some()),

@@ -5,6 +5,7 @@
 
 mod build;
 mod outline;
+mod printer;
 mod registry_flags;
 mod transfer;
 

@@ -1,11 +1,13 @@
 //! `kiln pull` and `kiln push`: images between registries and local OCI layouts or
 //! docker-archive tarballs, with kaniko's registry flags and docker's credentials.
 
+use crate::build::{LogFormat, Verbosity};
+use crate::printer::Printer;
 use crate::registry_flags::{docker_config, RegistryFlags};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kiln_oci::{media_type, DockerArchiveWriter, Manifest, OciLayout, OciLayoutWriter, Platform};
-use kiln_registry::{BlobOutcome, Client, Reference, Reporter};
+use kiln_registry::{Client, Reference};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -53,25 +55,10 @@ pub(crate) struct PushArgs {
     registry: RegistryFlags,
 }
 
-/// One line per blob on stderr.
-struct LineReporter;
-
-#[allow(clippy::print_stderr)]
-impl Reporter for LineReporter {
-    fn blob_done(&self, digest: &kiln_oci::Digest, outcome: BlobOutcome) {
-        let what = outcome.describe();
-        eprintln!("{what} {digest}");
-    }
-
-    fn retry(
-        &self,
-        request: &kiln_registry::error::RequestInfo,
-        attempt: u32,
-        delay: std::time::Duration,
-        reason: &str,
-    ) {
-        eprintln!("{}", request.retry_message(attempt, delay, reason));
-    }
+/// Pull and push log as `kiln build` does at its default verbosity, with progress bars on a
+/// terminal.
+fn printer() -> Arc<Printer> {
+    Printer::install(Verbosity::Info, LogFormat::Text, false)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -88,8 +75,7 @@ pub(crate) fn pull(args: PullArgs) -> Result<()> {
         Some(p) => Platform::parse_flag(p).map_err(|e| anyhow::anyhow!("--platform: {e}"))?,
         None => Platform::host(),
     };
-    let client = Client::new(args.registry.options()?, docker_config()?)
-        .with_reporter(Arc::new(LineReporter));
+    let client = Client::new(args.registry.options()?, docker_config()?).with_reporter(printer());
     for path in args.oci_layout_path.iter().chain(&args.tar_path) {
         let parent = parent_dir(path);
         if !parent.is_dir() {
@@ -178,8 +164,7 @@ pub(crate) fn push(args: PushArgs) -> Result<()> {
         .with_context(|| format!("--oci-layout-path {}", args.oci_layout_path.display()))?;
     let entry = layout.manifest(args.name.as_deref())?.clone();
     let manifests = manifest_tree(&layout, &entry)?;
-    let client = Client::new(args.registry.options()?, docker_config()?)
-        .with_reporter(Arc::new(LineReporter));
+    let client = Client::new(args.registry.options()?, docker_config()?).with_reporter(printer());
     runtime()?.block_on(async {
         if !args.skip_push_permission_check {
             for destination in &destinations {

@@ -641,8 +641,13 @@ fn a_stage_without_run_reads_its_base_listing_without_unpacking_it() {
         assert!(fs.meta("/base/link").file_type().is_symlink());
         assert_eq!(fs.read("/base/file"), "f\n");
         assert_eq!(built.config()["config"]["WorkingDir"], "/var/run/app");
+        // store/layers/<format>/<diff_id>: no format directory holds a layer.
         let unpacked = world.kiln_dir.path().join("store/layers");
-        let count = std::fs::read_dir(&unpacked).map_or(0, |d| d.count());
+        let count: usize = std::fs::read_dir(&unpacked).map_or(0, |formats| {
+            formats
+                .map(|f| std::fs::read_dir(f.unwrap().path()).map_or(0, |d| d.count()))
+                .sum()
+        });
         assert_eq!(
             count,
             0,
