@@ -6,6 +6,7 @@ pub use crate::git::{clone_git, GitOptions};
 use kiln_dockerfile::ignore::{
     ignore_file_candidates, parse_ignore_file, walk, ContextFs, DirEntry, Matcher,
 };
+use kiln_registry::RegistryOptions;
 use std::collections::BTreeSet;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -19,19 +20,30 @@ pub struct PreparedContext {
     _temp: Option<tempfile::TempDir>,
 }
 
-/// Makes `spec` (a dir, `dir://DIR`, `tar://FILE` or `tar://stdin` of a tar or tar.gz, a git
-/// repository) a local directory; temporary files go under `scratch`. `sub_path` picks a
-/// directory inside it.
+/// Makes `spec` (a dir, `dir://DIR`, `tar://FILE` or `tar://stdin` of a tar or tar.gz, an
+/// http(s) URL of one, a git repository) a local directory; temporary files go under `scratch`.
+/// `sub_path` picks a directory inside it. `registry` gives a URL's host its TLS settings.
 pub fn prepare(
     spec: &str,
     sub_path: Option<&str>,
     scratch: &Path,
     git: &GitOptions,
+    registry: &RegistryOptions,
 ) -> Result<PreparedContext, BuildError> {
     let err = |message: String| BuildError::Context {
         context: spec.to_owned(),
         message,
     };
+    if is_url(spec) {
+        // A tarball: downloaded next to where it is unpacked, then prepared as `tar://FILE`.
+        let file = download(spec, registry, scratch)
+            .map_err(|message| err(format!("downloading the tarball: {message}")))?;
+        let local = format!("tar://{}", file.path().display());
+        return prepare(&local, sub_path, scratch, git, registry).map_err(|e| match e {
+            BuildError::Context { message, .. } => err(message),
+            other => other,
+        });
+    }
     // A directory of kiln's under `scratch`, removed with the prepared context.
     let scratch_dir = |prefix: &str| {
         std::fs::create_dir_all(scratch)
@@ -62,14 +74,13 @@ pub fn prepare(
         let checkout = temp.path().join("repo");
         let dir = clone_git(spec, &checkout, false, git)?;
         (dir, Some(temp))
-    } else if let Some(scheme) = ["git://", "https://", "http://", "s3://", "gs://", "az://"]
+    } else if let Some(scheme) = ["s3://", "gs://", "az://"]
         .iter()
         .find(|s| spec.starts_with(**s))
     {
         return Err(err(format!(
-            "{scheme} contexts of this kind (object stores) are not supported yet: download it \
-             first and pass the directory (or tar://FILE); an http(s) URL of a tarball and git \
-             repositories work"
+            "{scheme} contexts (object stores) are not supported yet: download it first and pass \
+             the directory (or tar://FILE); an http(s) URL of a tarball and git repositories work"
         )));
     } else {
         let path = spec.strip_prefix("dir://").unwrap_or(spec);
@@ -84,6 +95,113 @@ pub fn prepare(
         return Err(err(format!("{} is not a directory", dir.display())));
     }
     Ok(PreparedContext { dir, _temp: temp })
+}
+
+/// The Dockerfile of a build: its text and where it lies relative to the context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerfileSource {
+    /// Its text.
+    pub text: String,
+    /// Its name in messages (`Dockerfile`, `docker/app.Dockerfile`, a URL, or
+    /// `Dockerfile (stdin)`).
+    pub name: String,
+    /// Its path relative to the context (for `<Dockerfile>.dockerignore`); `None` when it lies
+    /// outside the context, came from stdin or from a URL.
+    pub in_context: Option<String>,
+    /// The ignore file beside a Dockerfile outside the context (its path and text).
+    pub outside_ignore_file: Option<(String, String)>,
+}
+
+/// Finds and reads the Dockerfile `spec` as kaniko does: `-` is stdin; an http(s) URL is
+/// downloaded (into `scratch`, with `registry`'s TLS settings); a path is looked for in the
+/// working directory first, then in `context_dir`.
+pub fn read_dockerfile(
+    spec: &str,
+    context_dir: &Path,
+    registry: &RegistryOptions,
+    scratch: &Path,
+) -> Result<DockerfileSource, BuildError> {
+    let err = |message: String| BuildError::DockerfileSource {
+        spec: spec.to_owned(),
+        message,
+    };
+    if spec == "-" {
+        let mut text = String::new();
+        io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| err(format!("reading it from stdin: {e}")))?;
+        return Ok(DockerfileSource {
+            text,
+            name: "Dockerfile (stdin)".into(),
+            in_context: None,
+            outside_ignore_file: None,
+        });
+    }
+    if spec.starts_with("https://") || spec.starts_with("http://") {
+        let file = download(spec, registry, scratch)
+            .map_err(|message| err(format!("downloading it: {message}")))?;
+        let text = std::fs::read_to_string(file.path())
+            .map_err(|e| err(format!("the download is not UTF-8 text: {e}")))?;
+        return Ok(DockerfileSource {
+            text,
+            name: spec.to_owned(),
+            in_context: None,
+            outside_ignore_file: None,
+        });
+    }
+    let given = Path::new(spec);
+    let path = if given.is_absolute() || given.exists() {
+        std::path::absolute(given).map_err(|e| err(e.to_string()))?
+    } else {
+        context_dir.join(given)
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+    let canon_ctx = std::fs::canonicalize(context_dir).unwrap_or(context_dir.to_owned());
+    let canon = std::fs::canonicalize(&path).unwrap_or(path.clone());
+    let in_context = canon
+        .strip_prefix(&canon_ctx)
+        .ok()
+        .and_then(|r| r.to_str())
+        .map(str::to_owned);
+    // BuildKit reads `<Dockerfile>.dockerignore` beside a Dockerfile outside the context.
+    let outside_ignore_file = if in_context.is_none() {
+        let mut beside = canon.as_os_str().to_os_string();
+        beside.push(".dockerignore");
+        std::fs::read_to_string(&beside)
+            .ok()
+            .map(|t| (PathBuf::from(beside).display().to_string(), t))
+    } else {
+        None
+    };
+    Ok(DockerfileSource {
+        text,
+        name: spec.to_owned(),
+        in_context,
+        outside_ignore_file,
+    })
+}
+
+/// Downloads `url` into a temp file in `dir` (removed when dropped), with the TLS settings
+/// `registry` gives its host and no registry credentials.
+fn download(
+    url: &str,
+    registry: &RegistryOptions,
+    dir: &Path,
+) -> Result<tempfile::NamedTempFile, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let file = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| format!("creating a file in {}: {e}", dir.display()))?;
+    let client =
+        kiln_registry::Client::new(registry.clone(), kiln_registry::DockerConfig::default());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the async runtime: {e}"))?;
+    runtime
+        .block_on(client.download(url, file.path(), None))
+        .map_err(|e| e.to_string())?;
+    Ok(file)
 }
 
 /// Whether `spec` names a git repository (BuildKit's and kaniko's forms): `git://…`, `git@…`, or

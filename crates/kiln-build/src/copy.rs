@@ -6,10 +6,11 @@ use crate::context::ContextView;
 use crate::paths::{self, host, mkdir_all, resolve_in_root};
 use kiln_dockerfile::ignore::Matcher;
 use kiln_dockerfile::mount::Chmod;
+use kiln_fs::decompress::Decompressor;
 use kiln_fs::snapshot::{Change, ChangeKind};
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, Read, Seek};
+use std::io::{self, Read};
 use std::os::unix::fs::{chown, lchown, symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -205,11 +206,12 @@ pub fn copy(source: &Source<'_>, spec: &CopySpec<'_>, root: &Path) -> Result<Vec
             } else {
                 w.through_link(&dest)?
             };
-            if spec.unpack_archives && meta.is_file() {
-                if let Some(kind) = archive_kind(&src_host).map_err(|e| format!("{rel:?}: {e}"))? {
-                    w.extract(&src_host, kind, &dest)?;
-                    continue;
-                }
+            if spec.unpack_archives
+                && meta.is_file()
+                && is_archive(&src_host).map_err(|e| format!("{rel:?}: {e}"))?
+            {
+                w.extract(&src_host, &dest)?;
+                continue;
             }
             w.copy_entry(&src_host, &meta, &target)?;
         }
@@ -452,42 +454,13 @@ pub fn apply_chmod(chmod: &Chmod, mode: u32, is_dir: bool) -> u32 {
     }
 }
 
-/// Archive compressions ADD recognises by content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ArchiveKind {
-    Tar,
-    Gzip,
-    Bzip2,
-    Xz,
-    Zstd,
-}
-
-/// Whether `path` is a (possibly compressed) tar archive, judged by content as docker does.
-fn archive_kind(path: &Path) -> io::Result<Option<ArchiveKind>> {
-    let mut file = File::open(path)?;
-    let mut head = [0u8; 6];
-    let n = read_up_to(&mut file, &mut head)?;
-    let head = &head[..n];
-    let kind = if head.starts_with(&[0x1f, 0x8b]) {
-        ArchiveKind::Gzip
-    } else if head.starts_with(b"BZh") {
-        ArchiveKind::Bzip2
-    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        ArchiveKind::Xz
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        ArchiveKind::Zstd
-    } else {
-        ArchiveKind::Tar
-    };
-    file.rewind()?;
-    // The decompressed stream must start with a valid tar header.
-    let mut reader = decompress(file, kind)?;
+/// Whether `path` is a (possibly compressed) tar archive, judged by content as docker does: a
+/// format kiln-fs's sniffer knows, and a valid tar header once decompressed.
+fn is_archive(path: &Path) -> io::Result<bool> {
+    let mut reader = Decompressor::any_format(File::open(path)?)?;
     let mut block = vec![0u8; 512];
     let n = read_up_to(&mut reader, &mut block)?;
-    if n < 512 || !is_tar_header(&block) {
-        return Ok(None);
-    }
-    Ok(Some(kind))
+    Ok(n == 512 && is_tar_header(&block))
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -526,16 +499,6 @@ fn is_tar_header(block: &[u8]) -> bool {
         })
         .sum();
     sum == recorded
-}
-
-fn decompress(file: File, kind: ArchiveKind) -> io::Result<Box<dyn Read>> {
-    Ok(match kind {
-        ArchiveKind::Tar => Box::new(file),
-        ArchiveKind::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
-        ArchiveKind::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(file)),
-        ArchiveKind::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(file)),
-        ArchiveKind::Zstd => Box::new(zstd::stream::read::Decoder::new(file)?),
-    })
 }
 
 struct Writer<'a> {
@@ -790,13 +753,14 @@ impl Writer<'_> {
     /// ADD of a local archive: its entries land in the directory `dest` (path-safe) with the
     /// owners the archive records, even with `--chown` (which only owns the directories made
     /// to hold them), as BuildKit and buildah do.
-    fn extract(&mut self, src: &Path, kind: ArchiveKind, dest: &str) -> Result<(), String> {
+    fn extract(&mut self, src: &Path, dest: &str) -> Result<(), String> {
         let dest_rel = self.ensure_dir(dest, None, None)?;
         let target = host(self.root, &dest_rel);
         let before = kiln_fs::snapshot::StatIndex::scan(&target, &[])
             .map_err(|e| format!("scanning {dest}: {e}"))?;
         let file = File::open(src).map_err(|e| format!("{}: {e}", src.display()))?;
-        let reader = decompress(file, kind).map_err(|e| format!("{}: {e}", src.display()))?;
+        let reader =
+            Decompressor::any_format(file).map_err(|e| format!("{}: {e}", src.display()))?;
         kiln_fs::apply::apply_tar(reader, &target, &kiln_fs::apply::ApplyOptions::default())
             .map_err(|e| format!("extracting {}: {e}", src.display()))?;
         let after = kiln_fs::snapshot::StatIndex::scan(&target, &[])

@@ -58,6 +58,14 @@ pub enum BuildError {
         /// What is wrong.
         message: String,
     },
+    /// The Dockerfile cannot be found, fetched or read.
+    #[error("Dockerfile {spec}: {message}")]
+    DockerfileSource {
+        /// The Dockerfile as given (a path, `-` for stdin, or a URL).
+        spec: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The RUN sandbox or a step's overlay failed to start (not the command: see
     /// [`BuildError::RunFailed`]). `at` names the instruction.
     #[error("{at}: {source}")]

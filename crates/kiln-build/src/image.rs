@@ -145,25 +145,6 @@ pub fn healthcheck(health: &Health) -> Healthcheck {
     }
 }
 
-/// An RFC 3339 UTC time for `secs` since the epoch.
-pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if mo <= 2 { y + 1 } else { y };
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
-}
-
 /// A history entry as BuildKit writes one.
 pub fn history(created: &str, created_by: String) -> History {
     History {
@@ -184,12 +165,6 @@ mod tests {
         assert_eq!(port_keys("53/UDP").unwrap(), vec!["53/udp"]);
         assert_eq!(port_keys("8000-8002").unwrap().len(), 3);
         assert!(port_keys("x").is_err());
-    }
-
-    #[test]
-    fn times() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
     }
 
     #[test]

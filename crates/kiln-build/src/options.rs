@@ -224,9 +224,9 @@ impl BuildOptions {
     /// The creation time written into configs and history.
     pub(crate) fn created(&self) -> String {
         match (self.reproducible, self.source_date_epoch) {
-            (_, Some(epoch)) => crate::image::rfc3339(epoch),
-            (true, None) => crate::image::rfc3339(0),
-            (false, None) => crate::image::rfc3339(now_secs()),
+            (_, Some(epoch)) => kiln_oci::time::rfc3339(epoch),
+            (true, None) => kiln_oci::time::rfc3339(0),
+            (false, None) => kiln_oci::time::rfc3339(now_secs()),
         }
     }
 }

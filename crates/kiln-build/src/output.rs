@@ -148,20 +148,19 @@ impl LayerServices {
 /// Writes `text` to `path` atomically (a temp file beside it, then a rename), creating missing
 /// parent directories as kaniko does. A path that cannot be replaced by a rename (a device, or a
 /// file bind-mounted into the container such as `/dev/termination-log`) is written in place.
-pub fn write_file_atomically(path: &Path, text: &str) -> Result<(), BuildError> {
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir).map_err(BuildError::io("creating", dir))?;
-    let in_place = || std::fs::write(path, text).map_err(BuildError::io("writing", path));
+    let in_place = || std::fs::write(path, bytes).map_err(BuildError::io("writing", path));
     if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
         return in_place();
     }
     let mut tmp =
         tempfile::NamedTempFile::new_in(dir).map_err(BuildError::io("creating a file in", dir))?;
-    std::io::Write::write_all(&mut tmp, text.as_bytes())
-        .map_err(BuildError::io("writing", path))?;
+    std::io::Write::write_all(&mut tmp, bytes).map_err(BuildError::io("writing", path))?;
     match tmp.persist(path) {
         Ok(_) => Ok(()),
         // EBUSY: the target is a mount point (a bind-mounted file).

@@ -6,19 +6,9 @@ use std::io;
 use std::os::unix::fs::{chown, DirBuilderExt};
 use std::path::{Path, PathBuf};
 
-/// `path.Clean` of an absolute path: `/a/./b/../c/` → `/a/c`.
+/// `path.Clean` of `path` taken as absolute: `/a/./b/../c/` → `/a/c`, `a/..` → `/`.
 pub fn clean_abs(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    format!("/{}", parts.join("/"))
+    kiln_oci::path::clean(&format!("/{path}"))
 }
 
 /// `path` made absolute against `cwd` and cleaned (`WORKDIR`, COPY destinations).

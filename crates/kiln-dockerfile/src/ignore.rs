@@ -183,7 +183,7 @@ pub fn parse_ignore_file(text: &str) -> Result<IgnoreFile, IgnoreError> {
         };
         let mut text = String::new();
         if !rest.is_empty() {
-            text = go_clean(rest);
+            text = kiln_oci::path::clean(rest);
             if text.len() > 1 && text.starts_with('/') {
                 text.remove(0);
             }
@@ -402,7 +402,7 @@ fn compile(raw: &str, line: Option<usize>) -> Result<Option<Rule>, IgnoreError> 
     if trimmed.is_empty() {
         return Ok(None);
     }
-    let cleaned = go_clean(trimmed);
+    let cleaned = kiln_oci::path::clean(trimmed);
     let (exception, glob) = match cleaned.strip_prefix('!') {
         Some("") => return Err(IgnoreError::LoneExclamation { line }),
         Some(rest) => (true, rest),
@@ -676,40 +676,10 @@ impl<'a> Nfa<'a> {
     }
 }
 
-/// Go's `path.Clean`: the shortest equivalent path by lexical processing.
-fn go_clean(path: &str) -> String {
-    if path.is_empty() {
-        return ".".to_string();
-    }
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => match parts.last() {
-                Some(&last) if last != ".." => {
-                    parts.pop();
-                }
-                _ if rooted => {}
-                _ => parts.push(".."),
-            },
-            part => parts.push(part),
-        }
-    }
-    let joined = parts.join("/");
-    if rooted {
-        format!("/{joined}")
-    } else if joined.is_empty() {
-        ".".to_string()
-    } else {
-        joined
-    }
-}
-
 /// Go's `path.Dir`: everything before the last `/`, cleaned.
 fn go_dir(path: &str) -> String {
     match path.rfind('/') {
-        Some(i) => go_clean(&path[..=i]),
+        Some(i) => kiln_oci::path::clean(&path[..=i]),
         None => ".".to_string(),
     }
 }
@@ -736,7 +706,7 @@ pub fn ignore_file_candidates(dockerfile_rel: &str) -> Vec<String> {
     if dockerfile_rel.is_empty() || dockerfile_rel == "-" {
         return vec![root];
     }
-    let cleaned = go_clean(dockerfile_rel);
+    let cleaned = kiln_oci::path::clean(dockerfile_rel);
     let cleaned = cleaned.strip_prefix('/').unwrap_or(&cleaned);
     if cleaned.is_empty() || cleaned == "." {
         return vec![root];

@@ -94,7 +94,7 @@ Must not depend on: any kiln crate but `kiln-oci`.
 pub mod apply;
 mod at;
 pub mod compress;
-mod decompress;
+pub mod decompress;
 pub mod image_path;
 pub mod layer;
 pub mod listing;

@@ -82,8 +82,10 @@ mod fsutil;
 mod layout;
 mod manifest;
 pub mod media_type;
+pub mod path;
 mod platform;
 pub mod reference;
+pub mod time;
 
 pub use canonical::CanonicalJson;
 pub use config::{ContainerConfig, EmptyObject, Extra, Healthcheck, History, ImageConfig, RootFs};

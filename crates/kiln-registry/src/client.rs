@@ -158,35 +158,6 @@ pub struct Download {
     pub last_modified: Option<i64>,
 }
 
-/// `Last-Modified` (IMF-fixdate, e.g. `Wed, 21 Oct 2015 07:28:00 GMT`) in seconds since the epoch.
-fn parse_http_date(text: &str) -> Option<i64> {
-    let parts: Vec<&str> = text.split_whitespace().collect();
-    if parts.len() != 6 || parts[5] != "GMT" {
-        return None;
-    }
-    let day: i64 = parts[1].parse().ok()?;
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| *m == parts[2])? as i64
-        + 1;
-    let year: i64 = parts[3].parse().ok()?;
-    let hms: Vec<i64> = parts[4].split(':').filter_map(|p| p.parse().ok()).collect();
-    if hms.len() != 3 {
-        return None;
-    }
-    // Days from civil (Howard Hinnant).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2])
-}
-
 /// The registry client.
 pub struct Client {
     clients: Clients,
@@ -864,7 +835,7 @@ impl Client {
             .headers()
             .get(reqwest::header::LAST_MODIFIED)
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_http_date);
+            .and_then(kiln_oci::time::parse_http_date);
         let disposition_name = response
             .headers()
             .get(reqwest::header::CONTENT_DISPOSITION)
@@ -1357,20 +1328,4 @@ fn file_body(
 /// Whether a layer media type may be skipped when pushing (foreign layers live elsewhere).
 pub fn is_foreign(descriptor: &Descriptor) -> bool {
     media_type::is_foreign(&descriptor.media_type)
-}
-
-#[cfg(test)]
-mod download_tests {
-    #[test]
-    fn http_dates() {
-        assert_eq!(
-            super::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(1_445_412_480)
-        );
-        assert_eq!(
-            super::parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"),
-            Some(0)
-        );
-        assert_eq!(super::parse_http_date("garbage"), None);
-    }
 }

@@ -650,7 +650,10 @@ impl Inner {
             body.insert("access_token".into(), json!(token));
         }
         body.insert("expires_in".into(), json!(self.options.expires_in));
-        body.insert("issued_at".into(), json!(rfc3339(unix_now())));
+        body.insert(
+            "issued_at".into(),
+            json!(kiln_oci::time::rfc3339(unix_now())),
+        );
         if let Some(refresh) = refresh_token {
             body.insert("refresh_token".into(), json!(refresh));
         }
@@ -737,38 +740,9 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Formats a Unix time as RFC 3339 UTC (`2026-08-01T12:00:00Z`).
-fn rfc3339(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_formats_known_instants() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_785_585_600), "2026-08-01T12:00:00Z");
-    }
 
     #[test]
     fn scopes_split_on_first_and_last_colon() {

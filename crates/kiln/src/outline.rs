@@ -1,5 +1,5 @@
 //! `kiln outline`: the parsed, expanded plan of a Dockerfile, for people debugging one and for
-//! tools (the JSON form is a stable interface, documented in the README).
+//! tools (the JSON form is a stable interface, documented in docs/outline-json.md).
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};

@@ -118,7 +118,7 @@ impl Printer {
         let secs = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let time = kiln_build::image::rfc3339(secs);
+        let time = kiln_oci::time::rfc3339(secs);
         let step = fields
             .get("event")
             .is_some_and(|e| e.as_str() == Some("step-done"));

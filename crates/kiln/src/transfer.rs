@@ -223,7 +223,7 @@ pub(crate) fn push(args: PushArgs) -> Result<()> {
             pushed_to.push(destination);
         }
         if let Some(path) = &args.digest_file {
-            write_atomically(path, entry.digest.to_string().as_bytes())?;
+            kiln_build::output::write_file_atomically(path, entry.digest.to_string().as_bytes())?;
         }
         println!("{}", entry.digest);
         Ok(())
@@ -274,16 +274,4 @@ fn parent_dir(path: &std::path::Path) -> &std::path::Path {
     path.parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."))
-}
-
-/// Writes a small file through a temp sibling and a rename.
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    let parent = parent_dir(path);
-    let mut temp = tempfile::NamedTempFile::new_in(parent)
-        .with_context(|| format!("writing {}", path.display()))?;
-    std::io::Write::write_all(&mut temp, bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
-    temp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }

@@ -12,10 +12,10 @@ use kiln_oci::Digest;
 use tar::{EntryType, Header};
 
 /// The mtime every helper entry gets unless told otherwise.
-pub const MTIME: u64 = 1_600_000_000;
+pub(crate) const MTIME: u64 = 1_600_000_000;
 
 /// Builds a layer tar entry by entry.
-pub struct Layer {
+pub(crate) struct Layer {
     tar: tar::Builder<Vec<u8>>,
 }
 
@@ -37,18 +37,18 @@ fn header(ty: EntryType, mode: u32, size: u64) -> Header {
 }
 
 impl Layer {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Layer {
             tar: tar::Builder::new(Vec::new()),
         }
     }
 
     /// A regular file, mode 0644, owned by root.
-    pub fn file(&mut self, path: &str, data: &[u8]) -> &mut Self {
+    pub(crate) fn file(&mut self, path: &str, data: &[u8]) -> &mut Self {
         self.file_with(path, data, 0o644, 0, 0, MTIME)
     }
 
-    pub fn file_with(
+    pub(crate) fn file_with(
         &mut self,
         path: &str,
         data: &[u8],
@@ -65,11 +65,18 @@ impl Layer {
         self
     }
 
-    pub fn dir(&mut self, path: &str, mode: u32) -> &mut Self {
+    pub(crate) fn dir(&mut self, path: &str, mode: u32) -> &mut Self {
         self.dir_with(path, mode, 0, 0, MTIME)
     }
 
-    pub fn dir_with(&mut self, path: &str, mode: u32, uid: u64, gid: u64, mtime: u64) -> &mut Self {
+    pub(crate) fn dir_with(
+        &mut self,
+        path: &str,
+        mode: u32,
+        uid: u64,
+        gid: u64,
+        mtime: u64,
+    ) -> &mut Self {
         let mut h = header(EntryType::Directory, mode, 0);
         h.set_uid(uid);
         h.set_gid(gid);
@@ -78,19 +85,19 @@ impl Layer {
         self
     }
 
-    pub fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
+    pub(crate) fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
         let mut h = header(EntryType::Symlink, 0o777, 0);
         self.tar.append_link(&mut h, path, target).unwrap();
         self
     }
 
-    pub fn hardlink(&mut self, path: &str, target: &str) -> &mut Self {
+    pub(crate) fn hardlink(&mut self, path: &str, target: &str) -> &mut Self {
         let mut h = header(EntryType::Link, 0o644, 0);
         self.tar.append_link(&mut h, path, target).unwrap();
         self
     }
 
-    pub fn device(
+    pub(crate) fn device(
         &mut self,
         path: &str,
         ty: EntryType,
@@ -106,7 +113,7 @@ impl Layer {
     }
 
     /// PAX records for the next entry.
-    pub fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
+    pub(crate) fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
         self.tar
             .append_pax_extensions(records.iter().map(|(k, v)| (*k, *v)))
             .unwrap();
@@ -115,7 +122,13 @@ impl Layer {
 
     /// An entry with a name (and link name) written byte for byte into the
     /// header, bypassing the `tar` crate's checks: for hostile archives.
-    pub fn raw(&mut self, name: &[u8], ty: EntryType, link: &[u8], data: &[u8]) -> &mut Self {
+    pub(crate) fn raw(
+        &mut self,
+        name: &[u8],
+        ty: EntryType,
+        link: &[u8],
+        data: &[u8],
+    ) -> &mut Self {
         assert!(name.len() <= 100 && link.len() <= 100);
         let mut h = header(ty, 0o644, data.len() as u64);
         {
@@ -130,29 +143,29 @@ impl Layer {
         self
     }
 
-    pub fn finish(&mut self) -> Vec<u8> {
+    pub(crate) fn finish(&mut self) -> Vec<u8> {
         let tar = std::mem::replace(&mut self.tar, tar::Builder::new(Vec::new()));
         tar.into_inner().unwrap()
     }
 }
 
-pub fn gzip(data: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(data).unwrap();
     enc.finish().unwrap()
 }
 
-pub fn zstd(data: &[u8]) -> Vec<u8> {
+pub(crate) fn zstd(data: &[u8]) -> Vec<u8> {
     zstd::encode_all(data, 3).unwrap()
 }
 
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
 /// A temp dir holding `target/` (where layers go) and `outside/sentinel`,
 /// which no layer may change.
-pub struct Sandbox {
+pub(crate) struct Sandbox {
     pub dir: tempfile::TempDir,
     pub target: PathBuf,
     pub outside: PathBuf,
@@ -160,10 +173,10 @@ pub struct Sandbox {
     outside_owner: (u32, u32),
 }
 
-pub const SENTINEL: &[u8] = b"do not touch\n";
+pub(crate) const SENTINEL: &[u8] = b"do not touch\n";
 
 impl Sandbox {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("target");
         let outside = dir.path().join("outside");
@@ -184,13 +197,13 @@ impl Sandbox {
     }
 
     /// The outside dir as an absolute path string, for hostile symlinks.
-    pub fn outside_str(&self) -> String {
+    pub(crate) fn outside_str(&self) -> String {
         self.outside.to_str().unwrap().to_owned()
     }
 
     /// Fails unless the outside dir still holds exactly the sentinel, unchanged
     /// (content, mode, owner, link count) and nothing else.
-    pub fn assert_untouched(&self) {
+    pub(crate) fn assert_untouched(&self) {
         let names: Vec<_> = fs::read_dir(&self.outside)
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -221,7 +234,7 @@ impl Sandbox {
 
 /// One file system object in a tree snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Node {
+pub(crate) struct Node {
     pub kind: &'static str,
     pub mode: u32,
     pub uid: u32,
@@ -239,7 +252,7 @@ pub struct Node {
 
 /// Which fields [`snapshot`] records.
 #[derive(Clone, Copy)]
-pub struct Fields {
+pub(crate) struct Fields {
     pub mtime_dirs: bool,
     pub mtime_symlinks: bool,
     pub xattrs: bool,
@@ -256,7 +269,7 @@ impl Default for Fields {
 }
 
 /// Every path under `root` (not `root` itself) with its metadata.
-pub fn snapshot(root: &Path, fields: Fields) -> BTreeMap<PathBuf, Node> {
+pub(crate) fn snapshot(root: &Path, fields: Fields) -> BTreeMap<PathBuf, Node> {
     let mut out = BTreeMap::new();
     let mut inodes: HashMap<(u64, u64), Vec<PathBuf>> = HashMap::new();
     for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
@@ -336,7 +349,7 @@ pub fn snapshot(root: &Path, fields: Fields) -> BTreeMap<PathBuf, Node> {
 }
 
 /// Asserts two snapshots are equal, listing every difference.
-pub fn assert_same_tree(
+pub(crate) fn assert_same_tree(
     ours: &BTreeMap<PathBuf, Node>,
     theirs: &BTreeMap<PathBuf, Node>,
     who: &str,
@@ -360,7 +373,7 @@ pub fn assert_same_tree(
 }
 
 /// True when `dir`'s file system accepts `user.*` xattrs.
-pub fn user_xattrs_supported(dir: &Path) -> bool {
+pub(crate) fn user_xattrs_supported(dir: &Path) -> bool {
     let probe = dir.join(".xattr-probe");
     fs::write(&probe, b"").unwrap();
     let ok = xattr::set(&probe, "user.kiln.probe", b"1").is_ok();

@@ -16,7 +16,7 @@ use kiln_oci::{
 
 /// What the tests compare of one path.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Node {
+pub(crate) struct Node {
     pub kind: char,
     pub perm: u32,
     pub uid: u32,
@@ -33,7 +33,7 @@ pub struct Node {
 }
 
 /// Every path under `root` but those under `skip`, with what matters of it.
-pub fn capture(root: &Path, skip: &[&str]) -> BTreeMap<String, Node> {
+pub(crate) fn capture(root: &Path, skip: &[&str]) -> BTreeMap<String, Node> {
     let mut out = BTreeMap::new();
     let mut by_ino: BTreeMap<(u64, u64), Vec<String>> = BTreeMap::new();
     let walk = walkdir::WalkDir::new(root)
@@ -123,7 +123,7 @@ pub fn capture(root: &Path, skip: &[&str]) -> BTreeMap<String, Node> {
 }
 
 /// Asserts two captures are equal, naming the first differences.
-pub fn assert_same_tree(expected: &BTreeMap<String, Node>, actual: &BTreeMap<String, Node>) {
+pub(crate) fn assert_same_tree(expected: &BTreeMap<String, Node>, actual: &BTreeMap<String, Node>) {
     let mut problems = Vec::new();
     for (p, n) in expected {
         match actual.get(p) {
@@ -145,7 +145,7 @@ pub fn assert_same_tree(expected: &BTreeMap<String, Node>, actual: &BTreeMap<Str
 }
 
 /// Runs a command, fails the test unless it succeeds, returns stdout.
-pub fn run(cmd: &mut Command) -> String {
+pub(crate) fn run(cmd: &mut Command) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -159,12 +159,12 @@ pub fn run(cmd: &mut Command) -> String {
 }
 
 /// Runs `sh -c script`.
-pub fn sh(script: &str) -> String {
+pub(crate) fn sh(script: &str) -> String {
     run(Command::new("sh").arg("-c").arg(script))
 }
 
 /// Checks digest and diff_id against `sha256sum` of the blob and of `gunzip -c` of it.
-pub fn check_digests_with_coreutils(blob: &Path, info: &LayerInfo) {
+pub(crate) fn check_digests_with_coreutils(blob: &Path, info: &LayerInfo) {
     let q = blob.display();
     let digest = sh(&format!("sha256sum '{q}'"));
     assert_eq!(digest.split_whitespace().next().unwrap(), info.digest.hex());
@@ -180,7 +180,7 @@ pub fn check_digests_with_coreutils(blob: &Path, info: &LayerInfo) {
 
 /// One entry of a layer as the `tar` crate reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TarEntry {
+pub(crate) struct TarEntry {
     pub path: String,
     pub kind: char,
     pub mode: u32,
@@ -194,7 +194,7 @@ pub struct TarEntry {
 }
 
 /// Reads a gzip (or plain) layer with the `tar` crate.
-pub fn read_layer(blob: &Path) -> Vec<TarEntry> {
+pub(crate) fn read_layer(blob: &Path) -> Vec<TarEntry> {
     let bytes = fs::read(blob).unwrap();
     let raw: Box<dyn Read> = if bytes.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::MultiGzDecoder::new(&bytes[..]))
@@ -255,7 +255,7 @@ pub fn read_layer(blob: &Path) -> Vec<TarEntry> {
 
 /// Unpacks the image made of `layers` (gzip blobs, bottom first) with
 /// `umoci raw unpack` into `dest`.
-pub fn umoci_unpack(work: &Path, layers: &[(PathBuf, LayerInfo)], dest: &Path) {
+pub(crate) fn umoci_unpack(work: &Path, layers: &[(PathBuf, LayerInfo)], dest: &Path) {
     let mut config = ImageConfig::for_platform(&Platform::parse("linux/amd64").unwrap());
     for (_, info) in layers {
         config.rootfs.diff_ids.push(info.diff_id.clone());

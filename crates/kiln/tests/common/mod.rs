@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// A registry holding `busybox:latest` (made offline from busybox-static).
-pub struct World {
+pub(crate) struct World {
     pub registry: Registry,
     /// `127.0.0.1:PORT/busybox:latest`.
     pub base: String,
@@ -18,10 +18,10 @@ pub struct World {
 }
 
 /// The RUN backends a test runs its scenario with.
-pub const BACKENDS: [&str; 2] = ["overlay", "chroot"];
+pub(crate) const BACKENDS: [&str; 2] = ["overlay", "chroot"];
 
 impl World {
-    pub fn new() -> World {
+    pub(crate) fn new() -> World {
         let registry = Registry::start(RegistryOptions::plain()).expect("registry starts");
         let base = BaseImage::busybox().expect("busybox image");
         base.push(
@@ -42,7 +42,7 @@ impl World {
     }
 
     /// Pushes another base image as `repo_tag` and returns its full reference.
-    pub fn push_base(&self, image: &BaseImage, repo_tag: &str) -> String {
+    pub(crate) fn push_base(&self, image: &BaseImage, repo_tag: &str) -> String {
         image
             .push(
                 &self.registry,
@@ -54,7 +54,7 @@ impl World {
     }
 
     /// The digest of the busybox image's one layer (a tar.gz), as skopeo sees it.
-    pub fn base_layer(&self) -> String {
+    pub(crate) fn base_layer(&self) -> String {
         let inspected = kiln_test::skopeo_checked([
             "inspect".to_string(),
             "--tls-verify=false".to_string(),
@@ -66,7 +66,7 @@ impl World {
     }
 
     /// Runs kiln with `args` (plain HTTP to the test registry allowed).
-    pub fn kiln(&self, args: &[&str]) -> Output {
+    pub(crate) fn kiln(&self, args: &[&str]) -> Output {
         let host = self.registry.host();
         let kiln_dir = self.kiln_dir.path().to_str().unwrap().to_owned();
         let mut all: Vec<&str> = args.to_vec();
@@ -86,7 +86,7 @@ impl World {
     }
 
     /// Builds `dockerfile` with `files` as the context into an OCI layout; returns it.
-    pub fn build(&self, dockerfile: &str, files: &[(&str, &str)], extra: &[&str]) -> Built {
+    pub(crate) fn build(&self, dockerfile: &str, files: &[(&str, &str)], extra: &[&str]) -> Built {
         let context = context(dockerfile, files);
         let mut built = self.build_in(context.path(), extra);
         built._context = Some(context);
@@ -95,7 +95,7 @@ impl World {
 
     /// Builds the context dir `context` (`--build-arg BASE=` the busybox image) into an OCI
     /// layout; returns it.
-    pub fn build_in(&self, context: &Path, extra: &[&str]) -> Built {
+    pub(crate) fn build_in(&self, context: &Path, extra: &[&str]) -> Built {
         let out = tempfile::tempdir().unwrap();
         let layout = out.path().join("layout");
         let ctx = context.to_str().unwrap().to_owned();
@@ -126,7 +126,7 @@ impl World {
 }
 
 /// `skopeo inspect` of an image on a TLS registry with basic auth, as JSON.
-pub fn inspect_remote(
+pub(crate) fn inspect_remote(
     image: &str,
     cert_dir: &Path,
     user: &str,
@@ -143,7 +143,7 @@ pub fn inspect_remote(
 }
 
 /// A context dir with a Dockerfile and files (`dir/name` creates dirs).
-pub fn context(dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+pub(crate) fn context(dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
     for (name, content) in files {
@@ -154,7 +154,7 @@ pub fn context(dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
-pub struct Built {
+pub(crate) struct Built {
     pub output: Output,
     pub layout: PathBuf,
     _out: tempfile::TempDir,
@@ -162,13 +162,13 @@ pub struct Built {
 }
 
 impl Built {
-    pub fn ok(&self) -> &Self {
+    pub(crate) fn ok(&self) -> &Self {
         assert_success(&self.output);
         self
     }
 
     /// The stderr of a build that must have failed (asserted).
-    pub fn failure(&self) -> String {
+    pub(crate) fn failure(&self) -> String {
         assert!(
             !self.output.status.success(),
             "kiln build succeeded where it must fail:\n{}",
@@ -177,17 +177,17 @@ impl Built {
         self.stderr()
     }
 
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.output.stderr).into_owned()
     }
 
     /// The image config, read straight from the layout's files.
-    pub fn config(&self) -> serde_json::Value {
+    pub(crate) fn config(&self) -> serde_json::Value {
         read_config(&self.layout)
     }
 
     /// The root file system as umoci unpacks it.
-    pub fn unpack(&self) -> Unpacked {
+    pub(crate) fn unpack(&self) -> Unpacked {
         unpack(&self.layout)
     }
 }
@@ -197,14 +197,14 @@ fn blob(layout: &Path, digest: &str) -> Vec<u8> {
     std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()
 }
 
-pub fn read_manifest(layout: &Path) -> serde_json::Value {
+pub(crate) fn read_manifest(layout: &Path) -> serde_json::Value {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
     serde_json::from_slice(&blob(layout, &digest)).unwrap()
 }
 
-pub fn read_config(layout: &Path) -> serde_json::Value {
+pub(crate) fn read_config(layout: &Path) -> serde_json::Value {
     let manifest = read_manifest(layout);
     serde_json::from_slice(&blob(
         layout,
@@ -213,26 +213,26 @@ pub fn read_config(layout: &Path) -> serde_json::Value {
     .unwrap()
 }
 
-pub struct Unpacked {
+pub(crate) struct Unpacked {
     dir: tempfile::TempDir,
 }
 
 impl Unpacked {
-    pub fn rootfs(&self) -> PathBuf {
+    pub(crate) fn rootfs(&self) -> PathBuf {
         self.dir.path().join("bundle/rootfs")
     }
 
-    pub fn read(&self, path: &str) -> String {
+    pub(crate) fn read(&self, path: &str) -> String {
         std::fs::read_to_string(self.rootfs().join(path.trim_start_matches('/')))
             .unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
-    pub fn meta(&self, path: &str) -> std::fs::Metadata {
+    pub(crate) fn meta(&self, path: &str) -> std::fs::Metadata {
         std::fs::symlink_metadata(self.rootfs().join(path.trim_start_matches('/')))
             .unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
-    pub fn exists(&self, path: &str) -> bool {
+    pub(crate) fn exists(&self, path: &str) -> bool {
         std::fs::symlink_metadata(self.rootfs().join(path.trim_start_matches('/'))).is_ok()
     }
 }
@@ -240,7 +240,7 @@ impl Unpacked {
 /// `umoci unpack` of the layout's `latest`-or-only tag into a temp bundle. A Docker-format
 /// manifest (kiln's default, stored as built) is first converted by skopeo, since umoci reads
 /// OCI media types only.
-pub fn unpack(layout: &Path) -> Unpacked {
+pub(crate) fn unpack(layout: &Path) -> Unpacked {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let tag = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
@@ -283,7 +283,7 @@ pub fn unpack(layout: &Path) -> Unpacked {
 }
 
 /// Asserts that a kiln run exited 0, showing its stderr when not.
-pub fn assert_success(out: &Output) {
+pub(crate) fn assert_success(out: &Output) {
     assert!(
         out.status.success(),
         "kiln failed:\n{}",
@@ -293,7 +293,7 @@ pub fn assert_success(out: &Output) {
 
 /// `podman` with private storage in `dir`, as this machine allows it (runc, cgroupfs, events to
 /// a file); containers it runs need [`PODMAN_RUN_LIMITS`].
-pub fn podman(dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn podman(dir: &Path, args: &[&str]) -> Output {
     Command::new("podman")
         .arg("--root")
         .arg(dir.join("root"))
@@ -315,7 +315,7 @@ pub fn podman(dir: &Path, args: &[&str]) -> Output {
 }
 
 /// `podman run` flags this machine needs: host network (no bridge) and the rlimits root may set.
-pub const PODMAN_RUN_LIMITS: [&str; 6] = [
+pub(crate) const PODMAN_RUN_LIMITS: [&str; 6] = [
     "--network",
     "host",
     "--ulimit",
@@ -325,7 +325,7 @@ pub const PODMAN_RUN_LIMITS: [&str; 6] = [
 ];
 
 /// A server process on a free port of 127.0.0.1 (`python3 ARGS… PORT-ARGS`), killed on drop.
-pub struct LocalServer {
+pub(crate) struct LocalServer {
     child: std::process::Child,
     pub port: u16,
 }
@@ -333,7 +333,7 @@ pub struct LocalServer {
 impl LocalServer {
     /// Starts `python3 args` with `{port}` in any argument replaced by a free port, and
     /// waits until the port accepts connections.
-    pub fn python(args: &[&std::ffi::OsStr]) -> LocalServer {
+    pub(crate) fn python(args: &[&std::ffi::OsStr]) -> LocalServer {
         let port = kiln_test::free_port().unwrap();
         let args: Vec<std::ffi::OsString> = args
             .iter()
@@ -367,7 +367,7 @@ impl Drop for LocalServer {
 
 /// A tar holding `pkg/` (root) and `pkg/data.txt` ("packed\n", 0640, owned 7:8): an archive
 /// whose entries record their own owners, for ADD.
-pub fn owned_tar() -> Vec<u8> {
+pub(crate) fn owned_tar() -> Vec<u8> {
     kiln_test::LayerTar::new()
         .dir("pkg", 0o755, (0, 0))
         .unwrap()

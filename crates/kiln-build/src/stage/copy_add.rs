@@ -1,0 +1,217 @@
+//! COPY and ADD: sources from the context, a stage, an image, URLs or git, copied with
+//! BuildKit's rules (the rules themselves are in `crate::copy`).
+
+use super::StageRun;
+use crate::copy::{self, CopySpec, Source};
+use crate::error::BuildError;
+use crate::paths;
+use crate::rootfs::{read_only_view, Writes};
+use crate::types::Layer;
+use crate::users;
+use kiln_dockerfile::instructions::{CopyArgs, Instruction};
+use kiln_sandbox::backend::Backend;
+use kiln_sandbox::overlay::OverlayMount;
+use std::path::{Path, PathBuf};
+
+/// What `COPY --from` reads: an extracted tree, or a read-only overlay mounted for it.
+pub(crate) enum SourceView {
+    Dir(PathBuf),
+    Overlay(OverlayMount),
+}
+
+impl SourceView {
+    fn path(&self) -> &Path {
+        match self {
+            SourceView::Dir(p) => p,
+            SourceView::Overlay(m) => m.path(),
+        }
+    }
+}
+
+impl StageRun<'_> {
+    pub(super) fn copy(
+        &mut self,
+        instruction: &Instruction,
+        args: &CopyArgs,
+    ) -> Result<Option<Layer>, BuildError> {
+        let at = self.at(instruction);
+        let keyword = instruction.keyword();
+        let bad = |message: String| BuildError::Instruction {
+            at: at.clone(),
+            keyword,
+            message,
+        };
+        let chmod = match &args.chmod {
+            Some(c) => Some(
+                kiln_dockerfile::mount::parse_chmod(&c.value)
+                    .map_err(|m| bad(format!("--chmod={}: {m}", c.value)))?,
+            ),
+            None => None,
+        };
+        let exclude = if args.exclude.is_empty() {
+            None
+        } else {
+            Some(
+                kiln_dockerfile::ignore::Matcher::from_strings(
+                    args.exclude.iter().map(|w| w.value.clone()),
+                )
+                .map_err(|e| bad(format!("--exclude: {e}")))?,
+            )
+        };
+        let cwd = self.workdir_or_root();
+        let mut dest = paths::absolute(&cwd, &args.dest.value);
+        if (args.dest.value.ends_with('/')
+            || args.dest.value.ends_with("/.")
+            || args.dest.value == ".")
+            && dest != "/"
+        {
+            dest.push('/');
+        }
+        if self.fs.lazy() && !dest.ends_with('/') {
+            // Without the base's files: whether the destination is a directory (or a link to
+            // one) in the base decides where the files go; its layers' tar headers tell.
+            dest = self.through_base(&dest, &at, keyword)?;
+        }
+        let inline: Vec<(String, String)> = args
+            .inline
+            .iter()
+            .map(|s| (s.name.clone(), s.content.clone()))
+            .collect();
+        let source_view = match &args.from {
+            None => None,
+            Some(from) => Some(self.source_view(&from.value, &at)?),
+        };
+        let lazy = self.fs.lazy();
+        let context = self.context;
+        let single = self.single;
+        let writer = self.layer_writer();
+        let chown = args.chown.as_ref().map(|c| c.value.clone());
+        let checksum = match &args.checksum {
+            Some(c) => Some(
+                c.value
+                    .parse::<kiln_oci::Digest>()
+                    .map_err(|e| bad(format!("--checksum={}: {e}", c.value)))?,
+            ),
+            None => None,
+        };
+        let mut downloads = Vec::new();
+        for (n, url) in args
+            .sources
+            .iter()
+            .filter(|s| keyword == "ADD" && crate::context::is_url(&s.value))
+            .enumerate()
+        {
+            let file = self.stage_dir.join("downloads").join(n.to_string());
+            let got = self
+                .services
+                .layers
+                .download(&url.value, &file, checksum.as_ref(), &at)?;
+            let name = got.file_name.unwrap_or_else(|| "download".into());
+            downloads.push((name, file, got.last_modified));
+        }
+        // ADD of a git repository: cloned first; its files are copied like a directory's.
+        let mut repos = Vec::new();
+        for (n, repo) in args
+            .sources
+            .iter()
+            .filter(|s| keyword == "ADD" && crate::context::is_git_url(&s.value))
+            .enumerate()
+        {
+            let dir = self.stage_dir.join("git").join(n.to_string());
+            let _ = std::fs::remove_dir_all(&dir);
+            let keep = args.keep_git_dir.unwrap_or(false);
+            let checkout = crate::context::clone_git(&repo.value, &dir, keep, &Default::default())
+                .map_err(|e| bad(e.to_string()))?;
+            repos.push(checkout);
+        }
+        let sources: Vec<String> = args
+            .sources
+            .iter()
+            .filter(|s| {
+                !(keyword == "ADD"
+                    && (crate::context::is_url(&s.value) || crate::context::is_git_url(&s.value)))
+            })
+            .map(|w| w.value.clone())
+            .collect();
+        let only_repos = sources.is_empty() && !repos.is_empty();
+        let (_, layer) = self.fs.step(&writer, &at, false, single, |root| {
+            let owner = chown.as_ref().map(|spec| users::resolve_chown(root, spec));
+            let spec = CopySpec {
+                sources,
+                inline,
+                downloads,
+                dest,
+                owner,
+                chmod: chmod.as_ref(),
+                parents: args.parents,
+                exclude: exclude.as_ref(),
+                unpack_archives: keyword == "ADD" && args.unpack != Some(false),
+                // On a tree without the base's files, directories made only to hold the new
+                // files stay out of the layer (the base's own keep their metadata).
+                record_parents: !lazy,
+            };
+            let mut changes = if only_repos && spec.inline.is_empty() && spec.downloads.is_empty() {
+                Vec::new()
+            } else {
+                match &source_view {
+                    None => copy::copy(&Source::Context(context), &spec, root),
+                    Some(view) => copy::copy(&Source::Rootfs(view.path()), &spec, root),
+                }
+                .map_err(bad)?
+            };
+            for repo in &repos {
+                let repo_spec = CopySpec {
+                    sources: vec![".".into()],
+                    inline: Vec::new(),
+                    downloads: Vec::new(),
+                    dest: format!("{}/", spec.dest.trim_end_matches('/')),
+                    unpack_archives: false,
+                    ..spec
+                };
+                changes.extend(copy::copy(&Source::Rootfs(repo), &repo_spec, root).map_err(bad)?);
+            }
+            Ok(((), Writes::known(changes)))
+        })?;
+        Ok(layer)
+    }
+    /// What `COPY --from=X` reads: a built stage's tree, or an image's.
+    fn source_view(&self, from: &str, at: &str) -> Result<SourceView, BuildError> {
+        let stage_index = from
+            .parse::<usize>()
+            .ok()
+            .or_else(|| self.names.get(&from.to_ascii_lowercase()).copied())
+            .filter(|i| self.stage.depends_on.contains(i));
+        let (layers, name) = if let Some(index) = stage_index {
+            let done = self
+                .finished
+                .lock()
+                .expect("no stage thread panics while holding the lock")
+                .get(&index)
+                .cloned()
+                .expect("a --from stage is built in an earlier wave");
+            if let Some(root) = &done.rootfs {
+                return Ok(SourceView::Dir(root.clone()));
+            }
+            (done.image.layers.clone(), format!("stage-{index}"))
+        } else {
+            let Some(r) = self.resolved.get(from) else {
+                return Err(BuildError::Instruction {
+                    at: at.to_owned(),
+                    keyword: "COPY",
+                    message: format!("--from={from}: no such stage or image"),
+                });
+            };
+            let n = self.resolved.keys().position(|k| k == from).unwrap_or(0);
+            (r.image.layers.clone(), format!("image-{n}"))
+        };
+        let dir = self.stage_dir.join(format!("from-{name}"));
+        if self.services.backend == Backend::Overlay {
+            let lowers = self.services.layers.unpacked_layers(&layers)?;
+            return Ok(SourceView::Overlay(read_only_view(&lowers, &dir, at)?));
+        }
+        if !dir.exists() {
+            self.services.layers.materialize(&layers, &dir)?;
+        }
+        Ok(SourceView::Dir(dir))
+    }
+}
