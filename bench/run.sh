@@ -17,6 +17,9 @@
 # --network host). With KANIKO_BIN=/path/to/executor, kaniko joins the peers, each run in a
 # throwaway root made here (a chroot in its own mount and pid namespaces; kaniko takes its root
 # for its own), never on this machine's /.
+# With KILN_PREV=/path/to/another/kiln (an earlier commit's release build), that binary joins as
+# kiln-prev and kiln-prev-chroot (and kiln-prev-warm), interleaved with the current one: a
+# refactor's no-regression check, side by side in the same run.
 # Prints Markdown tables (bench/summarize.py). Run as root on Debian; installs what it needs.
 # KILN_BENCH_RESULTS=FILE keeps the raw results, KILN_BENCH_LOGS=DIR every build's log, and
 # KILN_BENCH_PERF=DIR runs kiln under `perf record -g` (profiles, not figures: perf slows it).
@@ -47,6 +50,11 @@ if [ -n "${KANIKO_BIN:-}" ]; then
     KANIKO_BIN=$(realpath "$KANIKO_BIN")
     [ -x "$KANIKO_BIN" ] || { echo "KANIKO_BIN=$KANIKO_BIN is not an executable" >&2; exit 2; }
     PEERS=$PEERS,kaniko
+fi
+if [ -n "${KILN_PREV:-}" ]; then
+    KILN_PREV=$(realpath "$KILN_PREV")
+    [ -x "$KILN_PREV" ] || { echo "KILN_PREV=$KILN_PREV is not an executable" >&2; exit 2; }
+    PEERS=$PEERS,kiln-prev,kiln-prev-chroot
 fi
 
 need=()
@@ -168,18 +176,19 @@ one() {
     local before; before=$(registry_bytes)
     local out
     case $peer in
-        kiln|kiln-warm|kiln-chroot)
-            local kd=$WORK/kiln-dir-$tag isolation=()
-            [ "$peer" = kiln-warm ] && kd=$WORK/kiln-dir-warm
-            [ "$peer" = kiln-chroot ] && isolation=(--isolation chroot)
-            [ "$peer" = kiln-warm ] || { rm -rf "$kd"; sync; }
+        kiln|kiln-warm|kiln-chroot|kiln-prev|kiln-prev-warm|kiln-prev-chroot)
+            local kd=$WORK/kiln-dir-$tag isolation=() bin=$KILN mode=${peer/-prev/}
+            [[ $peer == kiln-prev* ]] && bin=$KILN_PREV
+            [ "$mode" = kiln-warm ] && kd=$WORK/kiln-dir-$peer
+            [ "$mode" = kiln-chroot ] && isolation=(--isolation chroot)
+            [ "$mode" = kiln-warm ] || { rm -rf "$kd"; sync; }
             local perf=()
             [ -n "${KILN_BENCH_PERF:-}" ] && mkdir -p "$KILN_BENCH_PERF" \
                 && perf=(perf record -q -F 2000 -g -o "$KILN_BENCH_PERF/perf-$w-$tag.data" --)
-            out=$(python3 bench/measure.py "$log" "${perf[@]}" "$KILN" build -c "$dir" -d "$dest" \
+            out=$(python3 bench/measure.py "$log" "${perf[@]}" "$bin" build -c "$dir" -d "$dest" \
                 --insecure-registry "$REG" --kiln-dir "$kd" --log-format json \
                 "${isolation[@]}" "${args[@]}")
-            [ "$peer" = kiln-warm ] || rm -rf "$kd" ;;
+            [ "$mode" = kiln-warm ] || rm -rf "$kd" ;;
         buildah-vfs|buildah-overlay)
             local driver=${peer#buildah-} root=$WORK/buildah-$tag
             rm -rf "$root"; sync
@@ -248,7 +257,10 @@ for wl in $(echo "$WORKLOADS" | tr , ' '); do
     variants=("")
     [ "$wl" = w3 ] || [ "$wl" = w6 ] && variants=("${nfiles[@]}")
     peers=("${all_peers[@]}")
-    [ "$wl" = w6 ] && peers=(kiln kiln-chroot)
+    if [ "$wl" = w6 ]; then
+        peers=(kiln kiln-chroot)
+        [ -n "${KILN_PREV:-}" ] && peers+=(kiln-prev kiln-prev-chroot)
+    fi
     [ "$wl" = w5 ] && gzip_one_core
     for v in "${variants[@]}"; do
         name=$w; extra=()
@@ -262,11 +274,17 @@ for wl in $(echo "$WORKLOADS" | tr , ' '); do
             done
         done
         if [[ ",$PEERS," == *,kiln,* ]] && [ "$wl" != w6 ]; then
-            # Prime the warm kiln dir; that run is not a figure.
-            one kiln-warm "$name" "$dir" warm-prime "${extra[@]}" >/dev/null 2>&1 || true
-            sed -i '$d' "$RESULTS"
-            for run in $(seq 1 "$RUNS"); do one kiln-warm "$name" "$dir" "warm-$run" "${extra[@]}"; done
-            rm -rf "$WORK/kiln-dir-warm"
+            warm=(kiln-warm)
+            [ -n "${KILN_PREV:-}" ] && warm+=(kiln-prev-warm)
+            for peer in "${warm[@]}"; do
+                # Prime the warm kiln dir; that run is not a figure.
+                one "$peer" "$name" "$dir" "$peer-prime" "${extra[@]}" >/dev/null 2>&1 || true
+                sed -i '$d' "$RESULTS"
+            done
+            for run in $(seq 1 "$RUNS"); do
+                for peer in "${warm[@]}"; do one "$peer" "$name" "$dir" "$peer-$run" "${extra[@]}"; done
+            done
+            rm -rf "$WORK"/kiln-dir-kiln-warm "$WORK"/kiln-dir-kiln-prev-warm
         fi
     done
 done

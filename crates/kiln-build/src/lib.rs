@@ -28,7 +28,7 @@ mod layers;
 mod options;
 pub mod output;
 pub mod paths;
-mod rootfs;
+mod snapshotter;
 mod stage;
 mod types;
 pub mod users;

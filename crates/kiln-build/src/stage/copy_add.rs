@@ -5,7 +5,7 @@ use super::StageRun;
 use crate::copy::{self, CopySpec, Source};
 use crate::error::BuildError;
 use crate::paths;
-use crate::rootfs::{read_only_view, Writes};
+use crate::snapshotter::{read_only_view, Writes};
 use crate::types::Layer;
 use crate::users;
 use kiln_dockerfile::instructions::{CopyArgs, Instruction};

@@ -5,7 +5,7 @@ use super::StageRun;
 use crate::error::BuildError;
 use crate::image::{self, command_vector, set_env};
 use crate::paths;
-use crate::rootfs::Writes;
+use crate::snapshotter::Writes;
 use crate::types::Layer;
 use crate::users;
 use kiln_dockerfile::instructions::{Command, Instruction};

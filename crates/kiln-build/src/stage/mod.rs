@@ -12,7 +12,7 @@ use crate::error::BuildError;
 use crate::image::{self, env_pairs, set_env};
 use crate::layers::{LayerServices, LayerWriter};
 use crate::options::{BuildOptions, Reporter, StepDone, StepInfo};
-use crate::rootfs::StageFs;
+use crate::snapshotter::StageFs;
 use crate::types::{Finished, Layer, Resolved, StageImage};
 use kiln_dockerfile::instructions::{Command, Instruction};
 use kiln_dockerfile::{Base, Plan, PlannedStage};
@@ -268,10 +268,7 @@ impl<'a> StageRun<'a> {
                 self.image.layers.push(layer);
             }
         }
-        let rootfs = match &self.fs {
-            StageFs::Dir(d) if !d.lazy => Some(d.root.clone()),
-            _ => None,
-        };
+        let rootfs = self.fs.extracted_root();
         Ok(Finished {
             image: self.image,
             rootfs,

@@ -5,7 +5,7 @@ use crate::error::BuildError;
 use crate::image;
 use crate::options::{Reporter, StepInfo};
 use crate::paths;
-use crate::rootfs::Writes;
+use crate::snapshotter::Writes;
 use crate::types::Layer;
 use crate::users;
 use kiln_dockerfile::instructions::{CommandLine, Instruction};
