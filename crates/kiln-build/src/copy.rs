@@ -601,7 +601,8 @@ impl Writer<'_> {
             let owner = meta.map_or(self.owner, |m| self.owner_for(m));
             set_meta(&path, mode, owner).map_err(|e| format!("{dest}: {e}"))?;
             if let Some(src) = src_dir {
-                copy_xattrs(src, &path).map_err(|e| format!("{dest}: {e}"))?;
+                kiln_fs::xattr::copy_image_xattrs(src, &path)
+                    .map_err(|e| format!("{dest}: {e}"))?;
             }
             if let Some(m) = meta {
                 self.dir_times.push((path, m.mtime(), m.mtime_nsec()));
@@ -686,7 +687,7 @@ impl Writer<'_> {
             io::copy(&mut input, &mut output).map_err(err)?;
             drop(output);
             set_meta(&path, self.mode_for(meta.mode(), false), owner).map_err(err)?;
-            copy_xattrs(src, &path).map_err(err)?;
+            kiln_fs::xattr::copy_image_xattrs(src, &path).map_err(err)?;
         } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
             let kind = if ft.is_fifo() {
                 rustix::fs::FileType::Fifo
@@ -781,50 +782,6 @@ impl Writer<'_> {
         self.changes.retain(|c| seen.insert(c.path.clone()));
         Ok(self.changes)
     }
-}
-
-/// Copies extended attributes (file capabilities, `user.*`, ACLs) from `src` to `dst`, without
-/// following symlinks. Never the host's SELinux label or overlayfs' own attributes; refusals
-/// of the destination file system are skipped. Call after chown, which drops capabilities.
-fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
-    let mut names = vec![0u8; 4096];
-    let n = match rustix::fs::llistxattr(src, &mut names) {
-        Ok(n) => n,
-        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
-        Err(rustix::io::Errno::RANGE) => {
-            names = vec![0u8; 65536];
-            rustix::fs::llistxattr(src, &mut names)?
-        }
-        Err(e) => return Err(e.into()),
-    };
-    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        if name == b"security.selinux"
-            || name.starts_with(b"trusted.overlay.")
-            || name.starts_with(b"user.overlay.")
-        {
-            continue;
-        }
-        let Ok(cname) = std::ffi::CString::new(name) else {
-            continue;
-        };
-        let mut value = vec![0u8; 65536];
-        let len = match rustix::fs::lgetxattr(src, cname.as_c_str(), &mut value) {
-            Ok(len) => len,
-            Err(_) => continue,
-        };
-        match rustix::fs::lsetxattr(
-            dst,
-            cname.as_c_str(),
-            &value[..len],
-            rustix::fs::XattrFlags::empty(),
-        ) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::NOTSUP | rustix::io::Errno::PERM | rustix::io::Errno::INVAL) => {
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
 
 fn set_meta(path: &Path, mode: u32, owner: (u32, u32)) -> io::Result<()> {

@@ -684,10 +684,7 @@ impl Writer<'_, '_> {
             .map(<[u8]>::to_vec)
             .collect();
         for name in names {
-            let overlay_key = name
-                .strip_prefix(b"trusted.overlay.")
-                .or_else(|| name.strip_prefix(b"user.overlay."));
-            let keep = match overlay_key {
+            let keep = match crate::xattr::overlay_key(&name) {
                 Some(key) => {
                     if self.overlay {
                         match key {
@@ -707,7 +704,7 @@ impl Writer<'_, '_> {
                     }
                     false
                 }
-                None if name == b"security.selinux" => false,
+                None if !crate::xattr::belongs_to_image(&name) => false,
                 None => match self.opts.xattrs {
                     XattrPolicy::All => true,
                     XattrPolicy::CapabilityOnly => name == b"security.capability",

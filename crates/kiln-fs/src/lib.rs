@@ -103,3 +103,4 @@ mod side_hash;
 pub mod snapshot;
 pub mod store;
 mod unpacked;
+pub mod xattr;

@@ -235,12 +235,8 @@ fn prune_copy_ups(upper: &Path, rel: &Path, lowers: &[PathBuf]) -> std::io::Resu
     if rel.as_os_str().is_empty() || std::fs::read_dir(&dir)?.next().is_some() {
         return Ok(());
     }
-    for name in ["trusted.overlay.opaque", "user.overlay.opaque"] {
-        let c = std::ffi::CString::new(name).expect("no NUL");
-        let mut buf = [0u8; 8];
-        if rustix::fs::lgetxattr(&dir, c.as_c_str(), &mut buf).is_ok() {
-            return Ok(());
-        }
+    if kiln_fs::xattr::is_overlay_opaque(&dir) {
+        return Ok(());
     }
     let here = std::fs::symlink_metadata(&dir)?;
     // The directory as the lowers show it: the topmost lower that has the path.
