@@ -311,25 +311,17 @@ impl LayerServices {
     where
         F: FnOnce(&mut BlobWriter, &LayerOptions) -> Result<LayerInfo, LayerError>,
     {
-        let mut blob = self.store.blob_writer(None)?;
+        // The layer encoder hashes what it writes (digest and diff_id in one pass): the store
+        // takes its digest rather than hashing the blob again.
+        let mut blob = self.store.blob_writer_hashed_by_producer()?;
         let info = write(&mut blob, options).map_err(|source| BuildError::Layer {
             at: at.to_owned(),
             source,
         })?;
-        let stored = blob.commit()?;
-        if stored.digest != info.digest || stored.size != info.size {
-            return Err(BuildError::Layer {
-                at: at.to_owned(),
-                source: LayerError::Io {
-                    op: "store",
-                    path: PathBuf::from(stored.digest.to_string()),
-                    source: std::io::Error::other(format!(
-                        "the layer writer said {} ({} bytes), the store got {} ({} bytes)",
-                        info.digest, info.size, stored.digest, stored.size
-                    )),
-                },
-            });
-        }
+        blob.commit_as(kiln_oci::Digested {
+            digest: info.digest.clone(),
+            size: info.size,
+        })?;
         tracing::debug!(
             "{at}: stored layer {} ({} bytes, {} uncompressed, diff_id {})",
             info.digest,

@@ -24,7 +24,8 @@
 //! verified, then renamed into place. A name never holds anything but
 //! the content it names, so concurrent callers (threads or processes) may race
 //! freely: the loser of a rename keeps the winner's copy and drops its own.
-//! Blobs are synced before the rename. An unpacked layer is synced to disk on a
+//! Blobs are synced before the rename (the directory is not: a crash may lose a
+//! just-published name, never give a name other content). An unpacked layer is synced to disk on a
 //! side thread after it is published (flushing thousands of fresh files
 //! otherwise holds up the first step); [`UnpackedLayers::wait_for_syncs`]
 //! waits for that. A power loss in between can leave a damaged unpacked layer,
@@ -34,7 +35,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use kiln_oci::{Algorithm, Descriptor, Digest, DigestWriter, Digested};
+use kiln_oci::{Algorithm, Descriptor, Digest, Digested, Hasher};
 
 use crate::apply::{ApplyError, ApplyOptions};
 pub use crate::unpacked::UnpackedLayers;
@@ -286,6 +287,22 @@ impl ContentStore {
     /// uncommitted, it leaves nothing behind.
     pub fn blob_writer(&self, expected: Option<&Descriptor>) -> Result<BlobWriter, StoreError> {
         let algorithm = expected.map_or(Algorithm::Sha256, |e| e.digest.algorithm());
+        self.new_writer(expected.cloned(), Some(Hasher::new(algorithm)))
+    }
+
+    /// A writer for a blob whose producer hashes it already (kiln's layer encoder computes
+    /// the digest of what it writes): the bytes are not hashed a second time, and
+    /// [`BlobWriter::commit_as`] publishes them under the producer's digest once their size
+    /// matches. Layers are hashed once.
+    pub fn blob_writer_hashed_by_producer(&self) -> Result<BlobWriter, StoreError> {
+        self.new_writer(None, None)
+    }
+
+    fn new_writer(
+        &self,
+        expected: Option<Descriptor>,
+        hasher: Option<Hasher>,
+    ) -> Result<BlobWriter, StoreError> {
         let ingest_dir = self.root.join("ingest");
         let tmp = tempfile::Builder::new()
             .prefix(".ingest-")
@@ -294,11 +311,10 @@ impl ContentStore {
         let file = tmp.reopen().map_err(io_err("open", tmp.path()))?;
         Ok(BlobWriter {
             blobs: self.root.join("blobs"),
-            expected: expected.cloned(),
-            out: DigestWriter::with_algorithm(
-                io::BufWriter::with_capacity(COPY_BUF, file),
-                algorithm,
-            ),
+            expected,
+            file: io::BufWriter::with_capacity(COPY_BUF, file),
+            hasher,
+            size: 0,
             tmp,
         })
     }
@@ -315,7 +331,10 @@ impl ContentStore {
 pub struct BlobWriter {
     blobs: PathBuf,
     expected: Option<Descriptor>,
-    out: DigestWriter<io::BufWriter<File>>,
+    file: io::BufWriter<File>,
+    /// `None` for a writer whose producer computes the digest.
+    hasher: Option<Hasher>,
+    size: u64,
     tmp: tempfile::NamedTempFile,
 }
 
@@ -327,33 +346,62 @@ impl BlobWriter {
 
     /// Bytes written so far.
     pub fn size(&self) -> u64 {
-        self.out.size()
+        self.size
     }
 
     /// Verifies what was written against the expected descriptor (size and
     /// digest), syncs it and renames it to `blobs/<algorithm>/<hex>`, never
-    /// replacing a blob already there (an equal one: names are digests).
-    pub fn commit(self) -> Result<Digested, StoreError> {
-        let BlobWriter {
-            blobs,
-            expected,
-            out,
-            tmp,
-        } = self;
-        let tmp_path = tmp.path().to_owned();
-        let (buffered, digested) = out.finish();
-        let file = buffered.into_inner().map_err(|e| StoreError::Io {
-            op: "write",
-            path: tmp_path.clone(),
-            source: e.into_error(),
-        })?;
-        if let Some(exp) = &expected {
+    /// replacing a blob already there (an equal one: names are digests). A writer made
+    /// by [`ContentStore::blob_writer_hashed_by_producer`] has no digest of its own: use
+    /// [`commit_as`](Self::commit_as).
+    pub fn commit(mut self) -> Result<Digested, StoreError> {
+        let Some(hasher) = self.hasher.take() else {
+            return Err(StoreError::Io {
+                op: "commit (the producer's digest is needed: commit_as)",
+                path: self.tmp.path().to_owned(),
+                source: io::ErrorKind::InvalidInput.into(),
+            });
+        };
+        let digested = Digested {
+            digest: hasher.finish(),
+            size: self.size,
+        };
+        if let Some(exp) = &self.expected {
             exp.verify_digested(&digested)
                 .map_err(|source| StoreError::Verify {
                     expected: exp.digest.clone(),
                     source,
                 })?;
         }
+        self.publish(digested)
+    }
+
+    /// Publishes what was written under `digested`, the digest its producer computed over the
+    /// same bytes; the size must match what was written.
+    pub fn commit_as(self, digested: Digested) -> Result<Digested, StoreError> {
+        if digested.size != self.size {
+            return Err(StoreError::Verify {
+                expected: digested.digest.clone(),
+                source: kiln_oci::Error::SizeMismatch {
+                    digest: digested.digest,
+                    expected: digested.size,
+                    actual: self.size,
+                },
+            });
+        }
+        self.publish(digested)
+    }
+
+    fn publish(self, digested: Digested) -> Result<Digested, StoreError> {
+        let BlobWriter {
+            blobs, file, tmp, ..
+        } = self;
+        let tmp_path = tmp.path().to_owned();
+        let file = file.into_inner().map_err(|e| StoreError::Io {
+            op: "write",
+            path: tmp_path.clone(),
+            source: e.into_error(),
+        })?;
         file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444))
             .map_err(io_err("chmod", &tmp_path))?;
         file.sync_all().map_err(io_err("sync", &tmp_path))?;
@@ -372,23 +420,24 @@ impl BlobWriter {
                 })
             }
         }
-        sync_dir(dest.parent().unwrap_or(&blobs))?;
+        // The directory is not synced: after a crash a just-published name may be missing (the
+        // blob is fetched or built again), never present with other content (the file was
+        // synced before its name appeared).
         Ok(digested)
     }
 }
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out.write(buf)
+        let n = self.file.write(buf)?;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
+        self.size += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        self.file.flush()
     }
-}
-
-pub(crate) fn sync_dir(path: &Path) -> Result<(), StoreError> {
-    File::open(path)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("sync", path))
 }

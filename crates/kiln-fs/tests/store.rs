@@ -423,3 +423,33 @@ fn adopting_a_tree_publishes_it_once() {
     assert!(!second.exists());
     assert!(adopted.join("a/file").exists());
 }
+
+#[test]
+fn a_producer_hashed_blob_is_published_under_its_digest_once_the_size_matches() {
+    let (_d, store) = store();
+    let content = b"a layer the encoder hashed".to_vec();
+    let digested = kiln_oci::Digested {
+        digest: Digest::of(&content),
+        size: content.len() as u64,
+    };
+    // A size that is not what was written: refused, nothing stored or left behind.
+    let mut writer = store.blob_writer_hashed_by_producer().unwrap();
+    std::io::Write::write_all(&mut writer, &content[1..]).unwrap();
+    let err = writer.commit_as(digested.clone()).unwrap_err();
+    assert!(matches!(err, StoreError::Verify { .. }), "{err}");
+    assert!(!store.contains(&digested.digest));
+    assert!(names(&store.root().join("ingest")).is_empty());
+    // Without the producer's digest there is nothing to publish under.
+    let mut writer = store.blob_writer_hashed_by_producer().unwrap();
+    std::io::Write::write_all(&mut writer, &content).unwrap();
+    assert!(writer.commit().is_err());
+    assert!(names(&store.root().join("ingest")).is_empty());
+    // The right size: published under the producer's digest.
+    let mut writer = store.blob_writer_hashed_by_producer().unwrap();
+    std::io::Write::write_all(&mut writer, &content).unwrap();
+    assert_eq!(writer.commit_as(digested.clone()).unwrap(), digested);
+    assert_eq!(
+        fs::read(store.blob_path(&digested.digest)).unwrap(),
+        content
+    );
+}
