@@ -150,7 +150,7 @@ impl UnpackedLayers {
                 actual: actual_diff_id.digest,
             });
         }
-        match self.publish(&tmp_path, &dest)? {
+        match self.publish(&tmp_path, &dest, true)? {
             true => {
                 // Published: the temp directory must not be deleted now.
                 let _ = tmp.keep();
@@ -165,19 +165,27 @@ impl UnpackedLayers {
     /// Takes `tree` — a directory already holding layer `diff_id` in this format (an overlay
     /// upper dir after its step, on the same file system) — into the cache and returns where it
     /// now is. When the layer is there already, `tree` is removed and the existing one returned.
+    ///
+    /// Unlike [`unpack`](Self::unpack), the adopted tree is not synced: its files were just
+    /// written by a build step and the kernel flushes them in its own time (flushing a big step's
+    /// output here would hold up the push that follows by as long). A power loss before that can
+    /// leave it damaged, as any unpacked layer: remove `layers/` then.
     pub fn adopt(&self, tree: &Path, diff_id: &Digest) -> Result<PathBuf, StoreError> {
         let dest = self.path(diff_id);
-        if !self.publish(tree, &dest)? {
+        if !self.publish(tree, &dest, false)? {
             fs::remove_dir_all(tree).map_err(io_err("remove", tree))?;
         }
         Ok(dest)
     }
 
-    /// Renames `tmp` to `dest` unless `dest` exists (false then), and has it synced.
-    fn publish(&self, tmp: &Path, dest: &Path) -> Result<bool, StoreError> {
+    /// Renames `tmp` to `dest` unless `dest` exists (false then); with `sync`, has it synced on
+    /// a side thread.
+    fn publish(&self, tmp: &Path, dest: &Path, sync: bool) -> Result<bool, StoreError> {
         match rfs::renameat_with(CWD, tmp, CWD, dest, RenameFlags::NOREPLACE) {
             Ok(()) => {
-                self.sync_later(dest)?;
+                if sync {
+                    self.sync_later(dest)?;
+                }
                 Ok(true)
             }
             Err(Errno::EXIST) | Err(Errno::NOTEMPTY) => Ok(false),
