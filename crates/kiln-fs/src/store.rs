@@ -312,7 +312,8 @@ impl ContentStore {
         Ok(BlobWriter {
             blobs: self.root.join("blobs"),
             expected,
-            file: io::BufWriter::with_capacity(COPY_BUF, file),
+            // Layer encoders hand over large blocks: a buffer of 1 MiB keeps write calls few.
+            file: io::BufWriter::with_capacity(1 << 20, file),
             hasher,
             size: 0,
             tmp,
