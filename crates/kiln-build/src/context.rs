@@ -112,6 +112,19 @@ pub struct DockerfileSource {
     pub outside_ignore_file: Option<(String, String)>,
 }
 
+impl DockerfileSource {
+    /// A Dockerfile that is not a file of any directory (stdin, a URL): no ignore file of its
+    /// own.
+    fn detached(text: String, name: &str) -> Self {
+        DockerfileSource {
+            text,
+            name: name.to_owned(),
+            in_context: None,
+            outside_ignore_file: None,
+        }
+    }
+}
+
 /// Finds and reads the Dockerfile `spec` as kaniko does: `-` is stdin; an http(s) URL is
 /// downloaded (into `scratch`, with `registry`'s TLS settings); a path is looked for in the
 /// working directory first, then in `context_dir`.
@@ -130,24 +143,14 @@ pub fn read_dockerfile(
         io::stdin()
             .read_to_string(&mut text)
             .map_err(|e| err(format!("reading it from stdin: {e}")))?;
-        return Ok(DockerfileSource {
-            text,
-            name: "Dockerfile (stdin)".into(),
-            in_context: None,
-            outside_ignore_file: None,
-        });
+        return Ok(DockerfileSource::detached(text, "Dockerfile (stdin)"));
     }
     if spec.starts_with("https://") || spec.starts_with("http://") {
         let file = download(spec, registry, scratch)
             .map_err(|message| err(format!("downloading it: {message}")))?;
         let text = std::fs::read_to_string(file.path())
             .map_err(|e| err(format!("the download is not UTF-8 text: {e}")))?;
-        return Ok(DockerfileSource {
-            text,
-            name: spec.to_owned(),
-            in_context: None,
-            outside_ignore_file: None,
-        });
+        return Ok(DockerfileSource::detached(text, spec));
     }
     let given = Path::new(spec);
     let path = if given.is_absolute() || given.exists() {

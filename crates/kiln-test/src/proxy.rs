@@ -319,20 +319,6 @@ fn serve_connection(client: &TcpStream, shared: &Shared) -> Result<()> {
                 &mut client_writer,
                 429,
             )?,
-            Some(FaultAction::Delay(delay)) => {
-                sleep_unless_stopped(shared, delay);
-                forward(
-                    shared,
-                    &mut upstream,
-                    &head,
-                    &method,
-                    framing,
-                    &mut client_reader,
-                    &mut client_writer,
-                    None,
-                    &["expect"],
-                )?
-            }
             Some(FaultAction::CloseAfterRequestBytes(limit)) => {
                 let available = match framing {
                     Framing::Length(len) => len.min(limit),
@@ -342,39 +328,29 @@ fn serve_connection(client: &TcpStream, shared: &Shared) -> Result<()> {
                 let _ = std::io::copy(&mut part, &mut std::io::sink());
                 Next::Close
             }
-            Some(FaultAction::CloseAfterBodyBytes(limit)) => forward(
-                shared,
-                &mut upstream,
-                &head,
-                &method,
-                framing,
-                &mut client_reader,
-                &mut client_writer,
-                Some(limit),
-                &["expect"],
-            )?,
-            Some(FaultAction::IgnoreRange) => forward(
-                shared,
-                &mut upstream,
-                &head,
-                &method,
-                framing,
-                &mut client_reader,
-                &mut client_writer,
-                None,
-                &["expect", "range"],
-            )?,
-            None => forward(
-                shared,
-                &mut upstream,
-                &head,
-                &method,
-                framing,
-                &mut client_reader,
-                &mut client_writer,
-                None,
-                &["expect"],
-            )?,
+            // Everything else is forwarded: after a delay, cut short, or without `Range`.
+            other => {
+                let (cut_after, strip): (Option<u64>, &[&str]) = match other {
+                    Some(FaultAction::Delay(delay)) => {
+                        sleep_unless_stopped(shared, delay);
+                        (None, &["expect"])
+                    }
+                    Some(FaultAction::CloseAfterBodyBytes(limit)) => (Some(limit), &["expect"]),
+                    Some(FaultAction::IgnoreRange) => (None, &["expect", "range"]),
+                    _ => (None, &["expect"]),
+                };
+                forward(
+                    shared,
+                    &mut upstream,
+                    &head,
+                    &method,
+                    framing,
+                    &mut client_reader,
+                    &mut client_writer,
+                    cut_after,
+                    strip,
+                )?
+            }
         };
         if next == Next::Close || client_close || shared.stop.load(Ordering::SeqCst) {
             return Ok(());
