@@ -66,20 +66,29 @@ impl kiln_registry::Reporter for BlobLines {
     }
 }
 
-/// Fetched blobs go into the store through its verifying writer.
+/// Fetched blobs go into the store. The registry client hashes every byte it fetches and checks
+/// size and digest before it commits (see [`BlobSink`]), so the store takes its word rather than
+/// hashing the blob a second time.
 struct StoreSink<'a>(&'a ContentStore);
 
 impl BlobSink for StoreSink<'_> {
     type Writer = BlobWriter;
 
-    fn open(&self, descriptor: &Descriptor) -> std::io::Result<BlobWriter> {
+    fn open(&self, _: &Descriptor) -> std::io::Result<BlobWriter> {
         self.0
-            .blob_writer(Some(descriptor))
+            .blob_writer_hashed_by_producer()
             .map_err(std::io::Error::other)
     }
 
-    fn commit(&self, _: &Descriptor, writer: BlobWriter) -> std::io::Result<()> {
-        writer.commit().map(drop).map_err(std::io::Error::other)
+    fn commit(&self, descriptor: &Descriptor, writer: BlobWriter) -> std::io::Result<()> {
+        let verified = kiln_oci::Digested {
+            digest: descriptor.digest.clone(),
+            size: descriptor.size,
+        };
+        writer
+            .commit_as(verified)
+            .map(drop)
+            .map_err(std::io::Error::other)
     }
 }
 

@@ -407,7 +407,8 @@ pub trait BlobSink: Sync {
     type Writer: std::io::Write + Send;
     /// A new writer for `descriptor`'s blob.
     fn open(&self, descriptor: &Descriptor) -> std::io::Result<Self::Writer>;
-    /// Publishes a verified blob.
+    /// Publishes a blob: called only once every byte arrived and the client checked the size and
+    /// the digest against `descriptor`, so a sink may take them as the blob's.
     fn commit(&self, descriptor: &Descriptor, writer: Self::Writer) -> std::io::Result<()>;
 }
 
