@@ -110,7 +110,8 @@ pub(crate) struct BuildArgs {
     /// Layer compression.
     #[arg(long, value_enum, default_value = "gzip")]
     pub(super) compression: CompressionFlag,
-    /// Compression level (gzip 0-9, default 6; zstd 1-22, default 3).
+    /// Compression level (gzip 1-9, default 6; zstd 1-22, default 3; 0 or less: the default, as
+    /// kaniko).
     #[arg(long, value_name = "N")]
     pub(super) compression_level: Option<i32>,
     /// How much to log.

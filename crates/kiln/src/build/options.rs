@@ -189,7 +189,7 @@ pub(super) fn translate(
         CompressionFlag::Gzip => {
             let level = level.unwrap_or(6);
             if !(0..=9).contains(&level) {
-                bail!("--compression-level {level}: gzip levels are 0 to 9");
+                bail!("--compression-level {level}: gzip levels are 1 to 9 (0 or less: the default, 6)");
             }
             Encoding::Gzip {
                 level: level as u32,
