@@ -345,11 +345,6 @@ impl BlobWriter {
         self.tmp.path()
     }
 
-    /// Bytes written so far.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
     /// Verifies what was written against the expected descriptor (size and
     /// digest), syncs it and renames it to `blobs/<algorithm>/<hex>`, never
     /// replacing a blob already there (an equal one: names are digests). A writer made

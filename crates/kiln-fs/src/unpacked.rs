@@ -62,11 +62,6 @@ impl UnpackedLayers {
         name
     }
 
-    /// The options layers here are unpacked with.
-    pub fn options(&self) -> &ApplyOptions {
-        &self.options
-    }
-
     /// Where the layer with this diff_id is (or would be) unpacked.
     pub fn path(&self, diff_id: &Digest) -> PathBuf {
         let mut name = diff_id.hex().to_owned();

@@ -259,10 +259,7 @@ impl Client {
         descriptor: &Descriptor,
         sink: &S,
     ) -> Result<(), RegistryError> {
-        let sink_err = |source: std::io::Error| RegistryError::Sink {
-            digest: descriptor.digest.clone(),
-            source,
-        };
+        let sink_err = sink_error(&descriptor.digest);
         let mut writer = sink.open(descriptor).map_err(sink_err)?;
         self.fetch_blob_into(source, descriptor, &mut writer)
             .await?;
@@ -288,10 +285,7 @@ impl Client {
             .url_for(&target, &Self::blob_url_path(source, &descriptor.digest))
             .await?;
         let request = RequestInfo::new(&Method::GET, &url);
-        let sink_err = |source: std::io::Error| RegistryError::Sink {
-            digest: descriptor.digest.clone(),
-            source,
-        };
+        let sink_err = sink_error(&descriptor.digest);
         let mut hasher = Hasher::new(descriptor.digest.algorithm());
         let mut written: u64 = 0;
         let mut breaks = 0u32;
@@ -396,6 +390,14 @@ impl Client {
             .collect()
             .await;
         results.into_iter().collect()
+    }
+}
+
+/// The error of a sink that refused `digest`'s bytes.
+fn sink_error(digest: &Digest) -> impl Fn(std::io::Error) -> RegistryError + Copy + '_ {
+    move |source| RegistryError::Sink {
+        digest: digest.clone(),
+        source,
     }
 }
 
