@@ -257,6 +257,49 @@ fn pivot(pattern: &str, matched: &str) -> String {
     }
 }
 
+/// Every context path a COPY of `sources` may read, sorted: what each source matches (a
+/// symlink also through its target, followed inside the context as [`copy`] follows it) and
+/// everything under a matched directory. `--exclude` is not applied: the set may be larger
+/// than what is copied, never smaller (the build cache keys on it).
+pub(crate) fn context_read_set(context: &ContextView, sources: &[String]) -> Vec<String> {
+    let source = Source::Context(context);
+    let mut read = std::collections::BTreeSet::new();
+    for pattern in sources {
+        let cleaned = clean_rel(pattern);
+        let found = if has_glob(&cleaned) {
+            glob(&source, &cleaned)
+        } else if source.visible(&cleaned) {
+            vec![cleaned]
+        } else {
+            Vec::new()
+        };
+        for rel in found {
+            let mut roots = vec![rel.clone()];
+            if let Ok(followed) = resolve_in_root(&context.root, &rel, true) {
+                if followed != rel && source.visible(&followed) {
+                    roots.push(followed);
+                }
+            }
+            for root in roots {
+                if root.is_empty() {
+                    read.extend(context.included.iter().cloned());
+                    continue;
+                }
+                let prefix = format!("{root}/");
+                read.extend(
+                    context
+                        .included
+                        .range(prefix.clone()..)
+                        .take_while(|p| p.starts_with(&prefix))
+                        .cloned(),
+                );
+                read.insert(root);
+            }
+        }
+    }
+    read.into_iter().collect()
+}
+
 fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }

@@ -1,6 +1,7 @@
 //! The engine: plans the Dockerfile with what the base images say, builds the needed stages
 //! (independent ones at the same time), and assembles the target stage's image.
 
+use crate::cache::Cache;
 use crate::context::ContextView;
 use crate::error::BuildError;
 use crate::image::env_pairs;
@@ -23,6 +24,7 @@ pub struct Builder {
     opts: BuildOptions,
     reporter: Arc<dyn Reporter>,
     layers: LayerServices,
+    cache: Cache,
     build_dir: PathBuf,
 }
 
@@ -41,10 +43,12 @@ impl Builder {
             .map_err(BuildError::io("creating a build directory in", &builds))?
             .keep();
         let layers = LayerServices::new(&mut opts, reporter.clone(), build_dir.clone())?;
+        let cache = Cache::new(&opts.cache, &layers)?;
         Ok(Builder {
             opts,
             reporter,
             layers,
+            cache,
             build_dir,
         })
     }
@@ -101,6 +105,12 @@ impl Builder {
         ref_name: &str,
     ) -> Result<(), BuildError> {
         self.layers.write_oci_layout(image, path, ref_name)
+    }
+
+    /// Waits for the cache entries still being pushed to the cache repository (call after the
+    /// image's own push: entries never delay it). A failure is a warning, never an error.
+    pub fn finish_cache(&self) {
+        self.cache.finish_pushes(&self.layers, &*self.reporter);
     }
 
     /// Removes this build's directory (`--cleanup`): its root file systems and scratch files.
@@ -234,6 +244,7 @@ impl Builder {
                             }
                             let services = crate::stage::StageServices {
                                 layers: &self.layers,
+                                cache: &self.cache,
                                 opts: &self.opts,
                                 reporter: &*self.reporter,
                                 backend,
@@ -268,6 +279,11 @@ impl Builder {
             .remove(&plan.target)
             .expect("the target stage was built");
         let image = self.assemble(target.image.clone())?;
+        let (hits, keyed) = self.cache.counts();
+        if keyed > 0 {
+            self.reporter
+                .info(&format!("{hits} of {keyed} steps from cache"));
+        }
         self.reporter.info(&format!(
             "built {} in {:.1}s",
             image.manifest_descriptor.digest,
@@ -398,6 +414,7 @@ impl Builder {
         }
         Ok(Resolved {
             image: StageImage { config, layers },
+            digest: r.digest,
         })
     }
 

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 /// The registry client, the content store and its unpacked layers, and this build's scratch
 /// directory, with what stages and outputs do with them.
 pub(crate) struct LayerServices {
-    client: Client,
+    /// Shared with background cache pushes.
+    client: Arc<Client>,
     runtime: tokio::runtime::Runtime,
     store: ContentStore,
     /// Layers unpacked as merged trees' parts are not kept: a stage's tree is extracted whole.
@@ -102,11 +103,13 @@ impl LayerServices {
     ) -> Result<LayerServices, BuildError> {
         let store = ContentStore::open(opts.kiln_dir.join("store"))?;
         let overlay = store.unpacked(apply_options(true))?;
-        let client = Client::new(
-            opts.registry.clone(),
-            std::mem::take(&mut opts.docker_config),
-        )
-        .with_reporter(Arc::new(BlobLines(reporter)));
+        let client = Arc::new(
+            Client::new(
+                opts.registry.clone(),
+                std::mem::take(&mut opts.docker_config),
+            )
+            .with_reporter(Arc::new(BlobLines(reporter))),
+        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -129,6 +132,20 @@ impl LayerServices {
     /// The registry client.
     pub(crate) fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The registry client, for work that outlives a borrow (background cache pushes).
+    pub(crate) fn shared_client(&self) -> Arc<Client> {
+        self.client.clone()
+    }
+
+    /// Starts `f` on the build's async runtime and returns at once.
+    pub(crate) fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime.spawn(f)
     }
 
     /// Runs a registry request to its end.

@@ -8,6 +8,8 @@ in the local content store, then to its outputs (registries, a docker-archive, a
 - [`copy`] holds COPY/ADD semantics; [`context`] the build context and `.dockerignore`;
   [`image`] the config semantics of metadata instructions; [`paths`] in-root path resolution;
   [`users`] `/etc/passwd` and `/etc/group` lookups in the image.
+- `cache` (private) is the build cache: a key per file-changing step, computed before it
+  runs; entries in the kiln dir and, with `--cache=true`, in a registry repository.
 - [`output`] writes a built image: push (blobs first, then the manifest), docker-archive, OCI
   layout.
 
@@ -18,6 +20,7 @@ binary depends on it.
 */
 #![deny(missing_docs)]
 
+mod cache;
 pub mod context;
 pub mod copy;
 mod engine;
@@ -36,6 +39,7 @@ pub mod users;
 pub use engine::Builder;
 pub use error::BuildError;
 pub use options::{
-    BuildOptions, ImageFormat, Isolation, Quiet, Reporter, SnapshotStats, StepDone, StepInfo,
+    BuildOptions, CacheOptions, ImageFormat, Isolation, Quiet, RegistryCacheOptions, Reporter,
+    SnapshotStats, StepDone, StepInfo,
 };
 pub use types::{BuiltImage, Layer, StageImage};

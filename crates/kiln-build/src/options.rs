@@ -88,6 +88,41 @@ pub struct BuildOptions {
     pub all_stages: bool,
     /// Annotations of the image manifest (`--annotation KEY=VALUE`).
     pub annotations: BTreeMap<String, String>,
+    /// The build cache: where steps are looked up and stored.
+    pub cache: CacheOptions,
+}
+
+/// Where the build cache is read and written. Entries are always written to the kiln dir.
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    /// Look steps up in the kiln dir (off with `--no-cache`).
+    pub use_kiln_dir: bool,
+    /// A registry repository holding entries (`--cache=true`, `--cache-repo`).
+    pub registry: Option<RegistryCacheOptions>,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            use_kiln_dir: true,
+            registry: None,
+        }
+    }
+}
+
+/// kaniko's registry cache flags.
+#[derive(Debug, Clone)]
+pub struct RegistryCacheOptions {
+    /// The repository (`--cache-repo`; its tag or digest, if any, is ignored).
+    pub repo: Reference,
+    /// Entries older than this are misses (`--cache-ttl`, two weeks by default).
+    pub ttl: Duration,
+    /// Push new entries (off with `--no-push-cache`).
+    pub push: bool,
+    /// Cache RUN (and WORKDIR) steps (`--cache-run-layers`, on by default).
+    pub run_layers: bool,
+    /// Cache COPY and ADD steps (`--cache-copy-layers`, off by default as in kaniko).
+    pub copy_layers: bool,
 }
 
 /// One step of a stage, as the reporter sees it.
@@ -111,6 +146,9 @@ pub struct StepDone {
     pub elapsed: Duration,
     /// The snapshot's share (none for a step that changes no files: ENV, LABEL, …).
     pub snapshot: Option<SnapshotStats>,
+    /// Where the step's result came from when it was found in the build cache (`kiln dir`,
+    /// `cache repo NAME`); none when it ran.
+    pub cached: Option<String>,
 }
 
 /// The cost of turning a step's changes into a layer.

@@ -50,10 +50,15 @@ pub(crate) struct Finished {
     /// The environment its RUN steps saw at its end (ENV and ARG values): a stage built FROM
     /// it starts with it, as in BuildKit.
     pub(crate) run_env: BTreeMap<String, String>,
+    /// The cache key its last file-changing step ended on (or its base's): what `COPY --from`
+    /// and stages built on it chain their keys to.
+    pub(crate) chain: String,
 }
 
 /// A base image as resolved from its registry.
 #[derive(Debug, Clone)]
 pub(crate) struct Resolved {
     pub(crate) image: StageImage,
+    /// Its manifest's digest (the platform's manifest, after an index).
+    pub(crate) digest: kiln_oci::Digest,
 }

@@ -99,6 +99,7 @@ pub mod image_path;
 pub mod layer;
 pub mod listing;
 mod pax;
+mod records;
 mod side_hash;
 pub mod snapshot;
 pub mod store;

@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 use kiln_oci::{Algorithm, Descriptor, Digest, Digested, Hasher};
 
 use crate::apply::{ApplyError, ApplyOptions};
+pub use crate::records::{Records, SiteRecord};
 pub use crate::unpacked::UnpackedLayers;
 
 /// Everything that can go wrong in the content store. Each variant names the

@@ -158,7 +158,7 @@ impl Printer {
                 .filter(|(k, _)| {
                     !matches!(
                         k.as_str(),
-                        "event" | "stage" | "step" | "steps" | "seconds" | "snapshot"
+                        "event" | "stage" | "step" | "steps" | "seconds" | "snapshot" | "cached"
                     )
                 })
                 .map(|(k, v)| match v {
@@ -319,16 +319,22 @@ impl Reporter for Printer {
 
     fn step_finished(&self, step: &StepInfo, done: &StepDone) {
         self.end_bar(&format!("stage {}", step.stage.0));
-        let text = format!(
-            "[{}/{}] STEP {}/{}: {}  ({:.1}s{})",
-            step.stage.0,
-            step.stage.1,
-            step.step.0,
-            step.step.1,
-            step.text,
-            done.elapsed.as_secs_f64(),
-            done.snapshot.map(snapshot_text).unwrap_or_default()
-        );
+        let text = match &done.cached {
+            Some(from) => format!(
+                "[{}/{}] STEP {}/{}: {}  CACHED ({from})",
+                step.stage.0, step.stage.1, step.step.0, step.step.1, step.text,
+            ),
+            None => format!(
+                "[{}/{}] STEP {}/{}: {}  ({:.1}s{})",
+                step.stage.0,
+                step.stage.1,
+                step.step.0,
+                step.step.1,
+                step.text,
+                done.elapsed.as_secs_f64(),
+                done.snapshot.map(snapshot_text).unwrap_or_default()
+            ),
+        };
         let snapshot = done.snapshot.map(|s| {
             serde_json::json!({
                 "index_seconds": s.index.as_secs_f64(),
@@ -338,7 +344,7 @@ impl Reporter for Printer {
                 "blob_bytes": s.blob_bytes,
             })
         });
-        let extra = serde_json::json!({"event": "step-done", "stage": step.stage_name, "step": step.step.0, "steps": step.step.1, "seconds": done.elapsed.as_secs_f64(), "snapshot": snapshot});
+        let extra = serde_json::json!({"event": "step-done", "stage": step.stage_name, "step": step.step.0, "steps": step.step.1, "seconds": done.elapsed.as_secs_f64(), "snapshot": snapshot, "cached": done.cached});
         tracing::info!(target: "kiln", extra = %extra, "{text}");
     }
 

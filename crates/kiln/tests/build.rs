@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 fn run_copy_and_metadata_instructions_make_the_expected_image() {
     let world = World::new();
     for backend in common::BACKENDS {
-        *world.isolation.borrow_mut() = backend.into();
+        *world.isolation.lock().unwrap() = backend.into();
         let dockerfile = r#"ARG BASE
     FROM $BASE
     ENV GREETING=hello TARGET_DIR=/app
@@ -59,7 +59,7 @@ fn run_copy_and_metadata_instructions_make_the_expected_image() {
 fn multi_stage_builds_copy_from_stages_by_name_and_index_and_skip_unused_ones() {
     let world = World::new();
     for backend in common::BACKENDS {
-        *world.isolation.borrow_mut() = backend.into();
+        *world.isolation.lock().unwrap() = backend.into();
         let dockerfile = r#"ARG BASE
     FROM $BASE AS one
     RUN mkdir -p /out && echo one > /out/one.txt
@@ -107,7 +107,7 @@ fn target_picks_a_stage_and_stops_there() {
 fn deletions_and_type_changes_become_whiteouts_that_other_tools_apply() {
     let world = World::new();
     for backend in common::BACKENDS {
-        *world.isolation.borrow_mut() = backend.into();
+        *world.isolation.lock().unwrap() = backend.into();
         let dockerfile = r#"ARG BASE
     FROM $BASE
     RUN rm /base/file && rm -r /base/dir \
@@ -138,7 +138,7 @@ fn deletions_and_type_changes_become_whiteouts_that_other_tools_apply() {
 fn copy_and_add_follow_docker_semantics() {
     let world = World::new();
     for backend in common::BACKENDS {
-        *world.isolation.borrow_mut() = backend.into();
+        *world.isolation.lock().unwrap() = backend.into();
         // A tar.gz for ADD to unpack, made with busybox tar by a RUN of an earlier stage would
         // need a shell here; make it with the tar crate instead.
         let tarball = {
@@ -600,7 +600,7 @@ fn file_capabilities_and_xattrs_survive_copy_from_and_run() {
     .unwrap();
     let with_caps = world.push_base(&base, "with-caps:1");
     for backend in common::BACKENDS {
-        *world.isolation.borrow_mut() = backend.into();
+        *world.isolation.lock().unwrap() = backend.into();
         let built = world.build(
             &format!(
                 "FROM {with_caps} AS source\nRUN echo touched > /caps/other\nFROM scratch\nCOPY --from=source /caps/ /copied/\n"
@@ -639,7 +639,7 @@ fn add_of_a_url_downloads_with_checksum_and_run_heredocs_and_home_behave() {
          RUN <<'EOT'\n#!/bin/sh\necho \"script $0\" > /script.txt\nEOT\n"
     );
     for backend in common::BACKENDS {
-        *world.isolation.borrow_mut() = backend.into();
+        *world.isolation.lock().unwrap() = backend.into();
         let built = world.build(&dockerfile, &[], &[]);
         built.ok();
         let fs = built.unpack();
@@ -1352,7 +1352,7 @@ fn verbosity_and_timestamps_shape_the_log() {
 fn step_lines_give_each_snapshot_its_cost_and_the_layer_sizes() {
     let world = World::new();
     for backend in common::BACKENDS {
-        *world.isolation.borrow_mut() = backend.into();
+        *world.isolation.lock().unwrap() = backend.into();
         let dockerfile = r#"ARG BASE
 FROM $BASE
 RUN head -c 100000 /dev/zero > /zeros

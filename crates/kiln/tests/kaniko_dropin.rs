@@ -537,7 +537,7 @@ FROM child
 COPY --from=bare /w /bare-w
 "#;
     for backend in common::BACKENDS {
-        *world.isolation.borrow_mut() = backend.into();
+        *world.isolation.lock().unwrap() = backend.into();
         let context = common::context(
             dockerfile,
             &[("only.txt", "one\n"), ("srcdir/f", "in dir\n")],
@@ -624,7 +624,7 @@ fn a_stage_without_run_reads_its_base_listing_without_unpacking_it() {
     let dockerfile = "ARG BASE\nFROM $BASE\nWORKDIR /var/run/app\nCOPY f /var/run/app-file\n\
                       COPY g /base/dir\nCOPY f /base/link\nCOPY f ./here\n";
     for backend in common::BACKENDS {
-        *world.isolation.borrow_mut() = backend.into();
+        *world.isolation.lock().unwrap() = backend.into();
         let built = world.build(dockerfile, &[("f", "f\n"), ("g", "g\n")], &[]);
         built.ok();
         let fs = built.unpack();

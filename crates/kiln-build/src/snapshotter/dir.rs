@@ -67,6 +67,10 @@ impl DirSnapshotter {
 }
 
 impl Snapshotter for DirSnapshotter {
+    fn forget_index(&mut self) {
+        self.index = None;
+    }
+
     fn prepare(&mut self, at: &str, scan: bool, single: bool) -> Result<Active, BuildError> {
         let mut clock = SnapshotClock::start();
         let before = if scan && !single {
@@ -153,10 +157,6 @@ impl Snapshotter for DirSnapshotter {
 
     fn take_snapshot_stats(&mut self) -> Option<SnapshotStats> {
         self.last_snapshot.take()
-    }
-
-    fn lazy(&self) -> bool {
-        self.lazy
     }
 
     fn extracted_root(&self) -> Option<&Path> {

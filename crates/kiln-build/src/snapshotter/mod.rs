@@ -62,10 +62,9 @@ pub(crate) trait Snapshotter {
     /// What the last snapshot cost, once (none when the last step took none).
     fn take_snapshot_stats(&mut self) -> Option<SnapshotStats>;
 
-    /// True for a tree holding only this stage's additions (its base never extracted).
-    fn lazy(&self) -> bool {
-        false
-    }
+    /// The tree was changed by something other than a step (cached layers extracted into
+    /// it): what is known of it is stale.
+    fn forget_index(&mut self) {}
 
     /// The whole extracted tree, when there is one a later stage may read directly.
     fn extracted_root(&self) -> Option<&Path> {
@@ -131,11 +130,6 @@ impl StageFs {
         }
     }
 
-    /// True for a tree holding only this stage's additions.
-    pub(crate) fn lazy(&self) -> bool {
-        self.0.lazy()
-    }
-
     /// Starts `--single-snapshot` bookkeeping.
     pub(crate) fn start_single(&mut self, at: &str) -> Result<(), BuildError> {
         self.0.start_single(at)
@@ -153,6 +147,11 @@ impl StageFs {
     /// What the last snapshot cost, once.
     pub(crate) fn take_snapshot_stats(&mut self) -> Option<SnapshotStats> {
         self.0.take_snapshot_stats()
+    }
+
+    /// The tree was changed by something other than a step.
+    pub(crate) fn forget_index(&mut self) {
+        self.0.forget_index()
     }
 
     /// The whole extracted tree, when a later stage may read it directly.

@@ -67,7 +67,7 @@ impl StageRun<'_> {
         {
             dest.push('/');
         }
-        if self.fs.lazy() && !dest.ends_with('/') {
+        if self.lazy && !dest.ends_with('/') {
             // Without the base's files: whether the destination is a directory (or a link to
             // one) in the base decides where the files go; its layers' tar headers tell.
             dest = self.through_base(&dest, &at, keyword)?;
@@ -81,7 +81,7 @@ impl StageRun<'_> {
             None => None,
             Some(from) => Some(self.source_view(&from.value, &at)?),
         };
-        let lazy = self.fs.lazy();
+        let lazy = self.lazy;
         let context = self.context;
         let single = self.single;
         let writer = self.layer_writer();
@@ -134,7 +134,7 @@ impl StageRun<'_> {
             .map(|w| w.value.clone())
             .collect();
         let only_repos = sources.is_empty() && !repos.is_empty();
-        let (_, layer) = self.fs.step(&writer, &at, false, single, |root| {
+        let (_, layer) = self.fs_mut().step(&writer, &at, false, single, |root| {
             let owner = chown.as_ref().map(|spec| users::resolve_chown(root, spec));
             let spec = CopySpec {
                 sources,

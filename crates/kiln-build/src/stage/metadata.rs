@@ -131,18 +131,17 @@ impl StageRun<'_> {
         &mut self,
         instruction: &Instruction,
         path: &kiln_dockerfile::instructions::Word,
-    ) -> Result<(), BuildError> {
+    ) -> Result<Option<Layer>, BuildError> {
         let at = self.at(instruction);
         let bad = |message: String| BuildError::Instruction {
             at: at.clone(),
             keyword: instruction.keyword(),
             message,
         };
-        let config = &mut self.image.config;
-        let dir = paths::absolute(&image::working_dir(config), &path.value);
-        config.config_mut().working_dir = Some(dir.clone());
+        let dir = self.workdir_target(&path.value);
+        self.image.config.config_mut().working_dir = Some(dir.clone());
         let mut made = dir.clone();
-        if self.fs.lazy() {
+        if self.lazy {
             // Without the base's files, its layers' listing says what is missing (and
             // where its symlinks lead).
             self.load_base_listing(&at, "WORKDIR")?;
@@ -150,9 +149,12 @@ impl StageRun<'_> {
                 made = listing.resolve(&dir).map_err(|e| bad(e.to_string()))?;
             }
         }
-        let layer = self.workdir(&made, &at)?;
-        self.record(instruction, layer);
-        Ok(())
+        self.workdir(&made, &at)
+    }
+
+    /// The directory `WORKDIR path` makes the working directory.
+    pub(super) fn workdir_target(&self, path: &str) -> String {
+        paths::absolute(&image::working_dir(&self.image.config), path)
     }
 
     /// Creates a missing WORKDIR (owned by the stage's USER, as BuildKit does).
@@ -169,7 +171,11 @@ impl StageRun<'_> {
         let in_base = |path: &str| {
             listing.is_some_and(|l| l.kind(path) == Some(&kiln_fs::listing::PathKind::Dir))
         };
-        let (_, layer) = self.fs.step(&writer, at, false, single, |root| {
+        let fs = self
+            .fs
+            .as_mut()
+            .expect("a file-changing step calls ensure_fs first");
+        let (_, layer) = fs.step(&writer, at, false, single, |root| {
             let rel = paths::resolve_in_root(root, dir, true).map_err(|e| bad(e.to_string()))?;
             if paths::host(root, &rel).is_dir() || in_base(&rel) {
                 return Ok(((), Writes::default()));

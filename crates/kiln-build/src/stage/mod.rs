@@ -3,10 +3,12 @@
 //! converter splits them: [`run`] (RUN), [`copy_add`] (COPY and ADD), [`metadata`] (the config
 //! instructions and WORKDIR); this module holds the stage's state and the dispatch.
 
+mod cached;
 mod copy_add;
 mod metadata;
 mod run;
 
+use crate::cache::Cache;
 use crate::context::ContextView;
 use crate::error::BuildError;
 use crate::image::{self, env_pairs, set_env};
@@ -27,6 +29,7 @@ use std::time::Instant;
 #[derive(Clone, Copy)]
 pub(crate) struct StageServices<'a> {
     pub(crate) layers: &'a LayerServices,
+    pub(crate) cache: &'a Cache,
     pub(crate) opts: &'a BuildOptions,
     pub(crate) reporter: &'a dyn Reporter,
     pub(crate) backend: Backend,
@@ -44,7 +47,19 @@ pub(crate) struct StageRun<'a> {
     /// Stage names (lower case) to indexes.
     names: HashMap<String, usize>,
     image: StageImage,
-    fs: StageFs,
+    /// The stage's tree, made when the first step that must run needs it (a stage whose
+    /// steps are all found in the cache never has one).
+    fs: Option<StageFs>,
+    /// The tree holds only what the stage adds (its base is read through listings).
+    lazy: bool,
+    /// Layers taken from the cache since the tree was made: not in it yet.
+    pending: Vec<Layer>,
+    /// Trees made so far (an overlay tree is made again to take cached layers).
+    trees: usize,
+    /// The cache key of the last file-changing step (or the base's description).
+    chain: String,
+    /// The stage's first miss was explained (later ones follow from it).
+    miss_explained: bool,
     stage_dir: PathBuf,
     /// The environment RUN sees, as BuildKit keeps it: the base's, then every ENV and every
     /// ARG with a value in instruction order (the later wins; the image's `Env` gets only the
@@ -97,12 +112,7 @@ impl<'a> StageRun<'a> {
         finished: &'a Mutex<HashMap<usize, Arc<Finished>>>,
         context: &'a ContextView,
     ) -> Result<StageRun<'a>, BuildError> {
-        let StageServices {
-            layers,
-            opts,
-            reporter,
-            backend,
-        } = services;
+        let StageServices { layers, opts, .. } = services;
         let label = match &stage.name {
             Some(n) => n.clone(),
             None => format!("#{}", stage.index),
@@ -154,32 +164,20 @@ impl<'a> StageRun<'a> {
         }
         let run_env = inherited.unwrap_or_else(|| env_pairs(&image.config).into_iter().collect());
         let lazy = !needs_rootfs && !single && !from_scratch;
-        let ignore = &opts.ignore_paths;
-        let fs = if lazy {
-            let root = stage_dir.join("rootfs");
-            std::fs::create_dir_all(&root).map_err(BuildError::io("creating", &root))?;
-            if matches!(stage.base, Base::Image { .. }) {
-                reporter.info(&format!(
-                    "[{}/{}] stage {label} only adds files: its base layers are not downloaded",
-                    position.0, position.1
-                ));
+        let chain = match &stage.base {
+            Base::Scratch => "base scratch".to_owned(),
+            Base::Image { reference } => {
+                let r = resolved
+                    .get(reference)
+                    .expect("base images are resolved before stages run");
+                format!("base image {reference}@{}", r.digest)
             }
-            StageFs::dir(root, true, ignore)
-        } else if backend == Backend::Overlay {
-            let lowers = layers.unpacked_layers(&image.layers)?;
-            StageFs::overlay(stage_dir.clone(), lowers, ignore)
-        } else {
-            let root = stage_dir.join("rootfs");
-            if !from_scratch {
-                reporter.info(&format!(
-                    "[{}/{}] extracting the base of stage {label} ({} layers)",
-                    position.0,
-                    position.1,
-                    image.layers.len()
-                ));
-            }
-            layers.materialize(&image.layers, &root)?;
-            StageFs::dir(root, false, ignore)
+            Base::Stage { index, .. } => finished
+                .lock()
+                .expect("no stage thread panics while holding the lock")
+                .get(index)
+                .map(|f| f.chain.clone())
+                .expect("a base stage is built in an earlier wave"),
         };
         let mut run = StageRun {
             services,
@@ -195,7 +193,12 @@ impl<'a> StageRun<'a> {
                 .filter_map(|s| s.name.as_ref().map(|n| (n.to_ascii_lowercase(), s.index)))
                 .collect(),
             image,
-            fs,
+            fs: None,
+            lazy,
+            pending: Vec::new(),
+            trees: 0,
+            chain,
+            miss_explained: false,
             stage_dir,
             run_env,
             volumes: Vec::new(),
@@ -206,7 +209,8 @@ impl<'a> StageRun<'a> {
             platform,
         };
         if single {
-            run.fs.start_single("--single-snapshot")?;
+            run.ensure_fs()?;
+            run.fs_mut().start_single("--single-snapshot")?;
         }
         // Proxy build args reach RUN without being declared (as in BuildKit).
         for name in kiln_dockerfile::plan::PROXY_ARGS {
@@ -215,6 +219,87 @@ impl<'a> StageRun<'a> {
             }
         }
         Ok(run)
+    }
+
+    /// The stage's tree, once [`StageRun::ensure_fs`] made it.
+    fn fs_mut(&mut self) -> &mut StageFs {
+        self.fs
+            .as_mut()
+            .expect("a step that writes the tree calls ensure_fs first")
+    }
+
+    /// Makes the stage's tree ready for a step that runs: made from the stage's layers so
+    /// far (its base and the steps found in the cache) the first time, and brought up to date
+    /// with the layers taken from the cache since.
+    fn ensure_fs(&mut self) -> Result<(), BuildError> {
+        let StageServices {
+            layers,
+            opts,
+            reporter,
+            backend,
+            ..
+        } = self.services;
+        let ignore = &opts.ignore_paths;
+        let (position, label) = (self.position, self.label.clone());
+        if self.fs.is_some() && self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        if self.lazy {
+            // Only the stage's additions are on disk: the base and the cached layers are read
+            // through their listing.
+            if self.base_layers.len() != self.image.layers.len() {
+                self.base_layers = self.image.layers.clone();
+                self.base_listing = None;
+            }
+            if self.fs.is_none() {
+                let root = self.stage_dir.join("rootfs");
+                std::fs::create_dir_all(&root).map_err(BuildError::io("creating", &root))?;
+                if matches!(self.stage.base, Base::Image { .. }) {
+                    reporter.info(&format!(
+                        "[{}/{}] stage {label} only adds files: its base layers are not downloaded",
+                        position.0, position.1
+                    ));
+                }
+                self.fs = Some(StageFs::dir(root, true, ignore));
+            }
+            return Ok(());
+        }
+        if backend == Backend::Overlay {
+            // Lowers are unpacked layers; layers this stage wrote are unpacked already.
+            let lowers = layers.unpacked_layers(&self.image.layers)?;
+            self.trees += 1;
+            let dir = if self.trees == 1 {
+                self.stage_dir.clone()
+            } else {
+                self.stage_dir.join(format!("tree-{}", self.trees))
+            };
+            self.fs = Some(StageFs::overlay(dir, lowers, ignore));
+            return Ok(());
+        }
+        match &mut self.fs {
+            Some(fs) => {
+                let root = fs
+                    .extracted_root()
+                    .expect("a tree that is not lazy is extracted");
+                layers.materialize(&pending, &root)?;
+                fs.forget_index();
+            }
+            None => {
+                let root = self.stage_dir.join("rootfs");
+                if !self.image.layers.is_empty() {
+                    reporter.info(&format!(
+                        "[{}/{}] extracting the base of stage {label} ({} layers)",
+                        position.0,
+                        position.1,
+                        self.image.layers.len()
+                    ));
+                }
+                layers.materialize(&self.image.layers, &root)?;
+                self.fs = Some(StageFs::dir(root, false, ignore));
+            }
+        }
+        Ok(())
     }
 
     /// Writes this stage's layers into the store.
@@ -250,16 +335,22 @@ impl<'a> StageRun<'a> {
             };
             self.services.reporter.step_started(&info);
             let started = Instant::now();
-            self.step(instruction, &info)?;
+            let cached = self.cached_or_run(instruction, &info, i + 1)?;
+            let snapshot = match (&cached, &mut self.fs) {
+                (None, Some(fs)) => fs.take_snapshot_stats(),
+                _ => None,
+            };
             let done = StepDone {
                 elapsed: started.elapsed(),
-                snapshot: self.fs.take_snapshot_stats(),
+                snapshot,
+                cached,
             };
             self.services.reporter.step_finished(&info, &done);
         }
         if self.single {
             let at = format!("stage {}", self.label);
-            if let Some(layer) = self.fs.finish_single(&self.layer_writer(), &at)? {
+            let writer = self.layer_writer();
+            if let Some(layer) = self.fs_mut().finish_single(&writer, &at)? {
                 let created = self.services.opts.created();
                 self.image.config.push_step(
                     Some(layer.diff_id.clone()),
@@ -268,11 +359,16 @@ impl<'a> StageRun<'a> {
                 self.image.layers.push(layer);
             }
         }
-        let rootfs = self.fs.extracted_root();
+        // A tree missing the cached layers taken after its last step is not the stage's.
+        let rootfs = match &self.fs {
+            Some(fs) if self.pending.is_empty() => fs.extracted_root(),
+            _ => None,
+        };
         Ok(Finished {
             image: self.image,
             rootfs,
             run_env: self.run_env,
+            chain: self.chain,
         })
     }
 
@@ -290,24 +386,22 @@ impl<'a> StageRun<'a> {
         }
     }
 
-    /// Runs one instruction: dispatched to its family.
-    fn step(&mut self, instruction: &Instruction, info: &StepInfo) -> Result<(), BuildError> {
+    /// Runs one instruction, dispatched to its family. A step that changes files returns its
+    /// layer (none when nothing changed) for the caller to record; the others record
+    /// themselves and return `None`.
+    fn step(
+        &mut self,
+        instruction: &Instruction,
+        info: &StepInfo,
+    ) -> Result<Option<Option<Layer>>, BuildError> {
         match &instruction.command {
-            Command::From { .. } => Ok(()),
+            Command::From { .. } => Ok(None),
             Command::Run {
                 command, heredocs, ..
-            } => {
-                let layer = self.run(instruction, command, heredocs, info)?;
-                self.record(instruction, layer);
-                Ok(())
-            }
-            Command::Copy(args) | Command::Add(args) => {
-                let layer = self.copy(instruction, args)?;
-                self.record(instruction, layer);
-                Ok(())
-            }
-            Command::Workdir { path } => self.workdir_instruction(instruction, path),
-            _ => self.metadata(instruction),
+            } => self.run(instruction, command, heredocs, info).map(Some),
+            Command::Copy(args) | Command::Add(args) => self.copy(instruction, args).map(Some),
+            Command::Workdir { path } => self.workdir_instruction(instruction, path).map(Some),
+            _ => self.metadata(instruction).map(|()| None),
         }
     }
 

@@ -144,7 +144,7 @@ impl StageRun<'_> {
         let writer = self.layer_writer();
         let namespaces = self.services.backend != (Backend::Chroot { namespaces: false });
         let volumes = self.volumes.clone();
-        let (_, layer) = self.fs.step(&writer, &at, true, single, |root| {
+        let (_, layer) = self.fs_mut().step(&writer, &at, true, single, |root| {
             // A VOLUME declared in this stage exists for the RUN steps after it (kaniko and
             // buildah make it; BuildKit's RUN would fail to write there): made here, it lands
             // in this step's layer.

@@ -78,6 +78,20 @@ impl Client {
         }))
     }
 
+    /// Fetches a manifest from exactly this repository (no mirrors, no registry map):
+    /// `None` when the registry has nothing under that tag or digest (404). The build cache
+    /// asks this of its cache repository.
+    pub async fn fetch_manifest_if_present(
+        &self,
+        reference: &Reference,
+    ) -> Result<Option<FetchedManifest>, RegistryError> {
+        match self.fetch_manifest_from(reference, Direction::Pull).await {
+            Ok(m) => Ok(Some(m)),
+            Err(RegistryError::Status { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn fetch_manifest_from(
         &self,
         source: &Reference,

@@ -129,6 +129,30 @@ pub(crate) struct BuildArgs {
     /// Manifest format: docker (v2 schema 2, every registry takes it) or oci.
     #[arg(long, value_enum, default_value = "docker")]
     pub(super) image_format: FormatFlag,
+    /// Also look steps up in, and push them to, a registry cache repository (kaniko's flag).
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
+    pub(super) cache: bool,
+    /// The cache repository for --cache (default: the first destination's repository + /cache).
+    #[arg(long, value_name = "REPO")]
+    pub(super) cache_repo: Option<String>,
+    /// Cache entries older than this are not used (Go duration, default 336h = two weeks).
+    #[arg(long, value_name = "DURATION")]
+    pub(super) cache_ttl: Option<String>,
+    /// Cache RUN steps in the cache repository (default true).
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true", require_equals = true)]
+    pub(super) cache_run_layers: bool,
+    /// Cache COPY and ADD steps in the cache repository too (default false, as kaniko).
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
+    pub(super) cache_copy_layers: bool,
+    /// Use the cache repository without pushing new entries to it.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
+    pub(super) no_push_cache: bool,
+    /// Base images cached in a directory by `kiln warm` / kaniko's warmer (not implemented yet).
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub(super) cache_dir: Option<String>,
+    /// Run every step again instead of taking it from the cache (entries are still recorded).
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
+    pub(super) no_cache: bool,
     /// Do not check push access to the destinations before building.
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
     pub(super) skip_push_permission_check: bool,
@@ -140,23 +164,9 @@ pub(crate) struct BuildArgs {
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub(super) force: Option<String>,
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    pub(super) cache: Option<String>,
-    #[arg(long, hide = true)]
-    pub(super) cache_repo: Option<String>,
-    #[arg(long, hide = true)]
-    pub(super) cache_dir: Option<String>,
-    #[arg(long, hide = true)]
-    pub(super) cache_ttl: Option<String>,
-    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    pub(super) cache_copy_layers: Option<String>,
-    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    pub(super) cache_run_layers: Option<String>,
-    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub(super) ignore_var_run: Option<String>,
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub(super) compressed_caching: Option<String>,
-    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    pub(super) no_push_cache: Option<String>,
     #[arg(long, hide = true)]
     pub(super) image_fs_extract_retry: Option<String>,
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", require_equals = true)]

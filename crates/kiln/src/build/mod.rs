@@ -75,6 +75,8 @@ fn build_and_write(
             digest = builder.push(&image, destination)?;
         }
     }
+    // Cache entries pushed in the background finish after the image's push, never before.
+    builder.finish_cache();
     if let Some(path) = &args.digest_file {
         kiln_build::output::write_file_atomically(path, digest.to_string().as_bytes())?;
     }

@@ -7,12 +7,15 @@ use crate::printer::Printer;
 use crate::registry_flags::docker_config;
 use anyhow::{bail, Context, Result};
 use kiln_build::context::PreparedContext;
-use kiln_build::{BuildOptions, ImageFormat, Isolation, Reporter};
+use kiln_build::{
+    BuildOptions, CacheOptions, ImageFormat, Isolation, RegistryCacheOptions, Reporter,
+};
 use kiln_fs::compress::Encoding;
 use kiln_oci::Platform;
 use kiln_registry::Reference;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// What a build needs besides the builder: the options, the prepared context (kept until the
 /// build ends) and the destinations.
@@ -51,24 +54,11 @@ pub(super) fn translate(
             ));
         }
     }
-    for (flag, value) in [
-        (
-            "--cache",
-            args.cache.as_deref().is_some_and(|v| v != "false"),
-        ),
-        ("--cache-repo", args.cache_repo.is_some()),
-        ("--cache-dir", args.cache_dir.is_some()),
-        ("--cache-ttl", args.cache_ttl.is_some()),
-        ("--cache-copy-layers", args.cache_copy_layers.is_some()),
-        ("--cache-run-layers", args.cache_run_layers.is_some()),
-        ("--compressed-caching", args.compressed_caching.is_some()),
-        ("--no-push-cache", args.no_push_cache.is_some()),
-    ] {
-        if value {
-            reporter.warn(&format!(
-                "{flag}: layer caching is not implemented yet; building without a cache"
-            ));
-        }
+    if args.compressed_caching.is_some() {
+        reporter.info("--compressed-caching: kiln never holds cached layers in memory; ignored");
+    }
+    if args.cache_dir.is_some() {
+        reporter.warn("--cache-dir: base images pre-filled by a warmer are not read yet; building without them");
     }
     if args.push_ignore_immutable_tag_errors.is_some() {
         reporter.warn(
@@ -232,6 +222,7 @@ pub(super) fn translate(
     let dockerfile =
         kiln_build::context::read_dockerfile(&args.dockerfile, &context.dir, &registry, &contexts)
             .with_context(|| format!("--dockerfile {}", args.dockerfile))?;
+    let cache = cache_options(args, &destinations)?;
     let options = BuildOptions {
         context_dir: context.dir.clone(),
         dockerfile_text: dockerfile.text,
@@ -264,6 +255,7 @@ pub(super) fn translate(
         skip_push_permission_check: args.skip_push_permission_check,
         all_stages: !args.skip_unused_stages.unwrap_or(!as_executor),
         annotations,
+        cache,
     };
     Ok(Translated {
         options,
@@ -345,6 +337,74 @@ fn key_value(flag: &str, value: &str) -> Result<(String, String)> {
 }
 
 /// A boolean as kaniko (Go's strconv.ParseBool) spells it.
+/// The build cache flags: the kiln dir always; a registry repository with `--cache=true`.
+fn cache_options(args: &BuildArgs, destinations: &[Reference]) -> Result<CacheOptions> {
+    let mut options = CacheOptions {
+        use_kiln_dir: !args.no_cache,
+        registry: None,
+    };
+    let ttl = match &args.cache_ttl {
+        Some(text) => go_duration(text).with_context(|| format!("--cache-ttl {text:?}"))?,
+        None => Duration::from_secs(14 * 24 * 3600),
+    };
+    if !args.cache {
+        return Ok(options);
+    }
+    let repo = match &args.cache_repo {
+        Some(text) => Reference::parse(text).with_context(|| format!("--cache-repo {text:?}"))?,
+        // kaniko's default: the first destination's repository + /cache.
+        None => match destinations.first() {
+            Some(d) => Reference::parse(&format!("{}/{}/cache", d.registry, d.repository))
+                .with_context(|| format!("--cache-repo (from --destination {d})"))?,
+            None => bail!("--cache=true needs --cache-repo when there is no --destination"),
+        },
+    };
+    options.registry = Some(RegistryCacheOptions {
+        repo,
+        ttl,
+        push: !args.no_push_cache,
+        run_layers: args.cache_run_layers,
+        copy_layers: args.cache_copy_layers,
+    });
+    Ok(options)
+}
+
+/// A Go duration (`336h`, `1h30m`, `90s`, `1.5h`), as kaniko's `--cache-ttl` takes it.
+fn go_duration(text: &str) -> Result<Duration> {
+    let mut rest = text.trim();
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        bail!("expected a duration such as 336h or 30m");
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..number_len]
+            .parse()
+            .map_err(|_| anyhow::anyhow!("expected a duration such as 336h or 30m"))?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            unit => bail!("unknown unit {unit:?} (use h, m, s, ms, us or ns)"),
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds;
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
 fn parse_bool(value: &str) -> Option<bool> {
     match value {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),

@@ -14,7 +14,7 @@ pub(crate) struct World {
     pub kiln_dir: tempfile::TempDir,
     pub docker_config: tempfile::TempDir,
     /// `--isolation` for every build (`auto` unless a test picks a backend).
-    pub isolation: std::cell::RefCell<String>,
+    pub isolation: std::sync::Mutex<String>,
 }
 
 /// The RUN backends a test runs its scenario with.
@@ -37,7 +37,7 @@ impl World {
             registry,
             kiln_dir: tempfile::tempdir().unwrap(),
             docker_config,
-            isolation: std::cell::RefCell::new("auto".into()),
+            isolation: std::sync::Mutex::new("auto".into()),
         }
     }
 
@@ -101,7 +101,7 @@ impl World {
         let ctx = context.to_str().unwrap().to_owned();
         let lay = layout.to_str().unwrap().to_owned();
         let base_arg = format!("BASE={}", self.base);
-        let isolation = self.isolation.borrow().clone();
+        let isolation = self.isolation.lock().unwrap().clone();
         let mut args = vec![
             "build",
             "--context",

@@ -1,0 +1,395 @@
+//! The build cache end to end: which steps run again after each kind of change (read from
+//! the step lines), a warm kiln dir, a registry cache repository shared by two kiln dirs,
+//! TTL expiry, damaged and unreachable caches, and images from cache equal to images built
+//! without it. A real registry; skopeo reads the cache repository.
+
+mod common;
+
+use common::World;
+use std::path::Path;
+
+/// The file-changing steps that ran, and those taken from the cache, each named by its
+/// first two words (`RUN cat`, `COPY src/`), from the step lines.
+fn steps(stderr: &str) -> (Vec<String>, Vec<String>) {
+    let mut ran = Vec::new();
+    let mut cached = Vec::new();
+    for line in stderr.lines() {
+        let Some(at) = line.find("] STEP ") else {
+            continue;
+        };
+        let Some((_, text)) = line[at..].split_once(": ") else {
+            continue;
+        };
+        if text.contains("(started)") || text.starts_with("not in the cache") {
+            continue;
+        }
+        let name: Vec<&str> = text.split_whitespace().take(2).collect();
+        let name = name.join(" ");
+        if !(name.starts_with("RUN") || name.starts_with("COPY") || name.starts_with("WORKDIR")) {
+            continue;
+        }
+        if text.contains("  CACHED (") {
+            cached.push(name);
+        } else {
+            ran.push(name);
+        }
+    }
+    (ran, cached)
+}
+
+const ALL: [&str; 5] = [
+    "RUN echo",
+    "COPY deps.txt",
+    "RUN cat",
+    "COPY src/",
+    "RUN ls",
+];
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// The manifest digest an OCI layout's index names.
+fn layout_digest(layout: &Path) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"][0]["digest"].as_str().unwrap().to_owned()
+}
+
+fn write(dir: &Path, name: &str, content: &str) {
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+const APP: &str = r#"ARG BASE
+FROM $BASE
+ARG FLAVOR=plain
+RUN echo base-tools > /tools
+COPY deps.txt /app/deps.txt
+RUN cat /app/deps.txt > /app/installed && echo "$FLAVOR" >> /app/installed
+COPY src/ /app/src/
+RUN ls /app/src > /app/listing
+"#;
+
+/// The context of [`APP`]: a dependency list, sources, and an ignored file.
+fn app_context() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "Dockerfile", APP);
+    write(dir.path(), ".dockerignore", "notes.md\n");
+    write(dir.path(), "deps.txt", "left-pad 1.0\n");
+    write(dir.path(), "src/main.sh", "echo main\n");
+    write(dir.path(), "notes.md", "not in the image\n");
+    dir
+}
+
+#[test]
+fn each_change_reruns_exactly_the_steps_after_it() {
+    let world = World::new();
+    let ctx = app_context();
+    let dir = ctx.path();
+    let build = |extra: &[&str]| {
+        let built = world.build_in(dir, extra);
+        built.ok();
+        let (ran, cached) = steps(&built.stderr());
+        (ran, cached, built)
+    };
+    // First build: everything runs (5 file-changing steps: RUN, COPY, RUN, COPY, RUN).
+    let (ran, cached, _) = build(&[]);
+    assert_eq!(ran, names(&ALL), "first build runs every step");
+    assert!(cached.is_empty());
+
+    // Nothing changed: every step from the kiln dir.
+    let (ran, cached, built) = build(&[]);
+    assert!(ran.is_empty(), "{}", built.stderr());
+    assert_eq!(cached, names(&ALL));
+    assert!(
+        built.stderr().contains("5 of 5 steps from cache"),
+        "{}",
+        built.stderr()
+    );
+    assert!(built.stderr().contains("CACHED (kiln dir)"));
+    assert_eq!(built.unpack().read("/app/listing"), "main.sh\n");
+
+    // Touching mtimes, changing an ignored file, an unused build arg: still all cached.
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for f in ["deps.txt", "src/main.sh"] {
+        std::fs::File::options()
+            .write(true)
+            .open(dir.join(f))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    write(dir, "notes.md", "edited\n");
+    let (ran, _, built) = build(&["--build-arg", "UNUSED=1"]);
+    assert!(
+        ran.is_empty(),
+        "mtimes, ignored files and unused args change nothing:\n{}",
+        built.stderr()
+    );
+
+    // A source change: only the steps from its COPY on run again.
+    write(dir, "src/main.sh", "echo changed\n");
+    let (ran, cached, built) = build(&[]);
+    assert_eq!(ran, names(&ALL[3..]), "{}", built.stderr());
+    assert_eq!(cached, names(&ALL[..3]));
+    assert!(
+        built
+            .stderr()
+            .contains("not in the cache: content changed: src/main.sh"),
+        "the miss says why:\n{}",
+        built.stderr()
+    );
+
+    // A used build arg: from the first step that sees it.
+    let (ran, _, built) = build(&["--build-arg", "FLAVOR=spicy"]);
+    // Every RUN after the ARG sees it (as in BuildKit): all run again.
+    assert_eq!(ran, names(&ALL), "{}", built.stderr());
+    assert!(
+        built
+            .stderr()
+            .contains(r#"variable FLAVOR: "plain" → "spicy""#),
+        "{}",
+        built.stderr()
+    );
+    assert_eq!(
+        built.unpack().read("/app/installed"),
+        "left-pad 1.0\nspicy\n"
+    );
+
+    // A dependency change: from its COPY on.
+    write(dir, "deps.txt", "left-pad 2.0\n");
+    let (ran, cached, built) = build(&[]);
+    assert_eq!(ran, names(&ALL[1..]), "{}", built.stderr());
+    assert_eq!(cached, names(&ALL[..1]));
+
+    // --no-cache runs everything.
+    let (ran, _, _) = build(&["--no-cache"]);
+    assert_eq!(ran, names(&ALL));
+}
+
+#[test]
+fn a_new_base_image_invalidates_every_step() {
+    let world = World::new();
+    let ctx = app_context();
+    let built = world.build_in(ctx.path(), &[]);
+    built.ok();
+    // Another image under the same tag: a different manifest digest.
+    let other = kiln_test::BaseImage::build(
+        vec![kiln_test::busybox_layer().unwrap()],
+        serde_json::json!({"Env": ["PATH=/bin", "NEW=1"]}),
+    )
+    .unwrap();
+    world.push_base(&other, "busybox:latest");
+    let built = world.build_in(ctx.path(), &[]);
+    built.ok();
+    let (ran, cached) = steps(&built.stderr());
+    assert_eq!(ran, names(&ALL), "{}", built.stderr());
+    assert!(cached.is_empty());
+    assert!(
+        built
+            .stderr()
+            .contains("not in the cache: base image changed"),
+        "{}",
+        built.stderr()
+    );
+}
+
+#[test]
+fn an_image_from_cache_is_the_image_built_without_it() {
+    let world = World::new();
+    let ctx = app_context();
+    let digest = |built: &common::Built| layout_digest(&built.layout);
+    let first = world.build_in(ctx.path(), &["--reproducible"]);
+    first.ok();
+    let cached = world.build_in(ctx.path(), &["--reproducible"]);
+    cached.ok();
+    assert_eq!(steps(&cached.stderr()).0, Vec::<String>::new());
+    let fresh = world.build_in(ctx.path(), &["--reproducible", "--no-cache"]);
+    fresh.ok();
+    assert_eq!(digest(&first), digest(&cached));
+    assert_eq!(digest(&cached), digest(&fresh));
+}
+
+#[test]
+fn a_cache_entry_without_its_blob_is_a_miss_and_the_build_is_right() {
+    let world = World::new();
+    let ctx = app_context();
+    world.build_in(ctx.path(), &[]).ok();
+    // Damage the store: the blob of every cache entry's layer is cut short.
+    let entries = world.kiln_dir.path().join("store/cache/entries");
+    let mut damaged = 0;
+    for entry in std::fs::read_dir(&entries).unwrap() {
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        let Some(digest) = record["layer"]["descriptor"]["digest"].as_str() else {
+            continue;
+        };
+        let path = world
+            .kiln_dir
+            .path()
+            .join("store/blobs/sha256")
+            .join(digest.strip_prefix("sha256:").unwrap());
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, vec![0u8; len as usize / 2]).unwrap();
+        damaged += 1;
+    }
+    assert!(damaged > 0);
+    let built = world.build_in(ctx.path(), &[]);
+    let (ran, _) = steps(&built.stderr());
+    built.ok();
+    assert!(!ran.is_empty(), "{}", built.stderr());
+    assert_eq!(built.unpack().read("/app/listing"), "main.sh\n");
+}
+
+/// `--cache=true` against the test registry: two kiln dirs share the cache repository.
+#[test]
+fn a_cache_repo_serves_a_second_kiln_dir_without_downloading_layers() {
+    let world = World::new();
+    let ctx = app_context();
+    let repo = format!("{}/app/cache", world.registry.host());
+    let cache_flags = [
+        "--cache=true",
+        "--cache-repo",
+        repo.as_str(),
+        "--cache-copy-layers",
+    ];
+    let first = world.build_in(ctx.path(), &cache_flags);
+    first.ok();
+    assert!(first.stderr().contains("cache entr"), "{}", first.stderr());
+    // The entries are images any client reads.
+    let tags = kiln_test::skopeo_checked([
+        "list-tags".to_string(),
+        "--tls-verify=false".to_string(),
+        format!("docker://{repo}"),
+    ])
+    .unwrap();
+    let tags: serde_json::Value = serde_json::from_str(&tags).unwrap();
+    assert_eq!(tags["Tags"].as_array().unwrap().len(), 5, "{tags}");
+
+    // A fresh kiln dir (another pod): every step from the repository.
+    let second_world = World {
+        kiln_dir: tempfile::tempdir().unwrap(),
+        ..world
+    };
+    let second = second_world.build_in(ctx.path(), &cache_flags);
+    second.ok();
+    let (ran, cached) = steps(&second.stderr());
+    assert!(ran.is_empty(), "{}", second.stderr());
+    assert_eq!(cached.len(), 5);
+    assert!(
+        second.stderr().contains("CACHED (cache repo"),
+        "{}",
+        second.stderr()
+    );
+    assert!(
+        !second.stderr().contains("extracting"),
+        "a fully cached build unpacks nothing:\n{}",
+        second.stderr()
+    );
+    let fs = second.unpack();
+    assert_eq!(fs.read("/app/listing"), "main.sh\n");
+    assert_eq!(fs.read("/tools"), "base-tools\n");
+
+    // Without --cache-copy-layers, COPY steps run, and the RUN after them is still found.
+    let third_world = World {
+        kiln_dir: tempfile::tempdir().unwrap(),
+        ..second_world
+    };
+    let third = third_world.build_in(ctx.path(), &["--cache=true", "--cache-repo", &repo]);
+    third.ok();
+    let (ran, cached) = steps(&third.stderr());
+    assert_eq!(
+        ran,
+        names(&["COPY deps.txt", "COPY src/"]),
+        "{}",
+        third.stderr()
+    );
+    assert_eq!(
+        cached,
+        names(&["RUN echo", "RUN cat", "RUN ls"]),
+        "{}",
+        third.stderr()
+    );
+    assert_eq!(
+        third.unpack().read("/app/installed"),
+        "left-pad 1.0\nplain\n"
+    );
+
+    // An expired entry is a miss.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let fourth_world = World {
+        kiln_dir: tempfile::tempdir().unwrap(),
+        ..third_world
+    };
+    let fourth = fourth_world.build_in(
+        ctx.path(),
+        &[
+            "--cache=true",
+            "--cache-repo",
+            &repo,
+            "--cache-ttl",
+            "1s",
+            "--no-push-cache",
+        ],
+    );
+    fourth.ok();
+    let (ran, _) = steps(&fourth.stderr());
+    assert_eq!(ran.len(), 5, "{}", fourth.stderr());
+}
+
+#[test]
+fn an_unreachable_cache_repo_is_one_warning_and_the_build_goes_on() {
+    let world = World::new();
+    let ctx = app_context();
+    let port = kiln_test::free_port().unwrap();
+    let repo = format!("127.0.0.1:{port}/nowhere/cache");
+    let built = world.build_in(
+        ctx.path(),
+        &[
+            "--cache=true",
+            "--cache-repo",
+            &repo,
+            "--insecure-registry",
+            &format!("127.0.0.1:{port}"),
+        ],
+    );
+    built.ok();
+    let stderr = built.stderr();
+    let lookups = stderr
+        .lines()
+        .filter(|l| l.contains("building without it"))
+        .count();
+    assert_eq!(lookups, 1, "one warning for the lookups:\n{stderr}");
+    assert_eq!(built.unpack().read("/app/listing"), "main.sh\n");
+}
+
+#[test]
+fn concurrent_builds_share_one_kiln_dir() {
+    let world = World::new();
+    let contexts: Vec<tempfile::TempDir> = (0..8)
+        .map(|i| {
+            let ctx = app_context();
+            write(ctx.path(), "src/main.sh", &format!("echo {}\n", i % 2));
+            ctx
+        })
+        .collect();
+    let outputs: Vec<common::Built> = std::thread::scope(|scope| {
+        let handles: Vec<_> = contexts
+            .iter()
+            .map(|c| scope.spawn(|| world.build_in(c.path(), &[])))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for built in &outputs {
+        built.ok();
+        let listing = built.unpack().read("/app/listing");
+        assert_eq!(listing, "main.sh\n");
+    }
+    // And a build after them finds every step.
+    let after = world.build_in(contexts[0].path(), &[]);
+    after.ok();
+    assert!(steps(&after.stderr()).0.is_empty(), "{}", after.stderr());
+}
