@@ -42,6 +42,7 @@ fn options(kiln_dir: &Path) -> BuildOptions {
         skip_push_permission_check: true,
         all_stages: false,
         annotations: Default::default(),
+        cache: Default::default(),
     }
 }
 
