@@ -407,8 +407,18 @@ impl BlobWriter {
             .join(digested.digest.hex());
         match tmp.persist_noclobber(&dest) {
             Ok(_) => {}
-            // Someone stored the same content first: theirs is as good.
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {}
+            // Someone stored the same content first: theirs is as good, unless it is damaged
+            // (its size is wrong: cut short by a full disk or by hand); then ours replaces it.
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+                let intact = fs::metadata(&dest).is_ok_and(|m| m.len() == digested.size);
+                if !intact {
+                    e.file.persist(&dest).map_err(|e| StoreError::Io {
+                        op: "replace a damaged blob at",
+                        path: dest.clone(),
+                        source: e.error,
+                    })?;
+                }
+            }
             Err(e) => {
                 return Err(StoreError::Io {
                     op: "rename into place",

@@ -371,6 +371,14 @@ fn a_blob_writer_publishes_only_verified_content_and_never_replaces_a_blob() {
     writer.commit().unwrap();
     assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
     assert_eq!(fs::read(&path).unwrap(), content);
+
+    // A stored blob cut short (a full disk, a hand): the same content again replaces it.
+    fs::remove_file(&path).unwrap();
+    fs::write(&path, &content[..content.len() / 2]).unwrap();
+    let mut writer = store.blob_writer(Some(&desc)).unwrap();
+    std::io::Write::write_all(&mut writer, &content).unwrap();
+    writer.commit().unwrap();
+    assert_eq!(fs::read(&path).unwrap(), content);
 }
 
 #[test]

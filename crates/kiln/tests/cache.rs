@@ -274,8 +274,22 @@ fn a_cache_repo_serves_a_second_kiln_dir_without_downloading_layers() {
         kiln_dir: tempfile::tempdir().unwrap(),
         ..world
     };
-    let second = second_world.build_in(ctx.path(), &cache_flags);
+    let debug: Vec<&str> = cache_flags
+        .iter()
+        .copied()
+        .chain(["--verbosity", "debug"])
+        .collect();
+    let second = second_world.build_in(ctx.path(), &debug);
     second.ok();
+    // Looked up all at once, before the first step: every entry request comes before it.
+    let stderr = second.stderr();
+    let first_step = stderr.find("] STEP ").unwrap();
+    let lookups: Vec<usize> = stderr
+        .match_indices("/v2/app/cache/manifests/")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(lookups.len(), 5, "{stderr}");
+    assert!(lookups.iter().all(|&i| i < first_step), "{stderr}");
     let (ran, cached) = steps(&second.stderr());
     assert!(ran.is_empty(), "{}", second.stderr());
     assert_eq!(cached.len(), 5);

@@ -23,6 +23,7 @@ use crate::options::{CacheOptions, RegistryCacheOptions, Reporter};
 use crate::types::Layer;
 use kiln_fs::store::Records;
 use kiln_oci::{Descriptor, Digest};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -78,6 +79,8 @@ pub(crate) struct Cache {
     use_kiln_dir: bool,
     repo: Option<RepoCache>,
     pushes: Mutex<Vec<tokio::task::JoinHandle<Result<(), String>>>>,
+    /// Cache repository answers fetched ahead, by key.
+    prefetched: Mutex<HashMap<String, Result<registry::Found, String>>>,
     /// Steps that had a key, and those found.
     keyed: AtomicUsize,
     hits: AtomicUsize,
@@ -100,6 +103,7 @@ impl Cache {
                 pushes_off: AtomicBool::new(false),
             }),
             pushes: Mutex::new(Vec::new()),
+            prefetched: Mutex::new(HashMap::new()),
             keyed: AtomicUsize::new(0),
             hits: AtomicUsize::new(0),
         })
@@ -128,6 +132,45 @@ impl Cache {
             self.hits.fetch_add(1, Ordering::Relaxed);
         }
         hit
+    }
+
+    /// Looks up at once, in the cache repository, the keys of a stage's steps that the kiln
+    /// dir does not have: [`Cache::lookup`] then answers from what came back, so a stage of
+    /// many cached steps costs one round trip, not one per step.
+    pub(crate) fn prefetch(&self, layers: &LayerServices, keys: &[(String, StepKind)]) {
+        let mut handles = Vec::new();
+        for (key, kind) in keys {
+            let Some(repo) = self.repo_for(*kind) else {
+                continue;
+            };
+            if repo.lookups_off.load(Ordering::Relaxed)
+                || (self.use_kiln_dir && self.lookup_kiln_dir(layers, key).is_some())
+            {
+                continue;
+            }
+            let client = layers.shared_client();
+            let (reference, ttl, key) = (repo.options.repo.clone(), repo.options.ttl, key.clone());
+            handles.push(layers.spawn(async move {
+                let found = registry::lookup(&client, &reference, &key, ttl, now_secs()).await;
+                (key, found)
+            }));
+        }
+        if handles.is_empty() {
+            return;
+        }
+        let answers = layers.block_on(async {
+            let mut answers = Vec::with_capacity(handles.len());
+            for handle in handles {
+                if let Ok(answer) = handle.await {
+                    answers.push(answer);
+                }
+            }
+            answers
+        });
+        self.prefetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(answers);
     }
 
     fn lookup_kiln_dir(&self, layers: &LayerServices, key: &str) -> Option<Hit> {
@@ -186,13 +229,21 @@ impl Cache {
         if repo.lookups_off.load(Ordering::Relaxed) {
             return None;
         }
-        let found = layers.block_on(registry::lookup(
-            layers.client(),
-            &repo.options.repo,
-            key,
-            repo.options.ttl,
-            now_secs(),
-        ));
+        let ahead = self
+            .prefetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        let found = match ahead {
+            Some(found) => found,
+            None => layers.block_on(registry::lookup(
+                layers.client(),
+                &repo.options.repo,
+                key,
+                repo.options.ttl,
+                now_secs(),
+            )),
+        };
         match found {
             Ok(registry::Found::Entry(layer)) => Some(Hit {
                 layer: layer.map(|l| *l),

@@ -49,10 +49,10 @@ impl StageRun<'_> {
             return Ok(None);
         };
         let services = self.services;
-        let keyed = if self.single {
-            None
-        } else {
-            self.key_inputs(instruction)?
+        let keyed = match self.planned_keys.get_mut(number - 1).and_then(Option::take) {
+            Some(inputs) => Some(inputs),
+            None if self.single => None,
+            None => self.key_inputs(instruction)?,
         };
         let site = site(&services.opts.dockerfile_name, &self.label, number);
         if let Some(inputs) = &keyed {
@@ -110,6 +110,56 @@ impl StageRun<'_> {
         }
         self.record(instruction, layer);
         Ok(None)
+    }
+
+    /// Computes the keys of the stage's steps before any runs (the config instructions are
+    /// applied on the way and undone after) and has the cache look them all up at once. Keys
+    /// chain through inputs, never through results, so each is known without running the steps
+    /// before it; the walk stops at a step keyed only after it ran (an ADD of a URL without
+    /// `--checksum`).
+    pub(super) fn plan_keys(&mut self, steps: &[&Instruction]) {
+        if self.single {
+            return;
+        }
+        let saved = (
+            self.image.clone(),
+            self.run_env.clone(),
+            self.volumes.clone(),
+            self.cmd_set,
+            self.chain.clone(),
+        );
+        let mut planned = Vec::new();
+        let mut lookups = Vec::new();
+        for instruction in steps {
+            let Some(kind) = step_kind(&instruction.command) else {
+                if self.metadata(instruction).is_err() {
+                    break;
+                }
+                planned.push(None);
+                continue;
+            };
+            let Ok(Some(inputs)) = self.key_inputs(instruction) else {
+                break;
+            };
+            if let Command::Workdir { path } = &instruction.command {
+                let dir = self.workdir_target(&path.value);
+                self.image.config.config_mut().working_dir = Some(dir);
+            }
+            let key = inputs.key();
+            lookups.push((key.clone(), kind));
+            self.chain = key;
+            planned.push(Some(inputs));
+        }
+        (
+            self.image,
+            self.run_env,
+            self.volumes,
+            self.cmd_set,
+            self.chain,
+        ) = saved;
+        self.planned_keys = planned;
+        let services = self.services;
+        services.cache.prefetch(services.layers, &lookups);
     }
 
     /// A cached step's result: its layer (kept aside until a later step needs the tree) and,

@@ -8,7 +8,7 @@ mod copy_add;
 mod metadata;
 mod run;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, KeyInputs};
 use crate::context::ContextView;
 use crate::error::BuildError;
 use crate::image::{self, env_pairs, set_env};
@@ -60,6 +60,9 @@ pub(crate) struct StageRun<'a> {
     chain: String,
     /// The stage's first miss was explained (later ones follow from it).
     miss_explained: bool,
+    /// The key inputs of the steps, computed before the first ran (by step index; `None` for
+    /// a step without a key, and missing after a step keyed only once it ran).
+    planned_keys: Vec<Option<KeyInputs>>,
     stage_dir: PathBuf,
     /// The environment RUN sees, as BuildKit keeps it: the base's, then every ENV and every
     /// ARG with a value in instruction order (the later wins; the image's `Env` gets only the
@@ -199,6 +202,7 @@ impl<'a> StageRun<'a> {
             trees: 0,
             chain,
             miss_explained: false,
+            planned_keys: Vec::new(),
             stage_dir,
             run_env,
             volumes: Vec::new(),
@@ -326,6 +330,7 @@ impl<'a> StageRun<'a> {
         if let Some(c) = self.image.config.config.as_mut() {
             c.on_build = None;
         }
+        self.plan_keys(&steps);
         for (i, instruction) in steps.iter().enumerate() {
             let info = StepInfo {
                 stage: self.position,
