@@ -43,7 +43,8 @@ impl Builder {
             .map_err(BuildError::io("creating a build directory in", &builds))?
             .keep();
         let layers = LayerServices::new(&mut opts, reporter.clone(), build_dir.clone())?;
-        let cache = Cache::new(&opts.cache, &layers)?;
+        let mut cache = Cache::new(&opts.cache, &layers)?;
+        cache.load_inline(&layers, &*reporter, &opts.cache.from_images, &opts.platform);
         Ok(Builder {
             opts,
             reporter,
@@ -413,7 +414,11 @@ impl Builder {
             });
         }
         Ok(Resolved {
-            image: StageImage { config, layers },
+            image: StageImage {
+                config,
+                layers,
+                cache_keys: Vec::new(),
+            },
             digest: r.digest,
         })
     }
@@ -456,8 +461,15 @@ impl Builder {
             }
             ImageFormat::Oci => kiln_oci::ImageManifest::oci(config_descriptor.clone(), layers),
         };
+        let mut annotations = self.opts.annotations.clone();
+        if self.opts.cache.inline && !image.cache_keys.is_empty() {
+            annotations.insert(
+                crate::cache::inline::ANNOTATION.to_owned(),
+                crate::cache::inline::annotation(&image.cache_keys),
+            );
+        }
         let manifest = kiln_oci::ImageManifest {
-            annotations: self.opts.annotations.clone(),
+            annotations,
             ..manifest
         };
         let manifest_bytes = kiln_oci::Manifest::Image(manifest)

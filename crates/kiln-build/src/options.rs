@@ -95,17 +95,26 @@ pub struct BuildOptions {
 /// Where the build cache is read and written. Entries are always written to the kiln dir.
 #[derive(Debug, Clone)]
 pub struct CacheOptions {
-    /// Look steps up in the kiln dir (off with `--no-cache`).
-    pub use_kiln_dir: bool,
+    /// Take steps from the cache at all (off with `--no-cache`: every step runs, entries are
+    /// still recorded and pushed).
+    pub lookups: bool,
     /// A registry repository holding entries (`--cache=true`, `--cache-repo`).
     pub registry: Option<RegistryCacheOptions>,
+    /// Images whose manifests record their steps' keys (`--cache-from`), looked up after the
+    /// kiln dir.
+    pub from_images: Vec<Reference>,
+    /// Record the steps' keys in the built image's manifest (`--inline-cache`), for a later
+    /// build's `--cache-from`.
+    pub inline: bool,
 }
 
 impl Default for CacheOptions {
     fn default() -> Self {
         CacheOptions {
-            use_kiln_dir: true,
+            lookups: true,
             registry: None,
+            from_images: Vec::new(),
+            inline: false,
         }
     }
 }

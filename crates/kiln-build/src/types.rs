@@ -25,6 +25,9 @@ pub struct StageImage {
     pub config: ImageConfig,
     /// The layers, base first.
     pub layers: Vec<Layer>,
+    /// The cache key of each file-changing step built into it, with the index in `layers` of
+    /// the layer it made (none when it changed no file): what `--inline-cache` records.
+    pub cache_keys: Vec<(String, Option<usize>)>,
 }
 
 /// The finished image of a build.

@@ -407,3 +407,96 @@ fn concurrent_builds_share_one_kiln_dir() {
     after.ok();
     assert!(steps(&after.stderr()).0.is_empty(), "{}", after.stderr());
 }
+
+/// BuildKit's inline cache: the pushed image records its keys; another kiln dir builds from it.
+#[test]
+fn cache_from_a_pushed_image_with_inline_keys() {
+    let world = World::new();
+    let ctx = app_context();
+    let image = format!("{}/app:latest", world.registry.host());
+    let base_arg = format!("BASE={}", world.base);
+    let context = ctx.path().to_str().unwrap();
+    let push = |world: &World, extra: &[&str]| {
+        let mut args = vec![
+            "build",
+            "--context",
+            context,
+            "--destination",
+            &image,
+            "--build-arg",
+            &base_arg,
+            "--reproducible",
+        ];
+        args.extend_from_slice(extra);
+        let out = world.kiln(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let inspect = || {
+        let raw = kiln_test::skopeo_checked([
+            "inspect".to_string(),
+            "--raw".to_string(),
+            "--tls-verify=false".to_string(),
+            format!("docker://{image}"),
+        ])
+        .unwrap();
+        serde_json::from_str::<serde_json::Value>(&raw).unwrap()
+    };
+    // Without --inline-cache the manifest records nothing, and --cache-from says so.
+    push(&world, &[]);
+    assert!(inspect()["annotations"]["dev.kiln.cache.v1"].is_null());
+    let fresh = World {
+        kiln_dir: tempfile::tempdir().unwrap(),
+        ..world
+    };
+    let stderr = push(&fresh, &["--cache-from", &image]);
+    assert!(stderr.contains("records no cache keys"), "{stderr}");
+
+    push(&fresh, &["--inline-cache"]);
+    let manifest = inspect();
+    let keys: Vec<(String, Option<usize>)> = serde_json::from_str(
+        manifest["annotations"]["dev.kiln.cache.v1"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(keys.len(), 5, "{manifest}");
+    let digest_before = kiln_test::skopeo_checked([
+        "inspect".to_string(),
+        "--tls-verify=false".to_string(),
+        "--format={{.Digest}}".to_string(),
+        format!("docker://{image}"),
+    ])
+    .unwrap();
+
+    // Another kiln dir: every step from the image, nothing unpacked, the same image pushed.
+    let other = World {
+        kiln_dir: tempfile::tempdir().unwrap(),
+        ..fresh
+    };
+    let stderr = push(&other, &["--inline-cache", "--cache-from", &image]);
+    let (ran, cached) = steps(&stderr);
+    assert!(ran.is_empty(), "{stderr}");
+    assert_eq!(cached.len(), 5);
+    assert!(
+        stderr.contains(&format!("CACHED (image {image})")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("extracting"), "{stderr}");
+    let digest_after = kiln_test::skopeo_checked([
+        "inspect".to_string(),
+        "--tls-verify=false".to_string(),
+        "--format={{.Digest}}".to_string(),
+        format!("docker://{image}"),
+    ])
+    .unwrap();
+    assert_eq!(digest_before, digest_after);
+
+    // --no-cache takes nothing from it.
+    let stderr = push(&other, &["--cache-from", &image, "--no-cache"]);
+    assert_eq!(steps(&stderr).0.len(), 5, "{stderr}");
+}

@@ -12,6 +12,7 @@
 //! repository's first failure is one warning (and the repository is not asked again).
 
 mod explain;
+pub(crate) mod inline;
 mod key;
 mod registry;
 
@@ -76,9 +77,11 @@ struct RepoCache {
 /// The build's cache: lookups, new entries, and counts for the summary line.
 pub(crate) struct Cache {
     records: Records,
-    use_kiln_dir: bool,
+    lookups: bool,
     repo: Option<RepoCache>,
     pushes: Mutex<Vec<tokio::task::JoinHandle<Result<(), String>>>>,
+    /// Entries recorded in `--cache-from` images: key → layer, and the image it came from.
+    inline: HashMap<String, (Option<Layer>, String)>,
     /// Cache repository answers fetched ahead, by key.
     prefetched: Mutex<HashMap<String, Result<registry::Found, String>>>,
     /// Steps that had a key, and those found.
@@ -96,13 +99,14 @@ impl Cache {
     pub(crate) fn new(options: &CacheOptions, layers: &LayerServices) -> Result<Cache, BuildError> {
         Ok(Cache {
             records: layers.store().records()?,
-            use_kiln_dir: options.use_kiln_dir,
+            lookups: options.lookups,
             repo: options.registry.clone().map(|options| RepoCache {
                 options,
                 lookups_off: AtomicBool::new(false),
                 pushes_off: AtomicBool::new(false),
             }),
             pushes: Mutex::new(Vec::new()),
+            inline: HashMap::new(),
             prefetched: Mutex::new(HashMap::new()),
             keyed: AtomicUsize::new(0),
             hits: AtomicUsize::new(0),
@@ -125,8 +129,12 @@ impl Cache {
         kind: StepKind,
     ) -> Option<Hit> {
         self.keyed.fetch_add(1, Ordering::Relaxed);
+        if !self.lookups {
+            return None;
+        }
         let hit = self
             .lookup_kiln_dir(layers, key)
+            .or_else(|| self.lookup_inline(key))
             .or_else(|| self.lookup_repo(layers, reporter, key, kind));
         if hit.is_some() {
             self.hits.fetch_add(1, Ordering::Relaxed);
@@ -143,8 +151,10 @@ impl Cache {
             let Some(repo) = self.repo_for(*kind) else {
                 continue;
             };
-            if repo.lookups_off.load(Ordering::Relaxed)
-                || (self.use_kiln_dir && self.lookup_kiln_dir(layers, key).is_some())
+            if !self.lookups
+                || repo.lookups_off.load(Ordering::Relaxed)
+                || self.inline.contains_key(key)
+                || self.lookup_kiln_dir(layers, key).is_some()
             {
                 continue;
             }
@@ -173,10 +183,50 @@ impl Cache {
             .extend(answers);
     }
 
-    fn lookup_kiln_dir(&self, layers: &LayerServices, key: &str) -> Option<Hit> {
-        if !self.use_kiln_dir {
-            return None;
+    /// Reads the keys `--cache-from` images record (one manifest and config each); an image
+    /// kiln cannot use is one warning.
+    pub(crate) fn load_inline(
+        &mut self,
+        layers: &LayerServices,
+        reporter: &dyn Reporter,
+        images: &[kiln_registry::Reference],
+        platform: &kiln_oci::Platform,
+    ) {
+        for image in images {
+            let found = layers
+                .block_on(layers.client().resolve(image, platform))
+                .map_err(|e| e.to_string())
+                .and_then(|r| {
+                    let config =
+                        kiln_oci::ImageConfig::parse(&r.config).map_err(|e| e.to_string())?;
+                    inline::entries(&r.source, &r.manifest, &config)
+                });
+            match found {
+                Ok(entries) => {
+                    reporter.info(&format!(
+                        "--cache-from {image}: {} cached steps",
+                        entries.len()
+                    ));
+                    for (key, layer) in entries {
+                        self.inline
+                            .entry(key)
+                            .or_insert_with(|| (layer, format!("image {image}")));
+                    }
+                }
+                Err(why) => reporter.warn(&format!("--cache-from {image}: {why}; not used")),
+            }
         }
+    }
+
+    fn lookup_inline(&self, key: &str) -> Option<Hit> {
+        let (layer, from) = self.inline.get(key)?;
+        Some(Hit {
+            layer: layer.clone(),
+            from: from.clone(),
+        })
+    }
+
+    fn lookup_kiln_dir(&self, layers: &LayerServices, key: &str) -> Option<Hit> {
         let bytes = match self.records.get(key) {
             Ok(Some(b)) => b,
             Ok(None) => return None,

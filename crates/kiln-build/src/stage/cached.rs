@@ -62,7 +62,9 @@ impl StageRun<'_> {
                 .lookup(services.layers, services.reporter, &key, kind)
             {
                 tracing::debug!(key, from = %hit.from, "{}: cache hit", self.at(instruction));
+                let made = hit.layer.is_some();
                 self.take_cached(instruction, hit.layer);
+                self.note_key(&key, made);
                 self.chain = key;
                 return Ok(Some(hit.from));
             }
@@ -108,8 +110,17 @@ impl StageRun<'_> {
                 self.chain = inputs.key();
             }
         }
+        let made = layer.is_some();
         self.record(instruction, layer);
+        let chain = self.chain.clone();
+        self.note_key(&chain, made);
         Ok(None)
+    }
+
+    /// Notes the key of the step just recorded, with its layer's index when it made one.
+    fn note_key(&mut self, key: &str, made_layer: bool) {
+        let index = made_layer.then(|| self.image.layers.len() - 1);
+        self.image.cache_keys.push((key.to_owned(), index));
     }
 
     /// Computes the keys of the stage's steps before any runs (the config instructions are

@@ -134,6 +134,7 @@ impl<'a> StageRun<'a> {
                     StageImage {
                         config,
                         layers: Vec::new(),
+                        cache_keys: Vec::new(),
                     },
                     true,
                     None,

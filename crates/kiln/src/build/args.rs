@@ -150,6 +150,14 @@ pub(crate) struct BuildArgs {
     /// Base images cached in a directory by `kiln warm` / kaniko's warmer (not implemented yet).
     #[arg(long, value_name = "DIR", hide = true)]
     pub(super) cache_dir: Option<String>,
+    /// An image built with --inline-cache whose steps this build may reuse (BuildKit's inline
+    /// cache; e.g. the previous build's app:latest). Repeatable.
+    #[arg(long, value_name = "IMAGE")]
+    pub(super) cache_from: Vec<String>,
+    /// Record each step's cache key in the image's manifest, for a later build's --cache-from
+    /// (also `--build-arg BUILDKIT_INLINE_CACHE=1`, as BuildKit).
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
+    pub(super) inline_cache: bool,
     /// Run every step again instead of taking it from the cache (entries are still recorded).
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
     pub(super) no_cache: bool,

@@ -339,9 +339,20 @@ fn key_value(flag: &str, value: &str) -> Result<(String, String)> {
 /// A boolean as kaniko (Go's strconv.ParseBool) spells it.
 /// The build cache flags: the kiln dir always; a registry repository with `--cache=true`.
 fn cache_options(args: &BuildArgs, destinations: &[Reference]) -> Result<CacheOptions> {
+    let buildkit_inline = args.build_args.iter().any(|a| {
+        a.strip_prefix("BUILDKIT_INLINE_CACHE=")
+            .is_some_and(|v| parse_bool(v) == Some(true))
+    });
+    let from_images = args
+        .cache_from
+        .iter()
+        .map(|i| Reference::parse(i).with_context(|| format!("--cache-from {i:?}")))
+        .collect::<Result<Vec<_>>>()?;
     let mut options = CacheOptions {
-        use_kiln_dir: !args.no_cache,
+        lookups: !args.no_cache,
         registry: None,
+        from_images,
+        inline: args.inline_cache || buildkit_inline,
     };
     let ttl = match &args.cache_ttl {
         Some(text) => go_duration(text).with_context(|| format!("--cache-ttl {text:?}"))?,
