@@ -26,6 +26,8 @@ pub struct Builder {
     layers: LayerServices,
     cache: Cache,
     build_dir: PathBuf,
+    /// Held while the build runs: pruning never removes what a running build uses.
+    store_lock: Mutex<Option<kiln_fs::gc::StoreLock>>,
 }
 
 impl Builder {
@@ -43,6 +45,7 @@ impl Builder {
             .map_err(BuildError::io("creating a build directory in", &builds))?
             .keep();
         let layers = LayerServices::new(&mut opts, reporter.clone(), build_dir.clone())?;
+        let store_lock = Mutex::new(Some(layers.store().lock_shared()?));
         let mut cache = Cache::new(&opts.cache, &layers)?;
         cache.load_inline(&layers, &*reporter, &opts.cache.from_images, &opts.platform);
         Ok(Builder {
@@ -51,6 +54,7 @@ impl Builder {
             layers,
             cache,
             build_dir,
+            store_lock,
         })
     }
 
@@ -112,6 +116,41 @@ impl Builder {
     /// image's own push: entries never delay it). A failure is a warning, never an error.
     pub fn finish_cache(&self) {
         self.cache.finish_pushes(&self.layers, &*self.reporter);
+    }
+
+    /// Keeps the content store under `keep_bytes` (default: half of its file system), as the
+    /// last thing a build does: when no other build holds the store, the least recently used
+    /// blobs, unpacked layers and cache entries are removed until it fits. Returns what was
+    /// removed, or `None` when nothing had to be or other builds still run (the last one to
+    /// finish collects).
+    pub fn collect_garbage(
+        &self,
+        keep_bytes: Option<u64>,
+    ) -> Result<Option<kiln_fs::gc::PruneReport>, BuildError> {
+        drop(
+            self.store_lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        let store = self.layers.store();
+        let (fs_size, fs_used) = kiln_fs::gc::file_system_bytes(store.root())?;
+        let keep = keep_bytes.unwrap_or(fs_size / 2);
+        // The store cannot take more than its file system has in use: nothing to measure.
+        if fs_used <= keep {
+            return Ok(None);
+        }
+        let Some(lock) = store.try_lock_exclusive()? else {
+            return Ok(None);
+        };
+        if store.disk_usage() <= keep {
+            return Ok(None);
+        }
+        let policy = kiln_fs::gc::PrunePolicy {
+            keep_bytes: Some(keep),
+            ..Default::default()
+        };
+        Ok(Some(store.prune(&policy, &lock)?))
     }
 
     /// Removes this build's directory (`--cleanup`): its root file systems and scratch files.

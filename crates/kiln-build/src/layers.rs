@@ -182,6 +182,7 @@ impl LayerServices {
     pub(crate) fn ensure_blob(&self, layer: &Layer) -> Result<PathBuf, BuildError> {
         let path = self.store.blob_path(&layer.descriptor.digest);
         if path.is_file() {
+            kiln_fs::gc::touch(&path);
             return Ok(path);
         }
         let Some(source) = &layer.remote else {

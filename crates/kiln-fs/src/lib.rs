@@ -95,6 +95,7 @@ pub mod apply;
 mod at;
 pub mod compress;
 pub mod decompress;
+pub mod gc;
 pub mod image_path;
 pub mod layer;
 pub mod listing;

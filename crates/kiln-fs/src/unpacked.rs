@@ -95,6 +95,7 @@ impl UnpackedLayers {
     ) -> Result<(PathBuf, Option<ApplyStats>), StoreError> {
         let dest = self.path(diff_id);
         if dest.is_dir() {
+            crate::gc::touch(&dest);
             return Ok((dest, None));
         }
         let blob_path = self.store.blob_path(blob);

@@ -6,8 +6,10 @@
 mod build;
 mod outline;
 mod printer;
+mod prune;
 mod registry_flags;
 mod transfer;
+mod units;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -30,6 +32,8 @@ enum Commands {
     Pull(transfer::PullArgs),
     /// Push an image from an OCI layout to one or more registries.
     Push(transfer::PushArgs),
+    /// Free space in a kiln dir: least recently used blobs, layers and cache entries.
+    Prune(prune::PruneArgs),
     /// Print the version (kaniko's `executor version`).
     Version,
 }
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
         Commands::Outline(args) => outline::run(args),
         Commands::Pull(args) => transfer::pull(args),
         Commands::Push(args) => transfer::push(args),
+        Commands::Prune(args) => prune::run(args),
         Commands::Version => {
             print_version();
             Ok(())

@@ -500,3 +500,121 @@ fn cache_from_a_pushed_image_with_inline_keys() {
     let stderr = push(&other, &["--cache-from", &image, "--no-cache"]);
     assert_eq!(steps(&stderr).0.len(), 5, "{stderr}");
 }
+
+/// Bytes of the files under the store's blobs and unpacked layers.
+fn store_bytes(kiln_dir: &Path) -> u64 {
+    fn walk(p: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(m) = std::fs::symlink_metadata(p) else {
+            return 0;
+        };
+        let mut n = if m.is_file() { m.blocks() * 512 } else { 0 };
+        if m.is_dir() {
+            for e in std::fs::read_dir(p).unwrap().flatten() {
+                n += walk(&e.path());
+            }
+        }
+        n
+    }
+    walk(&kiln_dir.join("store/blobs")) + walk(&kiln_dir.join("store/layers"))
+}
+
+#[test]
+fn prune_and_the_size_cap_free_the_kiln_dir_and_builds_go_on() {
+    let world = World::new();
+    let ctx = app_context();
+    let kiln_dir = world.kiln_dir.path().to_str().unwrap().to_owned();
+    world.build_in(ctx.path(), &[]).ok();
+    assert!(store_bytes(world.kiln_dir.path()) > 0);
+    let prune = |args: &[&str]| {
+        let mut all = vec!["prune", "--kiln-dir", kiln_dir.as_str()];
+        all.extend_from_slice(args);
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(&all)
+            .output()
+            .unwrap()
+    };
+    // Nothing said: nothing removed.
+    let out = prune(&[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--all, --until"));
+
+    // Unused for an hour: nothing yet.
+    let out = prune(&["--until", "1h"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ran, _) = steps(&world.build_in(ctx.path(), &[]).stderr());
+    assert!(ran.is_empty(), "a recent cache survives --until 1h");
+
+    // Everything: the next build runs every step, and is right.
+    let out = prune(&["--all"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(store_bytes(world.kiln_dir.path()), 0);
+    let built = world.build_in(ctx.path(), &[]);
+    built.ok();
+    assert_eq!(steps(&built.stderr()).0, names(&ALL));
+    assert_eq!(built.unpack().read("/app/listing"), "main.sh\n");
+
+    // A cap of 64 KiB on the build itself: the store ends under it, builds still work.
+    let built = world.build_in(ctx.path(), &["--keep-storage", "64KiB", "--no-cache"]);
+    built.ok();
+    assert!(
+        built.stderr().contains("over its size cap"),
+        "{}",
+        built.stderr()
+    );
+    assert!(store_bytes(world.kiln_dir.path()) <= 64 * 1024);
+    world.build_in(ctx.path(), &[]).ok();
+
+    // While a build runs, prune refuses (it never removes what a build uses).
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "ARG BASE\nFROM $BASE\nRUN sleep 4\n",
+    );
+    let build_dirs = || {
+        std::fs::read_dir(world.kiln_dir.path().join("builds"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let before = build_dirs();
+    let base_arg = format!("BASE={}", world.base);
+    let mut running = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "build",
+            "--context",
+            ctx.path().to_str().unwrap(),
+            "--no-push",
+            "--build-arg",
+            &base_arg,
+            "--insecure-registry",
+            &world.registry.host(),
+            "--kiln-dir",
+            &kiln_dir,
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the build made its directory (it holds the store from then on).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while build_dirs() == before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let out = prune(&["--all"]);
+    let status = running.wait().unwrap();
+    assert!(status.success());
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("a build is using"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -255,6 +255,7 @@ impl Cache {
                     tracing::debug!(key, blob = %l.descriptor.digest, "cache entry without its blob: a miss");
                     return None;
                 }
+                kiln_fs::gc::touch(&path);
                 Some(Layer {
                     descriptor: l.descriptor,
                     diff_id: l.diff_id,

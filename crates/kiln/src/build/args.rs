@@ -158,6 +158,10 @@ pub(crate) struct BuildArgs {
     /// (also `--build-arg BUILDKIT_INLINE_CACHE=1`, as BuildKit).
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
     pub(super) inline_cache: bool,
+    /// Keep the kiln dir's store under this size (e.g. 20GB, 512MiB): after the build, the
+    /// least recently used content is removed (default: half of its file system).
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
+    pub(super) keep_storage: Option<u64>,
     /// Run every step again instead of taking it from the cache (entries are still recorded).
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
     pub(super) no_cache: bool,

@@ -6,7 +6,7 @@ mod args;
 mod options;
 
 pub(crate) use args::{rewrite_camel_case, BuildArgs, LogFormat, Verbosity};
-pub(crate) use options::build_args;
+pub(crate) use options::{build_args, kiln_dir};
 
 use crate::printer::Printer;
 use anyhow::Result;
@@ -34,6 +34,16 @@ fn run_build(mut args: BuildArgs, as_executor: bool, reporter: Arc<Printer>) -> 
         if let Err(e) = builder.cleanup() {
             reporter.warn(&format!("--cleanup: {e}"));
         }
+    }
+    match builder.collect_garbage(args.keep_storage) {
+        Ok(Some(report)) => reporter.info(&format!(
+            "kiln dir over its size cap: removed {} least recently used items ({}), {} kept",
+            report.removed,
+            crate::units::show_size(report.freed),
+            crate::units::show_size(report.kept)
+        )),
+        Ok(None) => {}
+        Err(e) => reporter.warn(&format!("keeping the kiln dir under its size cap: {e}")),
     }
     drop(context);
     let digest = result?;

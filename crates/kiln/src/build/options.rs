@@ -266,7 +266,7 @@ pub(super) fn translate(
 
 /// The kiln dir: the flag, $KILN_DIR, $KANIKO_DIR, /kiln when writable, else
 /// $XDG_CACHE_HOME/kiln.
-fn kiln_dir(flag: Option<&PathBuf>) -> Result<PathBuf> {
+pub(crate) fn kiln_dir(flag: Option<&PathBuf>) -> Result<PathBuf> {
     if let Some(dir) = flag {
         return Ok(dir.clone());
     }
@@ -355,7 +355,9 @@ fn cache_options(args: &BuildArgs, destinations: &[Reference]) -> Result<CacheOp
         inline: args.inline_cache || buildkit_inline,
     };
     let ttl = match &args.cache_ttl {
-        Some(text) => go_duration(text).with_context(|| format!("--cache-ttl {text:?}"))?,
+        Some(text) => {
+            crate::units::go_duration(text).with_context(|| format!("--cache-ttl {text:?}"))?
+        }
         None => Duration::from_secs(14 * 24 * 3600),
     };
     if !args.cache {
@@ -378,42 +380,6 @@ fn cache_options(args: &BuildArgs, destinations: &[Reference]) -> Result<CacheOp
         copy_layers: args.cache_copy_layers,
     });
     Ok(options)
-}
-
-/// A Go duration (`336h`, `1h30m`, `90s`, `1.5h`), as kaniko's `--cache-ttl` takes it.
-fn go_duration(text: &str) -> Result<Duration> {
-    let mut rest = text.trim();
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        bail!("expected a duration such as 336h or 30m");
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..number_len]
-            .parse()
-            .map_err(|_| anyhow::anyhow!("expected a duration such as 336h or 30m"))?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            unit => bail!("unknown unit {unit:?} (use h, m, s, ms, us or ns)"),
-        };
-        rest = &rest[unit_len..];
-        total += number * seconds;
-    }
-    Ok(Duration::from_secs_f64(total))
 }
 
 fn parse_bool(value: &str) -> Option<bool> {

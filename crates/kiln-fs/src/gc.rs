@@ -1,0 +1,345 @@
+//! Garbage collection: what the store holds, when each piece was last used, and removing the
+//! least recently used until it fits a size, or what was not used for a while.
+//!
+//! Builds hold a shared lock on the store ([`ContentStore::lock_shared`]) for as long as they
+//! run; pruning takes it exclusively ([`ContentStore::try_lock_exclusive`]), so nothing a
+//! running build uses is ever removed. Under the exclusive lock the store's temporary files
+//! (`ingest/`, `.tmp-*`) belong to no live build and are removed too.
+//!
+//! "Last used" is a file's (or an unpacked layer directory's) modification time: blobs and
+//! unpacked layers are touched when a build uses them ([`ContentStore::touch_blob`],
+//! [`touch`]), cache records when they are read.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::store::{io_err, ContentStore, StoreError};
+
+/// A lock on the store: shared by builds, exclusive for pruning. Released when dropped.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: File,
+}
+
+/// What to remove.
+#[derive(Debug, Clone, Default)]
+pub struct PrunePolicy {
+    /// Everything.
+    pub all: bool,
+    /// What was not used for this long.
+    pub unused_for: Option<Duration>,
+    /// Then the least recently used until the store takes at most this many bytes.
+    pub keep_bytes: Option<u64>,
+}
+
+/// What a prune did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Items removed (blobs, unpacked layers, listings, cache records, temporary files).
+    pub removed: usize,
+    /// Bytes they took on disk.
+    pub freed: u64,
+    /// Bytes the store takes now.
+    pub kept: u64,
+}
+
+/// One removable piece of the store.
+struct Item {
+    path: PathBuf,
+    dir: bool,
+    bytes: u64,
+    used: SystemTime,
+}
+
+/// Marks a file or directory as used now (best effort: a read-only kiln dir still works).
+pub fn touch(path: &Path) {
+    let _ = File::open(path).and_then(|f| f.set_modified(SystemTime::now()));
+}
+
+fn disk_bytes(meta: &fs::Metadata) -> u64 {
+    meta.blocks() * 512
+}
+
+/// Bytes a tree takes on disk (not following links).
+fn tree_bytes(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    let mut total = disk_bytes(&meta);
+    if meta.is_dir() {
+        if let Ok(entries) = fs::read_dir(path) {
+            for entry in entries.flatten() {
+                total += tree_bytes(&entry.path());
+            }
+        }
+    }
+    total
+}
+
+fn remove(item: &Item) -> io::Result<()> {
+    let result = if item.dir {
+        // Unpacked layers keep their modes: make every directory writable first so that a
+        // tree with read-only directories can go.
+        make_dirs_writable(&item.path);
+        fs::remove_dir_all(&item.path)
+    } else {
+        fs::remove_file(&item.path)
+    };
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+fn make_dirs_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o700 != 0o700 {
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700));
+    }
+    if let Ok(entries) = fs::read_dir(path) {
+        for entry in entries.flatten() {
+            make_dirs_writable(&entry.path());
+        }
+    }
+}
+
+impl ContentStore {
+    fn lock_file(&self) -> Result<File, StoreError> {
+        let path = self.root().join("gc.lock");
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("open", &path))
+    }
+
+    /// A shared lock for a build: pruning waits until every build let go.
+    pub fn lock_shared(&self) -> Result<StoreLock, StoreError> {
+        let file = self.lock_file()?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared)
+            .map_err(|e| io_err("lock", &self.root().join("gc.lock"))(e.into()))?;
+        Ok(StoreLock { _file: file })
+    }
+
+    /// The exclusive lock for pruning, if no build holds the store now.
+    pub fn try_lock_exclusive(&self) -> Result<Option<StoreLock>, StoreError> {
+        let file = self.lock_file()?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(StoreLock { _file: file })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(io_err("lock", &self.root().join("gc.lock"))(e.into())),
+        }
+    }
+
+    /// Marks the blob `digest` as used now.
+    pub fn touch_blob(&self, digest: &kiln_oci::Digest) {
+        touch(&self.blob_path(digest));
+    }
+
+    /// Everything pruning may remove, with sizes and last use; temporary files first.
+    fn items(&self) -> Vec<Item> {
+        let mut items = Vec::new();
+        let root = self.root();
+        // blobs/<alg>/<hex>, listings/<alg>/<hex>, cache/entries/<key>: files.
+        for dir in [
+            root.join("blobs/sha256"),
+            root.join("blobs/sha512"),
+            root.join("listings/sha256"),
+            root.join("cache/entries"),
+            root.join("ingest"),
+            root.join("cache"),
+        ] {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                let name = entry.file_name();
+                let temp = name.to_string_lossy().starts_with(".tmp-") || dir.ends_with("ingest");
+                if !meta.is_file() || (dir.ends_with("cache") && !temp) {
+                    continue;
+                }
+                items.push(Item {
+                    path: entry.path(),
+                    dir: false,
+                    bytes: disk_bytes(&meta),
+                    used: if temp {
+                        SystemTime::UNIX_EPOCH
+                    } else {
+                        meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)
+                    },
+                });
+            }
+        }
+        // layers/<format>/<name>: trees.
+        if let Ok(formats) = fs::read_dir(root.join("layers")) {
+            for format in formats.flatten() {
+                let Ok(trees) = fs::read_dir(format.path()) else {
+                    continue;
+                };
+                for tree in trees.flatten() {
+                    let Ok(meta) = tree.metadata() else { continue };
+                    let temp = tree.file_name().to_string_lossy().starts_with(".tmp-");
+                    items.push(Item {
+                        path: tree.path(),
+                        dir: meta.is_dir(),
+                        bytes: tree_bytes(&tree.path()),
+                        used: if temp {
+                            SystemTime::UNIX_EPOCH
+                        } else {
+                            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)
+                        },
+                    });
+                }
+            }
+        }
+        items
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn disk_usage(&self) -> u64 {
+        self.items().iter().map(|i| i.bytes).sum()
+    }
+
+    /// Removes what `policy` says, least recently used first. Takes the exclusive lock as
+    /// proof that no build uses the store.
+    pub fn prune(
+        &self,
+        policy: &PrunePolicy,
+        _exclusive: &StoreLock,
+    ) -> Result<PruneReport, StoreError> {
+        let mut items = self.items();
+        items.sort_by_key(|i| i.used);
+        let now = SystemTime::now();
+        let mut total: u64 = items.iter().map(|i| i.bytes).sum();
+        let mut report = PruneReport::default();
+        for item in &items {
+            let stale = policy
+                .unused_for
+                .is_some_and(|d| now.duration_since(item.used).is_ok_and(|age| age > d));
+            let over = policy.keep_bytes.is_some_and(|keep| total > keep);
+            if !(policy.all || stale || over) {
+                continue;
+            }
+            remove(item).map_err(io_err("remove", &item.path))?;
+            total -= item.bytes;
+            report.removed += 1;
+            report.freed += item.bytes;
+        }
+        // Site markers of removed cache records.
+        if let Ok(sites) = fs::read_dir(self.root().join("cache/sites")) {
+            for site in sites.flatten() {
+                let Ok(markers) = fs::read_dir(site.path()) else {
+                    continue;
+                };
+                let mut left = 0;
+                for marker in markers.flatten() {
+                    let entry = self.root().join("cache/entries").join(marker.file_name());
+                    if entry.exists() {
+                        left += 1;
+                    } else {
+                        let _ = fs::remove_file(marker.path());
+                    }
+                }
+                if left == 0 {
+                    let _ = fs::remove_dir(site.path());
+                }
+            }
+        }
+        report.kept = total;
+        Ok(report)
+    }
+}
+
+/// Bytes of the file system holding `path`: (its size, what is used on it).
+pub fn file_system_bytes(path: &Path) -> Result<(u64, u64), StoreError> {
+    let stat = rustix::fs::statvfs(path).map_err(|e| io_err("statvfs", path)(e.into()))?;
+    let size = stat.f_blocks * stat.f_frsize;
+    let free = stat.f_bfree * stat.f_frsize;
+    Ok((size, size.saturating_sub(free)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_oci::{media_type, Descriptor};
+
+    fn age(path: &Path, secs: u64) {
+        let when = SystemTime::now() - Duration::from_secs(secs);
+        File::open(path).unwrap().set_modified(when).unwrap();
+    }
+
+    #[test]
+    fn prune_removes_the_least_recently_used_first_and_waits_for_builds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path().join("store")).unwrap();
+        let blob = |n: u8| {
+            let content = vec![n; 64 * 1024];
+            let desc = Descriptor::for_bytes(media_type::OCI_LAYER_TAR, &content);
+            store.ingest(&content[..], Some(&desc)).unwrap();
+            desc.digest
+        };
+        let (old, recent) = (blob(1), blob(2));
+        age(&store.blob_path(&old), 3600);
+        age(&store.blob_path(&recent), 60);
+        let records = store.records().unwrap();
+        records.put("ab", "cd", b"entry").unwrap();
+
+        // A build holds the store: no prune.
+        let build = store.lock_shared().unwrap();
+        assert!(store.try_lock_exclusive().unwrap().is_none());
+        drop(build);
+        let lock = store.try_lock_exclusive().unwrap().unwrap();
+
+        // Unused for 10 minutes: only the old blob goes.
+        let report = store
+            .prune(
+                &PrunePolicy {
+                    unused_for: Some(Duration::from_secs(600)),
+                    ..PrunePolicy::default()
+                },
+                &lock,
+            )
+            .unwrap();
+        assert_eq!(report.removed, 1);
+        assert!(!store.contains(&old) && store.contains(&recent));
+
+        // A cap below the blob: the blob goes (older than the record), the record stays.
+        let report = store
+            .prune(
+                &PrunePolicy {
+                    keep_bytes: Some(16 * 1024),
+                    ..PrunePolicy::default()
+                },
+                &lock,
+            )
+            .unwrap();
+        assert!(!store.contains(&recent));
+        assert!(report.kept <= 16 * 1024, "{report:?}");
+        assert!(records.get("ab").unwrap().is_some());
+
+        let report = store
+            .prune(
+                &PrunePolicy {
+                    all: true,
+                    ..PrunePolicy::default()
+                },
+                &lock,
+            )
+            .unwrap();
+        assert_eq!(report.kept, 0);
+        assert!(records.get("ab").unwrap().is_none());
+        assert!(records.at_site("cd").unwrap().is_empty());
+    }
+}
