@@ -414,14 +414,28 @@ impl Builder {
             keyword: "FROM",
             message: e.to_string(),
         })?;
-        self.reporter
-            .info(&format!("resolving {reference} for {platform}"));
-        let r = self
+        let warmed = self
             .layers
-            .block_on(self.layers.client().resolve(&reference, platform))
-            .map_err(BuildError::registry(format!(
-                "{at}: pulling base image {reference}"
-            )))?;
+            .warm()
+            .and_then(|(dir, ttl)| dir.image(&reference, platform, ttl));
+        let r = match warmed {
+            Some(r) => {
+                self.reporter.info(&format!(
+                    "{reference} for {platform}: {} from --cache-dir",
+                    r.digest
+                ));
+                r
+            }
+            None => {
+                self.reporter
+                    .info(&format!("resolving {reference} for {platform}"));
+                self.layers
+                    .block_on(self.layers.client().resolve(&reference, platform))
+                    .map_err(BuildError::registry(format!(
+                        "{at}: pulling base image {reference}"
+                    )))?
+            }
+        };
         let config = ImageConfig::parse(&r.config).map_err(|e| {
             BuildError::registry(format!("{at}: reading the config of {reference}"))(
                 kiln_registry::RegistryError::Manifest {

@@ -6,6 +6,7 @@
 use crate::error::BuildError;
 use crate::options::{BuildOptions, Reporter};
 use crate::types::Layer;
+use crate::warm::WarmDir;
 use kiln_fs::apply::{ApplyOptions, Devices, Whiteouts};
 use kiln_fs::layer::{LayerError, LayerInfo, LayerOptions};
 use kiln_fs::store::{BlobWriter, ContentStore, UnpackedLayers};
@@ -28,6 +29,8 @@ pub(crate) struct LayerServices {
     scratch: PathBuf,
     /// Downloads of blobs into the store, one batch at a time.
     fetch_lock: Mutex<()>,
+    /// Base images warmed ahead (`--cache-dir`), and how old they may be.
+    warm: Option<(WarmDir, std::time::Duration)>,
 }
 
 /// Registry transfer events as the build's reporter lines.
@@ -70,7 +73,8 @@ impl kiln_registry::Reporter for BlobLines {
 /// Fetched blobs go into the store. The registry client hashes every byte it fetches and checks
 /// size and digest before it commits (see [`BlobSink`]), so the store takes its word rather than
 /// hashing the blob a second time.
-struct StoreSink<'a>(&'a ContentStore);
+/// Fetched blobs go into a content store through its blob writer.
+pub(crate) struct StoreSink<'a>(pub(crate) &'a ContentStore);
 
 impl BlobSink for StoreSink<'_> {
     type Writer = BlobWriter;
@@ -114,6 +118,10 @@ impl LayerServices {
             .enable_all()
             .build()
             .map_err(BuildError::io("starting the async runtime", "-"))?;
+        let warm = match &opts.cache.warm_dir {
+            Some((dir, ttl)) => Some((WarmDir::open(dir)?, *ttl)),
+            None => None,
+        };
         Ok(LayerServices {
             client,
             runtime,
@@ -121,6 +129,7 @@ impl LayerServices {
             overlay,
             scratch,
             fetch_lock: Mutex::new(()),
+            warm,
         })
     }
 
@@ -132,6 +141,18 @@ impl LayerServices {
     /// The registry client.
     pub(crate) fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The warmed base images (`--cache-dir`) and their TTL.
+    pub(crate) fn warm(&self) -> Option<(&WarmDir, std::time::Duration)> {
+        self.warm.as_ref().map(|(dir, ttl)| (dir, *ttl))
+    }
+
+    /// Copies a blob from the warmed directory into the store, when it has it.
+    fn copy_from_warm(&self, descriptor: &Descriptor) -> bool {
+        self.warm
+            .as_ref()
+            .is_some_and(|(dir, _)| dir.copy_blob(descriptor, &self.store))
     }
 
     /// The registry client, for work that outlives a borrow (background cache pushes).
@@ -193,7 +214,7 @@ impl LayerServices {
             });
         };
         let _one_at_a_time = self.fetch_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if path.is_file() {
+        if path.is_file() || self.copy_from_warm(&layer.descriptor) {
             return Ok(path);
         }
         tracing::debug!(
@@ -232,8 +253,11 @@ impl LayerServices {
             let _one_at_a_time = self.fetch_lock.lock().unwrap_or_else(|e| e.into_inner());
             let missing: Vec<Descriptor> = descriptors
                 .into_iter()
-                .filter(|d| !self.store.contains(&d.digest))
+                .filter(|d| !self.store.contains(&d.digest) && !self.copy_from_warm(d))
                 .collect();
+            if missing.is_empty() {
+                continue;
+            }
             tracing::debug!(
                 "pulling {} layer blob(s) of {source} into the store",
                 missing.len()

@@ -35,6 +35,7 @@ mod snapshotter;
 mod stage;
 mod types;
 pub mod users;
+pub mod warm;
 
 pub use engine::Builder;
 pub use error::BuildError;

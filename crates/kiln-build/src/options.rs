@@ -106,6 +106,9 @@ pub struct CacheOptions {
     /// Record the steps' keys in the built image's manifest (`--inline-cache`), for a later
     /// build's `--cache-from`.
     pub inline: bool,
+    /// Base images warmed into a directory (`--cache-dir`), used while younger than the
+    /// duration (`--cache-ttl`).
+    pub warm_dir: Option<(PathBuf, Duration)>,
 }
 
 impl Default for CacheOptions {
@@ -115,6 +118,7 @@ impl Default for CacheOptions {
             registry: None,
             from_images: Vec::new(),
             inline: false,
+            warm_dir: None,
         }
     }
 }

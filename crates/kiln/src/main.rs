@@ -10,6 +10,7 @@ mod prune;
 mod registry_flags;
 mod transfer;
 mod units;
+mod warm;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ enum Commands {
     Pull(transfer::PullArgs),
     /// Push an image from an OCI layout to one or more registries.
     Push(transfer::PushArgs),
+    /// Fill a directory with base images for builds' --cache-dir (kaniko's warmer).
+    Warm(warm::WarmArgs),
     /// Free space in a kiln dir: least recently used blobs, layers and cache entries.
     Prune(prune::PruneArgs),
     /// Print the version (kaniko's `executor version`).
@@ -89,6 +92,10 @@ fn main() -> ExitCode {
             }
         };
     }
+    if program == "warmer" {
+        // kaniko's `/kaniko/warmer --image …` is `kiln warm …`.
+        argv.insert(1, "warm".into());
+    }
     if program == "executor" {
         // `/kaniko/executor --context … --destination …` is `kiln build …`; kaniko's
         // `executor version` (and `--version`) print the version.
@@ -104,6 +111,7 @@ fn main() -> ExitCode {
         Commands::Pull(args) => transfer::pull(args),
         Commands::Push(args) => transfer::push(args),
         Commands::Prune(args) => prune::run(args),
+        Commands::Warm(args) => warm::run(args),
         Commands::Version => {
             print_version();
             Ok(())

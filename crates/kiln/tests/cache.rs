@@ -618,3 +618,78 @@ fn prune_and_the_size_cap_free_the_kiln_dir_and_builds_go_on() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// kaniko's warmer: base images in a directory, read by builds with --cache-dir.
+#[test]
+fn kiln_warm_fills_a_cache_dir_that_builds_read_without_the_registry() {
+    let world = World::new();
+    let ctx = app_context();
+    let warm_dir = tempfile::tempdir().unwrap();
+    let dir = warm_dir.path().to_str().unwrap();
+    let base_arg = format!("BASE={}", world.base);
+    let dockerfile = ctx.path().join("Dockerfile");
+    let warm = |extra: &[&str]| {
+        let mut args = vec!["warm", "--cache-dir", dir, "--insecure-registry"];
+        let host = world.registry.host();
+        args.push(&host);
+        args.extend_from_slice(extra);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(&args)
+            .env("DOCKER_CONFIG", world.docker_config.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = warm(&[
+        "--dockerfile",
+        dockerfile.to_str().unwrap(),
+        "--build-arg",
+        &base_arg,
+    ]);
+    assert!(stderr.contains("1 images warmed"), "{stderr}");
+    let stderr = warm(&["--image", &world.base]);
+    assert!(stderr.contains("already warm"), "{stderr}");
+
+    // The registry is made unreachable for this build: the base comes from the directory.
+    let unreachable = format!(
+        "{}=127.0.0.1:{}",
+        world.registry.host(),
+        kiln_test::free_port().unwrap()
+    );
+    let built = world.build_in(
+        ctx.path(),
+        &[
+            "--cache-dir",
+            dir,
+            "--registry-map",
+            &unreachable,
+            "--skip-default-registry-fallback",
+            "--no-cache",
+        ],
+    );
+    built.ok();
+    assert!(
+        built.stderr().contains("from --cache-dir"),
+        "{}",
+        built.stderr()
+    );
+    // Without the directory the same build cannot reach its base.
+    let without = world.build_in(
+        ctx.path(),
+        &[
+            "--registry-map",
+            &unreachable,
+            "--skip-default-registry-fallback",
+            "--no-cache",
+        ],
+    );
+    without.failure();
+    let fs = built.unpack();
+    assert!(fs.exists("/bin/busybox"));
+    assert_eq!(fs.read("/app/listing"), "main.sh\n");
+}

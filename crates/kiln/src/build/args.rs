@@ -147,8 +147,9 @@ pub(crate) struct BuildArgs {
     /// Use the cache repository without pushing new entries to it.
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
     pub(super) no_push_cache: bool,
-    /// Base images cached in a directory by `kiln warm` / kaniko's warmer (not implemented yet).
-    #[arg(long, value_name = "DIR", hide = true)]
+    /// Base images warmed into this directory by `kiln warm` are taken from it (while younger
+    /// than --cache-ttl) instead of their registry.
+    #[arg(long, value_name = "DIR")]
     pub(super) cache_dir: Option<String>,
     /// An image built with --inline-cache whose steps this build may reuse (BuildKit's inline
     /// cache; e.g. the previous build's app:latest). Repeatable.

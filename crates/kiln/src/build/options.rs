@@ -57,9 +57,6 @@ pub(super) fn translate(
     if args.compressed_caching.is_some() {
         reporter.info("--compressed-caching: kiln never holds cached layers in memory; ignored");
     }
-    if args.cache_dir.is_some() {
-        reporter.warn("--cache-dir: base images pre-filled by a warmer are not read yet; building without them");
-    }
     if args.push_ignore_immutable_tag_errors.is_some() {
         reporter.warn(
             "--push-ignore-immutable-tag-errors is not supported yet: a refused tag fails the push",
@@ -348,17 +345,22 @@ fn cache_options(args: &BuildArgs, destinations: &[Reference]) -> Result<CacheOp
         .iter()
         .map(|i| Reference::parse(i).with_context(|| format!("--cache-from {i:?}")))
         .collect::<Result<Vec<_>>>()?;
-    let mut options = CacheOptions {
-        lookups: !args.no_cache,
-        registry: None,
-        from_images,
-        inline: args.inline_cache || buildkit_inline,
-    };
     let ttl = match &args.cache_ttl {
         Some(text) => {
             crate::units::go_duration(text).with_context(|| format!("--cache-ttl {text:?}"))?
         }
         None => Duration::from_secs(14 * 24 * 3600),
+    };
+    let warm_dir = match &args.cache_dir {
+        Some(dir) => Some((absolute("cache-dir", Path::new(dir))?, ttl)),
+        None => None,
+    };
+    let mut options = CacheOptions {
+        lookups: !args.no_cache,
+        warm_dir,
+        registry: None,
+        from_images,
+        inline: args.inline_cache || buildkit_inline,
     };
     if !args.cache {
         return Ok(options);
