@@ -66,63 +66,8 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-WORK=$(mktemp -d /tmp/kiln-bench.XXXXXX)
-# Everything the builders write goes to a fresh ext4 with a journal (a sparse loop file), as on
-# a usual CI node, unless --no-own-fs: a long-lived file system can carry quirks that swamp the
-# figures (this machine's root ext4 has no journal, and ext4 then skips inodes freed in the last
-# minutes when it allocates: creating files after deleting many costs up to 10x more).
-if [ "$OWN_FS" = 1 ]; then
-    truncate -s 64G "$WORK.img" && mkfs.ext4 -q -F "$WORK.img" && mount -o loop "$WORK.img" "$WORK" \
-        || { echo "cannot make the benchmark's own file system (loop device); try --no-own-fs" >&2; rm -f "$WORK.img"; exit 2; }
-fi
-CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/kiln-bench
-mkdir -p "$CACHE"
-REG_PID="" DOCKERD_PID=""
-source scripts/lib/registry.sh
-cleanup() {
-    set +e
-    [ -n "$DOCKERD_PID" ] && kill "$DOCKERD_PID" 2>/dev/null && wait "$DOCKERD_PID" 2>/dev/null
-    [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null
-    findmnt -rn -o TARGET | grep -F "$WORK/" | sort -r | while read -r m; do umount -l "$m"; done
-    if [ "$OWN_FS" = 1 ] && mountpoint -q "$WORK"; then umount "$WORK" || umount -l "$WORK"; fi
-    rm -rf "$WORK" "$WORK.img"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-start_registry
-REG=127.0.0.1:$PORT
-echo "registry at $REG" >&2
-
-# Base images.
-push_rootfs() { # DIR NAME
-    local oci=$WORK/oci-$2
-    umoci init --layout "$oci" && umoci new --image "$oci:latest"
-    umoci unpack --image "$oci:latest" "$WORK/bundle-$2" >/dev/null
-    rm -rf "$WORK/bundle-$2/rootfs" && mv "$1" "$WORK/bundle-$2/rootfs"
-    umoci repack --image "$oci:latest" "$WORK/bundle-$2" >/dev/null
-    umoci config --image "$oci:latest" --no-history --architecture amd64 --os linux \
-        --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-    skopeo copy -q --dest-tls-verify=false "oci:$oci:latest" "docker://$REG/$2:latest"
-    rm -rf "$oci" "$WORK/bundle-$2"
-}
-mkdir -p "$WORK/bb/bin" "$WORK/bb/tmp" "$WORK/bb/etc"
-cp /bin/busybox "$WORK/bb/bin/busybox"
-for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$WORK/bb/bin/$a"; done
-echo "root:x:0:0:root:/root:/bin/sh" > "$WORK/bb/etc/passwd"
-chmod 1777 "$WORK/bb/tmp"
-cp -a "$WORK/bb" "$WORK/bb-pristine"
-push_rootfs "$WORK/bb" busybox
-case ",$WORKLOADS," in *,w1,*|*,w2,*|*,w4,*)
-    if [ ! -f "$CACHE/debian-bookworm-minbase.tar" ]; then
-        echo "debootstrap bookworm minbase (cached in $CACHE)" >&2
-        debootstrap --variant=minbase bookworm "$WORK/deb" http://deb.debian.org/debian >/dev/null
-        tar -C "$WORK/deb" -cf "$CACHE/debian-bookworm-minbase.tar" .
-        rm -rf "$WORK/deb"
-    fi
-    mkdir -p "$WORK/deb" && tar -C "$WORK/deb" -xf "$CACHE/debian-bookworm-minbase.tar"
-    push_rootfs "$WORK/deb" debian ;;
-esac
+source bench/lib.sh
+bench_setup
 
 # W6's bases: busybox plus N empty files under /data (1,000 per directory, like a real tree).
 big_base() { # N
@@ -140,20 +85,7 @@ PY
     push_rootfs "$dir" "big-$1"
 }
 
-# BuildKit: Debian's dockerd on a private socket.
-if [[ ",$PEERS," == *,buildkit,* ]]; then
-    mkdir -p "$WORK/docker"
-    dockerd --data-root "$WORK/docker/data" --exec-root "$WORK/docker/exec" \
-        --pidfile "$WORK/docker/pid" -H "unix://$WORK/docker/sock" --bridge=none \
-        --iptables=false --ip6tables=false --storage-driver overlay2 \
-        >"$WORK/docker/log" 2>&1 &
-    DOCKERD_PID=$!
-    for _ in $(seq 1 100); do
-        /usr/bin/docker -H "unix://$WORK/docker/sock" info >/dev/null 2>&1 && break
-        sleep 0.2
-    done
-fi
-DOCKER=(/usr/bin/docker -H "unix://$WORK/docker/sock")
+bench_dockerd
 
 # Contexts.
 ctx() { # WORKLOAD -> a context dir
@@ -164,7 +96,6 @@ ctx() { # WORKLOAD -> a context dir
     [ "$w" = w1-copy ] && head -c 20971520 /dev/urandom > "$dir/big.bin"
     echo "$dir"
 }
-registry_bytes() { du -sb "$WORK/registry/storage" | cut -f1; }
 
 # One build, timed: PEER WORKLOAD CONTEXT TAG [build args...]
 RESULTS=${KILN_BENCH_RESULTS:-$WORK/results.tsv}
@@ -202,11 +133,7 @@ one() {
             out=$(DOCKER_BUILDKIT=1 python3 bench/measure.py "$log" bash -c "${DOCKER[*]} build -q --network host ${args[*]} -t $dest $dir && ${DOCKER[*]} push -q $dest") ;;
         kaniko)
             local root; root=$(kaniko_root "$dir"); sync
-            out=$(python3 bench/measure.py "$log" unshare --mount --pid --fork --propagation private \
-                bash -c 'mount --bind "$0" "$0" && mount -t proc proc "$0/proc" && mount --rbind /dev "$0/dev" && exec chroot "$0" "$@"' \
-                "$root" /kaniko/executor --context dir:///workspace --dockerfile /workspace/Dockerfile \
-                --destination "$dest" --insecure --insecure-pull --skip-tls-verify --skip-tls-verify-pull \
-                "${args[@]}")
+            out=$(kaniko_run "$log" "$root" --destination "$dest" "${args[@]}")
             rm -rf "$root" ;;
     esac
     local after; after=$(registry_bytes)
@@ -216,23 +143,6 @@ one() {
     local steps; steps=$(python3 bench/steps.py "$log")
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$peer" "$wall" "$rss" "$((after - before))" "$rc" "$steps" >> "$RESULTS"
     echo "$w $peer ${wall}s rss=${rss}KiB pushed=$((after - before))B exit=$rc" >&2
-}
-
-# A throwaway root for one kaniko run: its executor (with the shared libraries a dynamic one
-# needs), CA certificates, an empty docker config and the context at /workspace. kaniko's RUN
-# steps extract the base into it and run there; the harness removes it afterwards.
-kaniko_root() { # CONTEXT -> the root's path
-    local root; root=$(mktemp -d "$WORK/kaniko-root.XXXXXX")
-    mkdir -p "$root/kaniko/.docker" "$root/workspace" "$root/etc/ssl/certs" "$root/proc" \
-        "$root/dev" "$root/tmp"
-    cp "$KANIKO_BIN" "$root/kaniko/executor"
-    ldd "$KANIKO_BIN" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
-        mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib"
-    done
-    cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
-    echo '{}' > "$root/kaniko/.docker/config.json"
-    cp -a "$1/." "$root/workspace/"
-    echo "$root"
 }
 
 # W5's yardstick: one gzip core (level 6, as kiln's default) over the same bytes as the RUN writes.

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Turns bench/run.sh's results into the Markdown tables of BENCHMARKS.md:
-python3 bench/summarize.py RESULTS.tsv DATE MACHINE.
+python3 bench/summarize.py RESULTS.tsv DATE MACHINE [COMMAND] (bench/cache.sh uses it too).
 
 Each result line: workload, builder, wall s, peak RSS KiB, bytes pushed, exit status, then the
 last RUN step's figures from kiln's log (bench/steps.py: command s, index s, snapshot s, layer
@@ -29,7 +29,8 @@ def fmt(v, digits=2):
     return "" if v is None else f"{v:.{digits}f}"
 
 
-print(f"Measured {sys.argv[2]} on {sys.argv[3]} (bash bench/run.sh).\n")
+command = sys.argv[4] if len(sys.argv) > 4 else "bash bench/run.sh"
+print(f"Measured {sys.argv[2]} on {sys.argv[3]} ({command}).\n")
 print("| workload | builder | median s | min-max s | kiln/builder | peak RSS MiB | bytes pushed |")
 print("|---|---|---|---|---|---|---|")
 for w in sorted({w for w, _ in rows if w != "w5-gzip"}):
