@@ -3,9 +3,11 @@
 # between the build that fills the cache and the timed one.
 #
 #   bash bench/cache.sh [--runs N] [--workloads c1,c2,c3,c4] [--peers kiln,kaniko,buildkit,buildah]
-#                       [--rounds 80] [--no-own-fs] [KILN]
+#                       [--rounds 80] [--no-copy-layers] [--no-own-fs] [KILN]
 #
-# kiln and kaniko run with --cache-copy-layers (BuildKit and buildah cache every step).
+# kiln and kaniko run with --cache-copy-layers (BuildKit and buildah cache every step), or with
+# kaniko's default (COPY steps not in the cache repository: they run again) with
+# --no-copy-layers; the workload names then end in -nocopy.
 # c1-rebuild   W2 (useradd, COPY, USER on the Debian base): built with the cache, state wiped,
 #              built again, nothing changed. kiln --cache-repo, kaniko --cache-repo, BuildKit
 #              inline cache (BUILDKIT_INLINE_CACHE=1, then --cache-from the pushed image), buildah
@@ -28,6 +30,8 @@ CASES=c1,c2,c3,c4
 PEERS=kiln,buildkit,buildah
 ROUNDS=80
 OWN_FS=1
+COPY_LAYERS=(--cache-copy-layers)
+SUFFIX=
 while [ $# -gt 0 ]; do
     case $1 in
         --no-own-fs) OWN_FS=0; shift ;;
@@ -35,28 +39,15 @@ while [ $# -gt 0 ]; do
         --workloads) CASES=$2; shift 2 ;;
         --peers) PEERS=$2; shift 2 ;;
         --rounds) ROUNDS=$2; shift 2 ;;
+        --no-copy-layers) COPY_LAYERS=(); SUFFIX=-nocopy; shift ;;
         -*) echo "unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
 done
-KILN=$(realpath "${1:-target/release/kiln}")
-[ -x "$KILN" ] || { echo "no kiln at $KILN: cargo build --release -p kiln" >&2; exit 2; }
-if [ -n "${KANIKO_BIN:-}" ]; then
-    KANIKO_BIN=$(realpath "$KANIKO_BIN")
-    [ -x "$KANIKO_BIN" ] || { echo "KANIKO_BIN=$KANIKO_BIN is not an executable" >&2; exit 2; }
-    PEERS=$PEERS,kaniko
-fi
-need=()
-for p in docker-registry buildah skopeo umoci busybox-static debootstrap python3; do
-    dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-done
-case ",$PEERS," in *,buildkit,*) command -v dockerd >/dev/null || need+=(docker.io) ;; esac
-if [ ${#need[@]} -gt 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+source bench/lib.sh
+bench_tools "${1:-}"
 
 WORKLOADS=w2 # bench_setup makes the Debian base for it
-source bench/lib.sh
 bench_setup
 bench_dockerd
 
@@ -78,7 +69,7 @@ build() {
             local kd=$WORK/kiln-dir-$c-$run
             [ "$peer" = kiln-warm ] && kd=$WORK/kiln-dir-warm-$c
             [ "$peer" = kiln ] && { rm -rf "$kd"; sync; }
-            local cache_flags=(--cache=true --cache-repo "$cache" --cache-copy-layers)
+            local cache_flags=(--cache=true --cache-repo "$cache" "${COPY_LAYERS[@]}")
             [ "$peer" = kiln-warm ] && cache_flags=()
             out=$(python3 bench/measure.py "$log" "$KILN" build -c "$dir" -d "$dest" \
                 --insecure-registry "$REG" --kiln-dir "$kd" --log-format json \
@@ -86,7 +77,7 @@ build() {
             [ "$peer" = kiln ] && rm -rf "$kd" ;;
         kaniko)
             local root; root=$(kaniko_root "$dir"); sync
-            out=$(kaniko_run "$log" "$root" --destination "$dest" --cache=true --cache-repo "$cache" --cache-copy-layers "${args[@]}")
+            out=$(kaniko_run "$log" "$root" --destination "$dest" --cache=true --cache-repo "$cache" "${COPY_LAYERS[@]}" "${args[@]}")
             rm -rf "$root" ;;
         buildkit)
             "${DOCKER[@]}" builder prune -af >/dev/null 2>&1 || true
@@ -111,7 +102,7 @@ build() {
     echo "$c $peer $phase ${wall}s pushed=$((after - before))B exit=$rc" >&2
     if [ "$phase" = timed ]; then
         local steps; steps=$(python3 bench/steps.py "$log")
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$peer" "$wall" "$rss" "$((after - before))" "$rc" "$steps" >> "$RESULTS"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$c$SUFFIX" "$peer" "$wall" "$rss" "$((after - before))" "$rc" "$steps" >> "$RESULTS"
     fi
 }
 

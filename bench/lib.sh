@@ -5,6 +5,26 @@
 # bases to make) and PEERS, and may set OWN_FS=0.
 # shellcheck shell=bash
 
+# The binaries and packages: KILN from the first argument (default target/release/kiln),
+# KANIKO_BIN made absolute and kaniko added to PEERS, the Debian packages installed.
+bench_tools() {
+    KILN=$(realpath "${1:-target/release/kiln}")
+    [ -x "$KILN" ] || { echo "no kiln at $KILN: cargo build --release -p kiln" >&2; exit 2; }
+    if [ -n "${KANIKO_BIN:-}" ]; then
+        KANIKO_BIN=$(realpath "$KANIKO_BIN")
+        [ -x "$KANIKO_BIN" ] || { echo "KANIKO_BIN=$KANIKO_BIN is not an executable" >&2; exit 2; }
+        PEERS=$PEERS,kaniko
+    fi
+    need=()
+    for p in docker-registry buildah skopeo umoci busybox-static debootstrap python3; do
+        dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+    done
+    case ",$PEERS," in *,buildkit,*) command -v dockerd >/dev/null || need+=(docker.io) ;; esac
+    if [ ${#need[@]} -gt 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+}
+
 bench_setup() {
     WORK=$(mktemp -d /tmp/kiln-bench.XXXXXX)
     # Everything the builders write goes to a fresh ext4 with a journal (a sparse loop file), as on

@@ -37,6 +37,18 @@ fn steps(stderr: &str) -> (Vec<String>, Vec<String>) {
     (ran, cached)
 }
 
+/// The tags of a repository on the test registry, as skopeo lists them.
+fn tags(repo: &str) -> Vec<String> {
+    let listed = kiln_test::skopeo_checked([
+        "list-tags".to_string(),
+        "--tls-verify=false".to_string(),
+        format!("docker://{repo}"),
+    ])
+    .unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    serde_json::from_value(listed["Tags"].clone()).unwrap()
+}
+
 const ALL: [&str; 5] = [
     "RUN echo",
     "COPY deps.txt",
@@ -260,14 +272,7 @@ fn a_cache_repo_serves_a_second_kiln_dir_without_downloading_layers() {
     first.ok();
     assert!(first.stderr().contains("cache entr"), "{}", first.stderr());
     // The entries are images any client reads.
-    let tags = kiln_test::skopeo_checked([
-        "list-tags".to_string(),
-        "--tls-verify=false".to_string(),
-        format!("docker://{repo}"),
-    ])
-    .unwrap();
-    let tags: serde_json::Value = serde_json::from_str(&tags).unwrap();
-    assert_eq!(tags["Tags"].as_array().unwrap().len(), 5, "{tags}");
+    assert_eq!(tags(&repo).len(), 5);
 
     // A fresh kiln dir (another pod): every step from the repository.
     let second_world = World {
@@ -306,6 +311,41 @@ fn a_cache_repo_serves_a_second_kiln_dir_without_downloading_layers() {
     let fs = second.unpack();
     assert_eq!(fs.read("/app/listing"), "main.sh\n");
     assert_eq!(fs.read("/tools"), "base-tools\n");
+
+    // Lazy: pushed to the same registry (no local output), a fully cached build downloads no
+    // layer: the only blob it fetches is the base image's config; the layers are mounted.
+    let lazy_world = World {
+        kiln_dir: tempfile::tempdir().unwrap(),
+        ..second_world
+    };
+    let base_arg = format!("BASE={}", lazy_world.base);
+    let destination = format!("{}/app:lazy", lazy_world.registry.host());
+    let mut args = vec![
+        "build",
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &destination,
+        "--build-arg",
+        &base_arg,
+        "--verbosity",
+        "debug",
+    ];
+    args.extend_from_slice(&cache_flags);
+    let out = lazy_world.kiln(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let blob_gets: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("GET ") && l.contains("/blobs/sha256:"))
+        .collect();
+    assert_eq!(blob_gets.len(), 1, "{blob_gets:#?}");
+    assert!(
+        blob_gets[0].contains("/v2/busybox/blobs/"),
+        "{blob_gets:#?}"
+    );
+    assert!(stderr.contains("5 of 5 steps from cache"), "{stderr}");
+    let second_world = lazy_world;
 
     // Without --cache-copy-layers, COPY steps run, and the RUN after them is still found.
     let third_world = World {
@@ -692,4 +732,45 @@ fn kiln_warm_fills_a_cache_dir_that_builds_read_without_the_registry() {
     let fs = built.unpack();
     assert!(fs.exists("/bin/busybox"));
     assert_eq!(fs.read("/app/listing"), "main.sh\n");
+}
+
+/// An entry a cache repository holds under a key's tag that is not kiln's (garbage, or another
+/// tool's image): a miss, one warning, and a right build.
+#[test]
+fn a_cache_repo_answering_garbage_is_a_miss_with_one_warning() {
+    let world = World::new();
+    let ctx = app_context();
+    let repo = format!("{}/app/cache", world.registry.host());
+    let flags = [
+        "--cache=true",
+        "--cache-repo",
+        repo.as_str(),
+        "--cache-copy-layers",
+    ];
+    world.build_in(ctx.path(), &flags).ok();
+    // Every entry's tag now names the busybox image instead.
+    for tag in tags(&repo) {
+        kiln_test::skopeo_checked([
+            "copy".to_string(),
+            "--src-tls-verify=false".to_string(),
+            "--dest-tls-verify=false".to_string(),
+            format!("docker://{}", world.base),
+            format!("docker://{repo}:{tag}"),
+        ])
+        .unwrap();
+    }
+    let fresh = World {
+        kiln_dir: tempfile::tempdir().unwrap(),
+        ..world
+    };
+    let built = fresh.build_in(ctx.path(), &flags);
+    built.ok();
+    let stderr = built.stderr();
+    assert_eq!(steps(&stderr).0, names(&ALL), "{stderr}");
+    assert_eq!(
+        stderr.matches("is not a kiln cache entry").count(),
+        1,
+        "one warning:\n{stderr}"
+    );
+    assert_eq!(built.unpack().read("/app/listing"), "main.sh\n");
 }

@@ -120,7 +120,8 @@ impl Cache {
         })
     }
 
-    /// Looks a step up: the kiln dir first, then the cache repository.
+    /// Looks a step up: the kiln dir first, then the `--cache-from` images, then the cache
+    /// repository.
     pub(crate) fn lookup(
         &self,
         layers: &LayerServices,
