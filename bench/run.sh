@@ -53,7 +53,7 @@ if [ -n "${KILN_PREV:-}" ]; then
     PEERS=$PEERS,kiln-prev,kiln-prev-chroot
 fi
 
-
+bench_setup
 
 # W6's bases: busybox plus N empty files under /data (1,000 per directory, like a real tree).
 big_base() { # N
