@@ -906,6 +906,8 @@ impl<'a> Planner<'a> {
                 !self.consumed.contains(*k)
                     && !PROXY_ARGS.contains(&k.as_str())
                     && !is_platform_arg(k)
+                    // BuildKit's switch for its inline cache (kiln's --inline-cache), not an ARG.
+                    && k.as_str() != "BUILDKIT_INLINE_CACHE"
             })
             .map(String::as_str)
             .collect();

@@ -132,6 +132,24 @@ fn system_roots() -> &'static [CertificateDer<'static>] {
     })
 }
 
+/// The system's roots parsed into a trust store once. A system's directory usually holds each
+/// CA several times (the bundle, its PEM file, its hashed link): each is parsed once here, and
+/// every registry's configuration starts from a copy, so a build pays the parsing once.
+fn system_root_store() -> &'static RootCertStore {
+    static STORE: OnceLock<RootCertStore> = OnceLock::new();
+    STORE.get_or_init(|| {
+        let mut seen = std::collections::HashSet::new();
+        let unique: Vec<CertificateDer<'static>> = system_roots()
+            .iter()
+            .filter(|c| seen.insert(c.as_ref().to_vec()))
+            .cloned()
+            .collect();
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(unique);
+        roots
+    })
+}
+
 /// The certificates of every readable PEM file directly in `dir` (others are skipped, as Go
 /// skips them).
 fn pem_files_in(dir: &std::path::Path) -> Vec<CertificateDer<'static>> {
@@ -173,8 +191,7 @@ fn tls_config(host: &str, policy: &HostPolicy) -> Result<rustls::ClientConfig, T
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
     } else {
-        let mut roots = RootCertStore::empty();
-        roots.add_parsable_certificates(system_roots().iter().cloned());
+        let mut roots = system_root_store().clone();
         for path in &policy.ca_files {
             let ca_err = |reason: String| TransportError::CaFile {
                 host: host.to_string(),

@@ -134,10 +134,15 @@ fn each_change_reruns_exactly_the_steps_after_it() {
             .unwrap();
     }
     write(dir, "notes.md", "edited\n");
-    let (ran, _, built) = build(&["--build-arg", "UNUSED=1"]);
+    let (ran, _, built) = build(&[
+        "--build-arg",
+        "UNUSED=1",
+        "--build-arg",
+        "HTTP_PROXY=http://proxy.invalid:3128",
+    ]);
     assert!(
         ran.is_empty(),
-        "mtimes, ignored files and unused args change nothing:\n{}",
+        "mtimes, ignored files, unused args and proxy variables change nothing:\n{}",
         built.stderr()
     );
 
@@ -773,4 +778,18 @@ fn a_cache_repo_answering_garbage_is_a_miss_with_one_warning() {
         "one warning:\n{stderr}"
     );
     assert_eq!(built.unpack().read("/app/listing"), "main.sh\n");
+}
+
+#[test]
+fn the_target_platform_is_part_of_every_key() {
+    let world = World::new();
+    let ctx = common::context("FROM scratch\nCOPY a.txt /a.txt\n", &[("a.txt", "a\n")]);
+    let build = |platform: &str| {
+        let built = world.build_in(ctx.path(), &["--custom-platform", platform]);
+        built.ok();
+        steps(&built.stderr())
+    };
+    assert_eq!(build("linux/arm64").0, names(&["COPY a.txt"]));
+    assert_eq!(build("linux/arm64").1, names(&["COPY a.txt"]));
+    assert_eq!(build("linux/amd64").0, names(&["COPY a.txt"]));
 }

@@ -204,6 +204,10 @@ impl StageRun<'_> {
                 inputs.add("user", self.user().unwrap_or_default());
                 inputs.add("volumes", self.volumes.join("\n"));
                 for (name, value) in &self.run_env {
+                    // As BuildKit: the proxy variables reach RUN but never change a key.
+                    if kiln_dockerfile::plan::PROXY_ARGS.contains(&name.as_str()) {
+                        continue;
+                    }
                     inputs.add(
                         format!("var {name}"),
                         crate::cache::recorded_value(name, value),
