@@ -277,7 +277,10 @@ fn a_cache_repo_serves_a_second_kiln_dir_without_downloading_layers() {
     first.ok();
     assert!(first.stderr().contains("cache entr"), "{}", first.stderr());
     // The entries are images any client reads.
-    assert_eq!(tags(&repo).len(), 5);
+    // One tag per entry (its key), and one per Dockerfile step naming the latest entry there.
+    let all = tags(&repo);
+    assert_eq!(all.iter().filter(|t| !t.starts_with("site-")).count(), 5, "{all:?}");
+    assert_eq!(all.iter().filter(|t| t.starts_with("site-")).count(), 5, "{all:?}");
 
     // A fresh kiln dir (another pod): every step from the repository.
     let second_world = World {
@@ -397,6 +400,24 @@ fn a_cache_repo_serves_a_second_kiln_dir_without_downloading_layers() {
     fourth.ok();
     let (ran, _) = steps(&fourth.stderr());
     assert_eq!(ran.len(), 5, "{}", fourth.stderr());
+
+    // On a fresh kiln dir, a miss is explained from the cache repository's latest entry there.
+    write(ctx.path(), "src/main.sh", "echo changed\n");
+    let fifth = World {
+        kiln_dir: tempfile::tempdir().unwrap(),
+        ..fourth_world
+    };
+    let built = fifth.build_in(ctx.path(), &cache_flags);
+    built.ok();
+    let (ran, _) = steps(&built.stderr());
+    assert_eq!(ran, names(&ALL[3..]), "{}", built.stderr());
+    assert!(
+        built
+            .stderr()
+            .contains("not in the cache: content changed: src/main.sh"),
+        "{}",
+        built.stderr()
+    );
 }
 
 #[test]

@@ -353,13 +353,14 @@ impl Cache {
             return;
         }
         let (config, config_descriptor, manifest) =
-            registry::entry_documents(key, layer, platform, created);
+            registry::entry_documents(key, inputs, layer, platform, created);
         if let Err(e) = layers.store_config(&config, &config_descriptor) {
             tracing::debug!(key, error = %e, "could not store a cache entry's config");
             return;
         }
         let upload = registry::EntryUpload {
             reference: registry::entry_reference(&repo.options.repo, key),
+            site: registry::site_reference(&repo.options.repo, site),
             layer: layer.map(|l| {
                 (
                     l.descriptor.clone(),
@@ -409,15 +410,39 @@ impl Cache {
     }
 
     /// Why a step missed: what differs from the closest entry an earlier build made at the
-    /// same place (same Dockerfile, stage and step), if any.
-    pub(crate) fn explain_miss(&self, site: &str, inputs: &KeyInputs) -> Option<String> {
-        let records = self.records.at_site(site).ok()?;
-        let entries: Vec<KeyInputs> = records
+    /// same place (same Dockerfile, stage and step), if any: the kiln dir's entries, else the
+    /// latest one the cache repository has (two requests, for a stage's first miss only).
+    pub(crate) fn explain_miss(
+        &self,
+        layers: &LayerServices,
+        site: &str,
+        key: &str,
+        inputs: &KeyInputs,
+        kind: StepKind,
+    ) -> Option<String> {
+        let records = self.records.at_site(site).unwrap_or_default();
+        let mut entries: Vec<KeyInputs> = records
             .iter()
             .filter_map(|r| serde_json::from_slice::<Entry>(&r.bytes).ok())
             .map(|e| e.inputs)
             .collect();
+        if entries.is_empty() {
+            let repo = self
+                .repo_for(kind)
+                .filter(|r| !r.lookups_off.load(Ordering::Relaxed))?;
+            entries.extend(layers.block_on(registry::latest_at_site(
+                layers.client(),
+                &repo.options.repo,
+                site,
+                key,
+            )));
+        }
         explain::closest_difference(inputs, &entries)
+    }
+
+    /// Whether steps are taken from the cache at all (not with `--no-cache`).
+    pub(crate) fn takes_steps(&self) -> bool {
+        self.lookups
     }
 
     /// `(hits, keyed steps)` so far.

@@ -3,6 +3,7 @@
 //! changed no file) and says, in annotations, the layer's diff_id and when the entry was
 //! made, so a lookup is one manifest request and never reads a config or a layer.
 
+use super::KeyInputs;
 use crate::types::Layer;
 use kiln_oci::{media_type, Descriptor, Digest, ImageManifest, Manifest};
 use kiln_registry::{Client, Reference};
@@ -26,9 +27,61 @@ pub(super) enum Found {
     Missing,
 }
 
+/// The config's field holding the key's inputs (to say why a later lookup missed).
+const INPUTS: &str = "dev.kiln.cache.inputs";
+/// Inputs larger than this are recorded without their per-file inputs (one digest instead).
+const MAX_INPUTS_BYTES: usize = 512 * 1024;
+
 /// The entry image for `key` in `repo`.
 pub(super) fn entry_reference(repo: &Reference, key: &str) -> Reference {
     repo.with_tag(key)
+}
+
+/// The tag naming the latest entry made at `site` (a Dockerfile, stage and step): what a miss
+/// is compared with on a machine whose kiln dir has no entries of its own.
+pub(super) fn site_reference(repo: &Reference, site: &str) -> Reference {
+    repo.with_tag(&format!("site-{site}"))
+}
+
+/// The inputs as an entry records them: whole, or with the per-file inputs folded into one
+/// digest when they are too many.
+fn recorded_inputs(inputs: &KeyInputs) -> KeyInputs {
+    let whole = serde_json::to_vec(&inputs.0).unwrap_or_default();
+    if whole.len() <= MAX_INPUTS_BYTES {
+        return inputs.clone();
+    }
+    let (files, mut rest): (Vec<_>, Vec<_>) = inputs
+        .0
+        .iter()
+        .cloned()
+        .partition(|(n, _)| n.starts_with("file "));
+    let digest = Digest::of(&serde_json::to_vec(&files).unwrap_or_default());
+    rest.push((format!("files ({})", files.len()), digest.to_string()));
+    KeyInputs(rest)
+}
+
+/// The inputs of the latest entry made at `site`, when it is another key's.
+pub(super) async fn latest_at_site(
+    client: &Client,
+    repo: &Reference,
+    site: &str,
+    key: &str,
+) -> Option<KeyInputs> {
+    let reference = site_reference(repo, site);
+    let fetched = client.fetch_manifest_if_present(&reference).await.ok()??;
+    let manifest = match Manifest::parse(&fetched.bytes, Some(&fetched.media_type)) {
+        Ok(Manifest::Image(m)) => m,
+        _ => return None,
+    };
+    if manifest.annotations.get(KEY).map(String::as_str) == Some(key) {
+        return None;
+    }
+    let config = client
+        .fetch_blob_bytes(&fetched.source, &manifest.config)
+        .await
+        .ok()?;
+    let config: serde_json::Value = serde_json::from_slice(&config).ok()?;
+    serde_json::from_value(config.get(INPUTS)?.clone()).ok()
 }
 
 /// Looks `key` up in `repo`; an answer kiln cannot use is an error naming why.
@@ -85,6 +138,8 @@ pub(super) async fn lookup(
 /// the manifest naming both.
 pub(super) struct EntryUpload {
     pub(super) reference: Reference,
+    /// The site tag, pointed at the entry too.
+    pub(super) site: Reference,
     pub(super) layer: Option<(Descriptor, PathBuf)>,
     pub(super) config: (Descriptor, PathBuf),
     pub(super) manifest: Vec<u8>,
@@ -94,6 +149,7 @@ pub(super) struct EntryUpload {
 /// the entry is an image any registry and client accepts).
 pub(super) fn entry_documents(
     key: &str,
+    inputs: &KeyInputs,
     layer: Option<&Layer>,
     platform: &kiln_oci::Platform,
     created: i64,
@@ -104,6 +160,7 @@ pub(super) fn entry_documents(
         "os": platform.os,
         "created": kiln_oci::time::rfc3339(created),
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        INPUTS: recorded_inputs(inputs),
     });
     let config = serde_json::to_vec(&config).expect("a JSON value serializes");
     let config_descriptor = Descriptor::for_bytes(media_type::OCI_CONFIG, &config);
@@ -153,6 +210,10 @@ pub(super) async fn push(client: Arc<Client>, upload: EntryUpload) -> Result<(),
         .map_err(|e| e.to_string())?;
     client
         .push_manifest(reference, &upload.manifest, media_type::OCI_MANIFEST)
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .push_manifest(&upload.site, &upload.manifest, media_type::OCI_MANIFEST)
         .await
         .map_err(|e| e.to_string())?;
     Ok(())

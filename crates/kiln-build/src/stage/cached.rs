@@ -68,9 +68,13 @@ impl StageRun<'_> {
                 self.chain = key;
                 return Ok(Some(hit.from));
             }
-            if !self.miss_explained {
+            if !self.miss_explained && services.cache.takes_steps() {
                 self.miss_explained = true;
-                if let Some(why) = services.cache.explain_miss(&site, inputs) {
+                if let Some(why) =
+                    services
+                        .cache
+                        .explain_miss(services.layers, &site, &key, inputs, kind)
+                {
                     services.reporter.info(&format!(
                         "[{}/{}] STEP {}/{}: not in the cache: {why}",
                         info.stage.0, info.stage.1, info.step.0, info.step.1
