@@ -5,73 +5,108 @@
 use crate::error::BuildError;
 use crate::layers::LayerServices;
 use crate::options::Reporter;
-use crate::types::BuiltImage;
-use kiln_oci::{media_type, DockerArchiveWriter, OciLayoutWriter};
+use crate::types::{BuiltImage, Layer};
+use kiln_oci::{media_type, Descriptor, DockerArchiveWriter, OciLayoutWriter};
 use kiln_registry::Reference;
 use std::path::Path;
 
+/// How many blobs a push sends at once.
+const PUSH_AT_ONCE: usize = 8;
+
 /// The outputs, written from the layer services (the engine's `Builder` offers them).
 impl LayerServices {
-    /// Pushes `image` to `destination`: layers (mounted from their base repository when it
-    /// is on the same registry, else uploaded), the config, then the manifest. Returns the
-    /// manifest digest the registry stored.
+    /// Pushes `image` to `destination`: its layers and config at once (each already there,
+    /// mounted from its base repository when that is on the same registry, or uploaded; at
+    /// most [`PUSH_AT_ONCE`] at a time), then the manifest. Returns the manifest digest the
+    /// registry stored.
     pub(crate) fn push(
         &self,
         image: &BuiltImage,
         destination: &Reference,
         reporter: &dyn Reporter,
     ) -> Result<kiln_oci::Digest, BuildError> {
-        let client = self.client();
         let push_err = BuildError::registry;
+        let on_destination = |layer: &Layer| {
+            layer
+                .remote
+                .as_ref()
+                .filter(|s| s.registry == destination.registry)
+                .map(|s| s.repository.clone())
+        };
+        let mut blobs: Vec<(Descriptor, Option<String>, Option<&Layer>)> = Vec::new();
         for layer in &image.layers {
             if media_type::is_foreign(&layer.descriptor.media_type) {
                 continue;
             }
+            // A base layer from another registry that kiln never downloaded: fetched first.
             let local = self.store().blob_path(&layer.descriptor.digest);
-            let what = format!("pushing layer {} to {destination}", layer.descriptor.digest);
-            if !local.is_file() {
-                if let Some(source) = layer
-                    .remote
-                    .as_ref()
-                    .filter(|s| s.registry == destination.registry)
-                {
-                    // A base layer kiln never downloaded: ask the registry to mount it.
-                    let exists = self
-                        .block_on(client.blob_exists(destination, &layer.descriptor.digest))
-                        .map_err(push_err(what.clone()))?;
-                    if exists {
-                        continue;
-                    }
-                    let mounted = self.block_on(client.push_blob(
-                        destination,
-                        &layer.descriptor,
-                        &local,
-                        Some(&source.repository),
-                    ));
-                    if mounted.is_ok() {
-                        continue;
-                    }
-                }
+            if !local.is_file() && on_destination(layer).is_none() {
                 self.ensure_blob(layer)?;
             }
-            let mount_from = layer
-                .remote
-                .as_ref()
-                .filter(|s| s.registry == destination.registry)
-                .map(|s| s.repository.clone());
-            self.block_on(client.push_blob(
-                destination,
-                &layer.descriptor,
-                &local,
-                mount_from.as_deref(),
-            ))
-            .map_err(push_err(what))?;
+            blobs.push((layer.descriptor.clone(), on_destination(layer), Some(layer)));
         }
-        let config_path = self.store().blob_path(&image.config_descriptor.digest);
-        self.block_on(client.push_blob(destination, &image.config_descriptor, &config_path, None))
-            .map_err(push_err(format!("pushing the config to {destination}")))?;
+        blobs.push((image.config_descriptor.clone(), None, None));
+        for batch in blobs.chunks(PUSH_AT_ONCE) {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|(descriptor, mount_from, _)| {
+                    let client = self.shared_client();
+                    let (destination, descriptor) = (destination.clone(), descriptor.clone());
+                    let local = self.store().blob_path(&descriptor.digest);
+                    let mount_from = mount_from.clone();
+                    self.spawn(async move {
+                        if local.is_file() {
+                            return client
+                                .push_blob(&destination, &descriptor, &local, mount_from.as_deref())
+                                .await
+                                .map(|_| true);
+                        }
+                        // Never downloaded, on this registry: there already, or mounted.
+                        if client.blob_exists(&destination, &descriptor.digest).await? {
+                            return Ok(true);
+                        }
+                        let mounted = client
+                            .push_blob(&destination, &descriptor, &local, mount_from.as_deref())
+                            .await;
+                        Ok(mounted.is_ok())
+                    })
+                })
+                .collect();
+            let outcomes = self.block_on(async {
+                let mut outcomes = Vec::with_capacity(handles.len());
+                for handle in handles {
+                    outcomes.push(handle.await);
+                }
+                outcomes
+            });
+            for ((descriptor, mount_from, layer), outcome) in batch.iter().zip(outcomes) {
+                let what = match layer {
+                    Some(_) => format!("pushing layer {} to {destination}", descriptor.digest),
+                    None => format!("pushing the config to {destination}"),
+                };
+                let done = match outcome {
+                    Ok(result) => result.map_err(push_err(what.clone()))?,
+                    Err(e) => {
+                        return Err(BuildError::Options(format!("{what}: the task failed: {e}")))
+                    }
+                };
+                if done {
+                    continue;
+                }
+                // The registry would not mount it: download it and upload it.
+                let layer = layer.expect("only layers may be missing locally");
+                let local = self.ensure_blob(layer)?;
+                self.block_on(self.client().push_blob(
+                    destination,
+                    descriptor,
+                    &local,
+                    mount_from.as_deref(),
+                ))
+                .map_err(push_err(what))?;
+            }
+        }
         let digest = self
-            .block_on(client.push_manifest(
+            .block_on(self.client().push_manifest(
                 destination,
                 &image.manifest,
                 &image.manifest_descriptor.media_type,
