@@ -203,7 +203,7 @@ impl LayerServices {
     pub(crate) fn ensure_blob(&self, layer: &Layer) -> Result<PathBuf, BuildError> {
         let path = self.store.blob_path(&layer.descriptor.digest);
         if path.is_file() {
-            kiln_fs::gc::touch(&path);
+            self.store.touch_blob(&layer.descriptor.digest);
             return Ok(path);
         }
         let Some(source) = &layer.remote else {

@@ -6,9 +6,11 @@
 //! running build uses is ever removed. Under the exclusive lock the store's temporary files
 //! (`ingest/`, `.tmp-*`) belong to no live build and are removed too.
 //!
-//! "Last used" is a file's (or an unpacked layer directory's) modification time: blobs and
-//! unpacked layers are touched when a build uses them ([`ContentStore::touch_blob`],
-//! [`touch`]), cache records when they are read.
+//! "Last used" is a file's (or an unpacked layer directory's) modification time: unpacked
+//! layers are touched when a build uses them ([`touch`]), cache records when they are read. A
+//! blob's own inode is never touched (its change time is what [`ContentStore::blob_stamp`]
+//! vouches with): its use is marked on `used/<algorithm>/<hex>` beside it
+//! ([`ContentStore::touch_blob`]), and its last use is the later of the two times.
 
 use std::fs::{self, File};
 use std::io;
@@ -22,6 +24,17 @@ use crate::store::{io_err, ContentStore, StoreError};
 #[derive(Debug)]
 pub struct StoreLock {
     _file: File,
+}
+
+/// A stored blob's identity on disk ([`ContentStore::blob_stamp`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobStamp {
+    /// Its inode.
+    pub inode: u64,
+    /// Its size.
+    pub size: u64,
+    /// Its change time (seconds, nanoseconds).
+    pub changed: (i64, i64),
 }
 
 /// What to remove.
@@ -49,6 +62,8 @@ pub struct PruneReport {
 /// One removable piece of the store.
 struct Item {
     path: PathBuf,
+    /// A blob's use marker, removed with it.
+    marker: Option<PathBuf>,
     dir: bool,
     bytes: u64,
     used: SystemTime,
@@ -142,9 +157,58 @@ impl ContentStore {
         }
     }
 
-    /// Marks the blob `digest` as used now.
+    /// Where the use of the blob `digest` is marked.
+    fn use_marker(&self, digest: &kiln_oci::Digest) -> PathBuf {
+        self.root()
+            .join("used")
+            .join(digest.algorithm().as_str())
+            .join(digest.hex())
+    }
+
+    /// Marks the blob `digest` as used now (best effort).
     pub fn touch_blob(&self, digest: &kiln_oci::Digest) {
-        touch(&self.blob_path(digest));
+        let marker = self.use_marker(digest);
+        let touched = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&marker)
+            .and_then(|f| f.set_modified(SystemTime::now()));
+        if touched.is_err() {
+            if let Some(dir) = marker.parent() {
+                let _ = fs::create_dir_all(dir);
+                let _ = fs::write(&marker, b"");
+            }
+        }
+    }
+
+    /// What vouches for a stored blob not having changed since: its inode, size and change
+    /// time (nothing but a write, a chmod or a replacement changes those, and no one can set a
+    /// change time). `None` when the blob is not there.
+    pub fn blob_stamp(&self, digest: &kiln_oci::Digest) -> Option<BlobStamp> {
+        let meta = fs::metadata(self.blob_path(digest)).ok()?;
+        Some(BlobStamp {
+            inode: meta.ino(),
+            size: meta.len(),
+            changed: (meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+
+    /// Hashes the stored blob `digest`: true when it is what its name says.
+    pub fn verify_blob(&self, digest: &kiln_oci::Digest) -> bool {
+        let Ok(mut file) = File::open(self.blob_path(digest)) else {
+            return false;
+        };
+        let mut hasher = kiln_oci::Hasher::new(digest.algorithm());
+        let mut buf = vec![0u8; crate::store::COPY_BUF];
+        loop {
+            match io::Read::read(&mut file, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => hasher.update(&buf[..n]),
+                Err(_) => return false,
+            }
+        }
+        hasher.finish() == *digest
     }
 
     /// Everything pruning may remove, with sizes and last use; temporary files first.
@@ -170,15 +234,28 @@ impl ContentStore {
                 if !meta.is_file() || (dir.ends_with("cache") && !temp) {
                     continue;
                 }
+                let mut used = if temp {
+                    SystemTime::UNIX_EPOCH
+                } else {
+                    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)
+                };
+                // A blob's use is marked beside it (see the module docs).
+                let marker = dir
+                    .strip_prefix(root.join("blobs"))
+                    .ok()
+                    .map(|alg| root.join("used").join(alg).join(&name));
+                if let Some(marked) = marker
+                    .as_ref()
+                    .and_then(|m| fs::metadata(m).and_then(|m| m.modified()).ok())
+                {
+                    used = used.max(marked);
+                }
                 items.push(Item {
                     path: entry.path(),
                     dir: false,
                     bytes: disk_bytes(&meta),
-                    used: if temp {
-                        SystemTime::UNIX_EPOCH
-                    } else {
-                        meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)
-                    },
+                    used,
+                    marker,
                 });
             }
         }
@@ -193,6 +270,7 @@ impl ContentStore {
                     let temp = tree.file_name().to_string_lossy().starts_with(".tmp-");
                     items.push(Item {
                         path: tree.path(),
+                        marker: None,
                         dir: meta.is_dir(),
                         bytes: tree_bytes(&tree.path()),
                         used: if temp {
@@ -233,6 +311,9 @@ impl ContentStore {
                 continue;
             }
             remove(item).map_err(io_err("remove", &item.path))?;
+            if let Some(marker) = &item.marker {
+                let _ = fs::remove_file(marker);
+            }
             total -= item.bytes;
             report.removed += 1;
             report.freed += item.bytes;

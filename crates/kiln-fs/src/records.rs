@@ -91,10 +91,20 @@ impl Records {
 
     /// Stores `bytes` as the record `key`, made at `site`.
     pub fn put(&self, key: &str, site: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let path = self.entry_path(key)?;
         if !is_hex_name(site) {
             return Err(bad_name(&self.root, site));
         }
+        self.rewrite(key, bytes)?;
+        let site_dir = self.root.join("sites").join(site);
+        fs::create_dir_all(&site_dir).map_err(io_err("create directory", &site_dir))?;
+        let marker = site_dir.join(key);
+        fs::write(&marker, b"").map_err(io_err("write", &marker))?;
+        Ok(())
+    }
+
+    /// Replaces the content of the record `key` (its sites stay).
+    pub fn rewrite(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.entry_path(key)?;
         let mut temp = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempfile_in(&self.root)
@@ -102,10 +112,6 @@ impl Records {
         io::Write::write_all(&mut temp, bytes).map_err(io_err("write", temp.path()))?;
         temp.persist(&path)
             .map_err(|e| io_err("rename into place", &path)(e.error))?;
-        let site_dir = self.root.join("sites").join(site);
-        fs::create_dir_all(&site_dir).map_err(io_err("create directory", &site_dir))?;
-        let marker = site_dir.join(key);
-        fs::write(&marker, b"").map_err(io_err("write", &marker))?;
         Ok(())
     }
 

@@ -23,7 +23,9 @@
 //! Everything appears atomically: content is written under a temp name,
 //! verified, then renamed into place. A name never holds anything but
 //! the content it names, so concurrent callers (threads or processes) may race
-//! freely: the loser of a rename keeps the winner's copy and drops its own.
+//! freely: a blob written again replaces the one there (equal content, a new
+//! inode; readers keep the file they opened), which also heals a stored blob that
+//! was damaged on disk.
 //! Blobs are synced before the rename (the directory is not: a crash may lose a
 //! just-published name, never give a name other content). An unpacked layer is synced to disk on a
 //! side thread after it is published (flushing thousands of fresh files
@@ -347,8 +349,8 @@ impl BlobWriter {
     }
 
     /// Verifies what was written against the expected descriptor (size and
-    /// digest), syncs it and renames it to `blobs/<algorithm>/<hex>`, never
-    /// replacing a blob already there (an equal one: names are digests). A writer made
+    /// digest), syncs it and renames it to `blobs/<algorithm>/<hex>`, replacing a blob
+    /// already there (an equal one, or a damaged one: names are digests). A writer made
     /// by [`ContentStore::blob_writer_hashed_by_producer`] has no digest of its own: use
     /// [`commit_as`](Self::commit_as).
     pub fn commit(mut self) -> Result<Digested, StoreError> {
@@ -405,28 +407,14 @@ impl BlobWriter {
         let dest = blobs
             .join(digested.digest.algorithm().as_str())
             .join(digested.digest.hex());
-        match tmp.persist_noclobber(&dest) {
-            Ok(_) => {}
-            // Someone stored the same content first: theirs is as good, unless it is damaged
-            // (its size is wrong: cut short by a full disk or by hand); then ours replaces it.
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-                let intact = fs::metadata(&dest).is_ok_and(|m| m.len() == digested.size);
-                if !intact {
-                    e.file.persist(&dest).map_err(|e| StoreError::Io {
-                        op: "replace a damaged blob at",
-                        path: dest.clone(),
-                        source: e.error,
-                    })?;
-                }
-            }
-            Err(e) => {
-                return Err(StoreError::Io {
-                    op: "rename into place",
-                    path: dest,
-                    source: e.error,
-                })
-            }
-        }
+        // A blob already there is replaced rather than trusted: ours was just verified, the
+        // stored one may have been damaged on disk since (same name, other bytes), and only
+        // a hash would tell; the rename costs nothing.
+        tmp.persist(&dest).map_err(|e| StoreError::Io {
+            op: "rename into place",
+            path: dest.clone(),
+            source: e.error,
+        })?;
         // The directory is not synced: after a crash a just-published name may be missing (the
         // blob is fetched or built again), never present with other content (the file was
         // synced before its name appeared).

@@ -365,20 +365,29 @@ fn a_blob_writer_publishes_only_verified_content_and_never_replaces_a_blob() {
     let path = store.blob_path(&desc.digest);
     let inode = fs::metadata(&path).unwrap().ino();
 
-    // The same blob again: the first copy stays (no clobbering rename).
+    // The same blob again: it replaces the copy there (equal content, a new inode; a reader of
+    // the old one keeps it).
+    let reader = fs::File::open(&path).unwrap();
     let mut writer = store.blob_writer(Some(&desc)).unwrap();
     std::io::Write::write_all(&mut writer, &content).unwrap();
     writer.commit().unwrap();
-    assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
+    assert_ne!(fs::metadata(&path).unwrap().ino(), inode);
+    assert_eq!(reader.metadata().unwrap().ino(), inode);
     assert_eq!(fs::read(&path).unwrap(), content);
 
-    // A stored blob cut short (a full disk, a hand): the same content again replaces it.
-    fs::remove_file(&path).unwrap();
-    fs::write(&path, &content[..content.len() / 2]).unwrap();
-    let mut writer = store.blob_writer(Some(&desc)).unwrap();
-    std::io::Write::write_all(&mut writer, &content).unwrap();
-    writer.commit().unwrap();
-    assert_eq!(fs::read(&path).unwrap(), content);
+    // A stored blob damaged on disk (cut short, or other bytes of the same size): the same
+    // content written again heals it.
+    for damage in [
+        content[..content.len() / 2].to_vec(),
+        vec![0u8; content.len()],
+    ] {
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, &damage).unwrap();
+        let mut writer = store.blob_writer(Some(&desc)).unwrap();
+        std::io::Write::write_all(&mut writer, &content).unwrap();
+        writer.commit().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), content);
+    }
 }
 
 #[test]

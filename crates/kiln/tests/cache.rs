@@ -279,8 +279,16 @@ fn a_cache_repo_serves_a_second_kiln_dir_without_downloading_layers() {
     // The entries are images any client reads.
     // One tag per entry (its key), and one per Dockerfile step naming the latest entry there.
     let all = tags(&repo);
-    assert_eq!(all.iter().filter(|t| !t.starts_with("site-")).count(), 5, "{all:?}");
-    assert_eq!(all.iter().filter(|t| t.starts_with("site-")).count(), 5, "{all:?}");
+    assert_eq!(
+        all.iter().filter(|t| !t.starts_with("site-")).count(),
+        5,
+        "{all:?}"
+    );
+    assert_eq!(
+        all.iter().filter(|t| t.starts_with("site-")).count(),
+        5,
+        "{all:?}"
+    );
 
     // A fresh kiln dir (another pod): every step from the repository.
     let second_world = World {
@@ -813,4 +821,47 @@ fn the_target_platform_is_part_of_every_key() {
     assert_eq!(build("linux/arm64").0, names(&["COPY a.txt"]));
     assert_eq!(build("linux/arm64").1, names(&["COPY a.txt"]));
     assert_eq!(build("linux/amd64").0, names(&["COPY a.txt"]));
+}
+
+#[test]
+fn a_cache_entry_whose_blob_changed_in_place_is_a_miss_and_the_image_is_right() {
+    let world = World::new();
+    let ctx = app_context();
+    let first = world.build_in(ctx.path(), &["--reproducible"]);
+    first.ok();
+    // Every cached layer blob gets other bytes of the same size (its name stays).
+    let entries = world.kiln_dir.path().join("store/cache/entries");
+    let mut changed = 0;
+    for entry in std::fs::read_dir(&entries).unwrap() {
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        let Some(digest) = record["layer"]["descriptor"]["digest"].as_str() else {
+            continue;
+        };
+        let path = world
+            .kiln_dir
+            .path()
+            .join("store/blobs/sha256")
+            .join(digest.strip_prefix("sha256:").unwrap());
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        changed += 1;
+    }
+    assert!(changed > 0);
+    let second = world.build_in(ctx.path(), &["--reproducible"]);
+    second.ok();
+    assert_eq!(
+        steps(&second.stderr()).0,
+        names(&ALL),
+        "{}",
+        second.stderr()
+    );
+    assert_eq!(
+        layout_digest(&first.layout),
+        layout_digest(&second.layout),
+        "the image is the one built before"
+    );
+    assert_eq!(second.unpack().read("/app/listing"), "main.sh\n");
 }

@@ -55,6 +55,10 @@ struct Entry {
     layer: Option<EntryLayer>,
     /// When it was made, in seconds since the epoch.
     created: i64,
+    /// The layer blob's inode, size and change time when the entry was written: while they
+    /// hold, the blob is what was written; else it is hashed before use.
+    #[serde(default)]
+    blob_stamp: Option<(u64, u64, i64, i64)>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -87,6 +91,10 @@ pub(crate) struct Cache {
     /// Steps that had a key, and those found.
     keyed: AtomicUsize,
     hits: AtomicUsize,
+}
+
+fn stamp_tuple(s: kiln_fs::gc::BlobStamp) -> (u64, u64, i64, i64) {
+    (s.inode, s.size, s.changed.0, s.changed.1)
 }
 
 fn now_secs() -> i64 {
@@ -246,17 +254,34 @@ impl Cache {
         if entry.version != ENTRY_VERSION {
             return None;
         }
-        let layer = match entry.layer {
+        let mut entry = entry;
+        let layer = match entry.layer.take() {
             None => None,
             Some(l) => {
-                // An entry whose blob is gone (pruned, or a damaged store) is a miss.
-                let path = layers.store().blob_path(&l.descriptor.digest);
-                let size_ok = std::fs::metadata(&path).is_ok_and(|m| m.len() == l.descriptor.size);
-                if !size_ok {
-                    tracing::debug!(key, blob = %l.descriptor.digest, "cache entry without its blob: a miss");
+                // An entry whose blob is gone (pruned) or changed (damaged, tampered with) is
+                // a miss: unless its stamp vouches for it, the blob is hashed first.
+                let store = layers.store();
+                let digest = &l.descriptor.digest;
+                let stamp = store.blob_stamp(digest).map(stamp_tuple);
+                if stamp.is_none_or(|s| s.1 != l.descriptor.size) {
+                    tracing::debug!(key, blob = %digest, "cache entry without its blob: a miss");
                     return None;
                 }
-                kiln_fs::gc::touch(&path);
+                if stamp != entry.blob_stamp {
+                    if !store.verify_blob(digest) {
+                        tracing::debug!(key, blob = %digest, "cache entry whose blob does not verify: a miss");
+                        return None;
+                    }
+                    entry.blob_stamp = stamp;
+                    entry.layer = Some(EntryLayer {
+                        descriptor: l.descriptor.clone(),
+                        diff_id: l.diff_id.clone(),
+                    });
+                    if let Ok(bytes) = serde_json::to_vec(&entry) {
+                        let _ = self.records.rewrite(key, &bytes);
+                    }
+                }
+                store.touch_blob(digest);
                 Some(Layer {
                     descriptor: l.descriptor,
                     diff_id: l.diff_id,
@@ -338,6 +363,9 @@ impl Cache {
                 diff_id: l.diff_id.clone(),
             }),
             created,
+            blob_stamp: layer
+                .and_then(|l| layers.store().blob_stamp(&l.descriptor.digest))
+                .map(stamp_tuple),
         };
         // A layer kiln did not write (its blob is elsewhere) is not an entry of this kiln dir.
         if layer.is_none_or(|l| layers.store().contains(&l.descriptor.digest)) {
