@@ -191,7 +191,9 @@ fn tls_config(host: &str, policy: &HostPolicy) -> Result<rustls::ClientConfig, T
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
     } else {
-        let mut roots = system_root_store().clone();
+        // The extra CAs are read now (a bad file is an error before any request); the
+        // system's roots only when a server's certificate must be checked.
+        let mut extra = RootCertStore::empty();
         for path in &policy.ca_files {
             let ca_err = |reason: String| TransportError::CaFile {
                 host: host.to_string(),
@@ -205,12 +207,18 @@ fn tls_config(host: &str, policy: &HostPolicy) -> Result<rustls::ClientConfig, T
             if certs.is_empty() {
                 return Err(ca_err("no PEM certificate in the file".into()));
             }
-            let (added, _) = roots.add_parsable_certificates(certs);
+            let (added, _) = extra.add_parsable_certificates(certs);
             if added == 0 {
                 return Err(ca_err("no usable CA certificate in the file".into()));
             }
         }
-        builder.with_root_certificates(roots)
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(LazyRootsVerifier {
+                extra,
+                verifier: OnceLock::new(),
+                provider: provider(),
+            }))
     };
     let config = match &policy.client_cert {
         None => builder.with_no_client_auth(),
@@ -234,6 +242,82 @@ fn tls_config(host: &str, policy: &HostPolicy) -> Result<rustls::ClientConfig, T
         }
     };
     Ok(config)
+}
+
+/// The usual verification (webpki, the system's roots and the registry's extra CAs), with the
+/// system's roots loaded at the first certificate it checks: a build that only speaks plain
+/// HTTP, or none at all, never reads the system's CA directory (hundreds of files).
+#[derive(Debug)]
+struct LazyRootsVerifier {
+    extra: RootCertStore,
+    verifier: OnceLock<Result<Arc<rustls::client::WebPkiServerVerifier>, String>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl LazyRootsVerifier {
+    fn inner(&self) -> Result<&Arc<rustls::client::WebPkiServerVerifier>, rustls::Error> {
+        self.verifier
+            .get_or_init(|| {
+                let mut roots = system_root_store().clone();
+                roots.roots.extend(self.extra.roots.iter().cloned());
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    self.provider.clone(),
+                )
+                .build()
+                .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| rustls::Error::General(format!("no trusted certificates: {e}")))
+    }
+}
+
+impl ServerCertVerifier for LazyRootsVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner()?
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// `--skip-tls-verify`: accepts any certificate, still checks handshake signatures.

@@ -700,3 +700,30 @@ async fn interrupted_uploads_restart_cleanly() {
     assert_eq!(proxy.applied(0), 1);
     assert_eq!(proxy.applied(1), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_no_trusted_ca_signed_is_refused() {
+    let registry = Registry::start(kiln_test::RegistryOptions::plain().tls()).unwrap();
+    let image = TestImage::single(b"ca").unwrap();
+    image
+        .push(&registry, "c/app:1", &PushOptions::new(ManifestFormat::Oci))
+        .unwrap();
+    let r = reference(&registry.host(), "c/app:1");
+    // The system's roots (loaded at the first certificate checked) do not vouch for the
+    // test CA: refused, and the error says why.
+    let options = RegistryOptions {
+        pull_retries: 0,
+        ..RegistryOptions::default()
+    };
+    let err = Client::new(options, DockerConfig::default())
+        .fetch_manifest(&r)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    // With the registry's CA it is trusted.
+    Client::new(tls_options(&registry), DockerConfig::default())
+        .fetch_manifest(&r)
+        .await
+        .unwrap();
+}
