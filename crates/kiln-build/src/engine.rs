@@ -28,6 +28,8 @@ pub struct Builder {
     build_dir: PathBuf,
     /// Held while the build runs: pruning never removes what a running build uses.
     store_lock: Mutex<Option<kiln_fs::gc::StoreLock>>,
+    /// Push-access checks under way.
+    push_checks: Mutex<Vec<tokio::task::JoinHandle<Result<(), BuildError>>>>,
 }
 
 impl Builder {
@@ -55,6 +57,7 @@ impl Builder {
             cache,
             build_dir,
             store_lock,
+            push_checks: Mutex::new(Vec::new()),
         })
     }
 
@@ -63,18 +66,44 @@ impl Builder {
         &self.build_dir
     }
 
-    /// Checks that every destination accepts a push from these credentials, before any
-    /// build work (kaniko does the same).
+    /// Starts checking that every destination accepts a push from these credentials (kaniko
+    /// checks before building too). The checks run while [`Builder::build`] resolves the
+    /// base images; a refusal fails the build before its first step.
     pub fn check_destinations(&self) -> Result<(), BuildError> {
         if self.opts.no_push || self.opts.skip_push_permission_check {
             return Ok(());
         }
+        let mut checks = self
+            .push_checks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for destination in &self.opts.destinations {
+            let client = self.layers.shared_client();
+            let destination = destination.clone();
+            checks.push(self.layers.spawn(async move {
+                client
+                    .check_push_access(&destination)
+                    .await
+                    .map_err(BuildError::registry(format!(
+                        "checking push access to {destination}"
+                    )))
+            }));
+        }
+        Ok(())
+    }
+
+    /// Waits for the push-access checks [`Builder::check_destinations`] started.
+    fn push_checks_passed(&self) -> Result<(), BuildError> {
+        let checks: Vec<_> = std::mem::take(
+            &mut *self
+                .push_checks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for check in checks {
             self.layers
-                .block_on(self.layers.client().check_push_access(destination))
-                .map_err(BuildError::registry(format!(
-                    "checking push access to {destination}"
-                )))?;
+                .block_on(check)
+                .map_err(|e| BuildError::Options(format!("checking push access: {e}")))??;
         }
         Ok(())
     }
@@ -212,6 +241,7 @@ impl Builder {
         }
         let plan = plan(&dockerfile, &plan_options)?;
         self.check_supported(&plan)?;
+        self.push_checks_passed()?;
         if !plan.skipped_stages.is_empty() {
             let names: Vec<String> = plan
                 .skipped_stages
