@@ -73,10 +73,7 @@ impl Builder {
         if self.opts.no_push || self.opts.skip_push_permission_check {
             return Ok(());
         }
-        let mut checks = self
-            .push_checks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut checks = self.push_checks.lock().unwrap_or_else(|e| e.into_inner());
         for destination in &self.opts.destinations {
             let client = self.layers.shared_client();
             let destination = destination.clone();
@@ -94,12 +91,8 @@ impl Builder {
 
     /// Waits for the push-access checks [`Builder::check_destinations`] started.
     fn push_checks_passed(&self) -> Result<(), BuildError> {
-        let checks: Vec<_> = std::mem::take(
-            &mut *self
-                .push_checks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        let checks: Vec<_> =
+            std::mem::take(&mut *self.push_checks.lock().unwrap_or_else(|e| e.into_inner()));
         for check in checks {
             self.layers
                 .block_on(check)

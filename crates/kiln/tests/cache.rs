@@ -49,6 +49,20 @@ fn tags(repo: &str) -> Vec<String> {
     serde_json::from_value(listed["Tags"].clone()).unwrap()
 }
 
+/// The store paths of the layer blobs the kiln dir's cache entries name.
+fn cached_layer_blobs(kiln_dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut blobs = Vec::new();
+    for entry in std::fs::read_dir(kiln_dir.join("store/cache/entries")).unwrap() {
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        if let Some(digest) = record["layer"]["descriptor"]["digest"].as_str() {
+            let hex = digest.strip_prefix("sha256:").unwrap();
+            blobs.push(kiln_dir.join("store/blobs/sha256").join(hex));
+        }
+    }
+    blobs
+}
+
 const ALL: [&str; 5] = [
     "RUN echo",
     "COPY deps.txt",
@@ -235,19 +249,8 @@ fn a_cache_entry_without_its_blob_is_a_miss_and_the_build_is_right() {
     let ctx = app_context();
     world.build_in(ctx.path(), &[]).ok();
     // Damage the store: the blob of every cache entry's layer is cut short.
-    let entries = world.kiln_dir.path().join("store/cache/entries");
     let mut damaged = 0;
-    for entry in std::fs::read_dir(&entries).unwrap() {
-        let record: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
-        let Some(digest) = record["layer"]["descriptor"]["digest"].as_str() else {
-            continue;
-        };
-        let path = world
-            .kiln_dir
-            .path()
-            .join("store/blobs/sha256")
-            .join(digest.strip_prefix("sha256:").unwrap());
+    for path in cached_layer_blobs(world.kiln_dir.path()) {
         let len = std::fs::metadata(&path).unwrap().len();
         std::fs::remove_file(&path).unwrap();
         std::fs::write(&path, vec![0u8; len as usize / 2]).unwrap();
@@ -830,19 +833,8 @@ fn a_cache_entry_whose_blob_changed_in_place_is_a_miss_and_the_image_is_right() 
     let first = world.build_in(ctx.path(), &["--reproducible"]);
     first.ok();
     // Every cached layer blob gets other bytes of the same size (its name stays).
-    let entries = world.kiln_dir.path().join("store/cache/entries");
     let mut changed = 0;
-    for entry in std::fs::read_dir(&entries).unwrap() {
-        let record: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
-        let Some(digest) = record["layer"]["descriptor"]["digest"].as_str() else {
-            continue;
-        };
-        let path = world
-            .kiln_dir
-            .path()
-            .join("store/blobs/sha256")
-            .join(digest.strip_prefix("sha256:").unwrap());
+    for path in cached_layer_blobs(world.kiln_dir.path()) {
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
