@@ -857,3 +857,51 @@ fn a_cache_entry_whose_blob_changed_in_place_is_a_miss_and_the_image_is_right() 
     );
     assert_eq!(second.unpack().read("/app/listing"), "main.sh\n");
 }
+
+/// Multi-stage: a stage taken whole from the cache repository (never unpacked) is still what a
+/// later stage copies from and builds on, in a fresh kiln dir, under both backends.
+#[test]
+fn stages_from_the_cache_feed_copy_from_and_from_stage() {
+    let world = World::new();
+    let dockerfile = r#"ARG BASE
+FROM $BASE AS deps
+RUN mkdir /out && echo built > /out/dep.txt
+FROM deps AS tools
+RUN echo tool > /out/tool.txt
+FROM $BASE
+COPY --from=tools /out/ /app/
+RUN cat /app/dep.txt /app/tool.txt > /app/all.txt
+COPY app.txt /app/app.txt
+"#;
+    let ctx = common::context(dockerfile, &[("app.txt", "v1\n")]);
+    let repo = format!("{}/multi/cache", world.registry.host());
+    let mut world = world;
+    for backend in common::BACKENDS {
+        *world.isolation.lock().unwrap() = backend.into();
+        let flags = ["--cache=true", "--cache-repo", repo.as_str()];
+        world.build_in(ctx.path(), &flags).ok();
+        // A fresh kiln dir, the last COPY's source changed: every RUN from the repository.
+        std::fs::write(ctx.path().join("app.txt"), format!("{backend}\n")).unwrap();
+        world = World {
+            kiln_dir: tempfile::tempdir().unwrap(),
+            ..world
+        };
+        let built = world.build_in(ctx.path(), &flags);
+        built.ok();
+        let stderr = built.stderr();
+        let (_, cached) = steps(&stderr);
+        assert_eq!(
+            cached,
+            names(&["RUN mkdir", "RUN echo", "RUN cat"]),
+            "{backend}: {stderr}"
+        );
+        let fs = built.unpack();
+        assert_eq!(fs.read("/app/all.txt"), "built\ntool\n", "{backend}");
+        assert_eq!(fs.read("/app/tool.txt"), "tool\n");
+        assert_eq!(fs.read("/app/app.txt"), format!("{backend}\n"));
+        world = World {
+            kiln_dir: tempfile::tempdir().unwrap(),
+            ..world
+        };
+    }
+}
