@@ -275,8 +275,10 @@ pub(crate) fn context_read_set(context: &ContextView, sources: &[String]) -> Vec
         };
         for rel in found {
             let mut roots = vec![rel.clone()];
+            // COPY follows a source symlink inside the context whether or not .dockerignore
+            // leaves its target in, so the target is read either way.
             if let Ok(followed) = resolve_in_root(&context.root, &rel, true) {
-                if followed != rel && source.visible(&followed) {
+                if followed != rel && fs::symlink_metadata(host(&context.root, &followed)).is_ok() {
                     roots.push(followed);
                 }
             }

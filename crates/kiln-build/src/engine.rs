@@ -39,6 +39,11 @@ impl Builder {
         // path under the kiln dir must be absolute.
         opts.kiln_dir = std::path::absolute(&opts.kiln_dir)
             .map_err(BuildError::io("resolving", &opts.kiln_dir))?;
+        // The store is held before this build makes anything in the kiln dir: pruning never
+        // removes a starting build's directory.
+        let store_lock = Mutex::new(Some(
+            kiln_fs::store::ContentStore::open(opts.kiln_dir.join("store"))?.lock_shared()?,
+        ));
         let builds = opts.kiln_dir.join("builds");
         std::fs::create_dir_all(&builds).map_err(BuildError::io("creating", &builds))?;
         let build_dir = tempfile::Builder::new()
@@ -47,7 +52,6 @@ impl Builder {
             .map_err(BuildError::io("creating a build directory in", &builds))?
             .keep();
         let layers = LayerServices::new(&mut opts, reporter.clone(), build_dir.clone())?;
-        let store_lock = Mutex::new(Some(layers.store().lock_shared()?));
         let mut cache = Cache::new(&opts.cache, &layers)?;
         cache.load_inline(&layers, &*reporter, &opts.cache.from_images, &opts.platform);
         Ok(Builder {

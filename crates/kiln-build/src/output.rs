@@ -43,7 +43,13 @@ impl LayerServices {
             if !local.is_file() && on_destination(layer).is_none() {
                 self.ensure_blob(layer)?;
             }
-            blobs.push((layer.descriptor.clone(), on_destination(layer), Some(layer)));
+            // A layer twice in one image is pushed once.
+            if blobs
+                .iter()
+                .all(|(d, _, _)| d.digest != layer.descriptor.digest)
+            {
+                blobs.push((layer.descriptor.clone(), on_destination(layer), Some(layer)));
+            }
         }
         blobs.push((image.config_descriptor.clone(), None, None));
         for batch in blobs.chunks(PUSH_AT_ONCE) {
@@ -94,7 +100,13 @@ impl LayerServices {
                     continue;
                 }
                 // The registry would not mount it: download it and upload it.
-                let layer = layer.expect("only layers may be missing locally");
+                let Some(layer) = layer else {
+                    return Err(BuildError::Io {
+                        what: "missing config blob",
+                        path: self.store().blob_path(&descriptor.digest),
+                        source: std::io::ErrorKind::NotFound.into(),
+                    });
+                };
                 let local = self.ensure_blob(layer)?;
                 self.block_on(self.client().push_blob(
                     destination,

@@ -84,7 +84,9 @@ impl WarmDir {
             Ok(kiln_oci::Manifest::Image(m)) => m,
             _ => return None,
         };
-        if Digest::of(entry.manifest.as_bytes()) != entry.digest {
+        if Digest::of(entry.manifest.as_bytes()) != entry.digest
+            || Digest::of(entry.config.as_bytes()) != manifest.config.digest
+        {
             return None;
         }
         Some(ResolvedImage {

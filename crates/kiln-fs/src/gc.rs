@@ -307,7 +307,9 @@ impl ContentStore {
                 .unused_for
                 .is_some_and(|d| now.duration_since(item.used).is_ok_and(|age| age > d));
             let over = policy.keep_bytes.is_some_and(|keep| total > keep);
-            if !(policy.all || stale || over) {
+            // Temporary files belong to no live build under the exclusive lock: they always go.
+            let temp = item.used == SystemTime::UNIX_EPOCH;
+            if !(policy.all || stale || over || temp) {
                 continue;
             }
             remove(item).map_err(io_err("remove", &item.path))?;

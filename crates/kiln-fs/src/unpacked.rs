@@ -179,6 +179,8 @@ impl UnpackedLayers {
     fn publish(&self, tmp: &Path, dest: &Path, sync: bool) -> Result<bool, StoreError> {
         match rfs::renameat_with(CWD, tmp, CWD, dest, RenameFlags::NOREPLACE) {
             Ok(()) => {
+                // Its root keeps the layer's own time; pruning reads it as "last used".
+                crate::gc::touch(dest);
                 if sync {
                     self.sync_later(dest)?;
                 }

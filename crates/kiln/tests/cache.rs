@@ -905,3 +905,74 @@ COPY app.txt /app/app.txt
         };
     }
 }
+
+/// Files under `dir` whose bytes hold `needle`.
+fn files_holding(dir: &Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap().flatten() {
+                stack.push(entry.path());
+            }
+        } else if meta.is_file() {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Build args that carry credentials (by name or in a URL) reach RUN but no cache entry (the
+/// kiln dir's, the cache repository's), no log line and not the image's history.
+#[test]
+fn credentials_in_build_args_stay_out_of_entries_and_reasons() {
+    let world = World::new();
+    let dockerfile = "ARG BASE\nFROM $BASE\nARG NPM_TOKEN\nARG INDEX_URL\nRUN test -n \"$NPM_TOKEN$INDEX_URL\" && echo ok > /ok\n";
+    let ctx = common::context(dockerfile, &[]);
+    let repo = format!("{}/creds/cache", world.registry.host());
+    let build = |token: &str, password: &str| {
+        let url = format!("INDEX_URL=https://ci:{password}@pypi.example.com/simple");
+        let token = format!("NPM_TOKEN={token}");
+        let built = world.build_in(
+            ctx.path(),
+            &[
+                "--cache=true",
+                "--cache-repo",
+                &repo,
+                "--build-arg",
+                &token,
+                "--build-arg",
+                &url,
+            ],
+        );
+        built.ok();
+        // Nor the image: its history shows `ARG NPM_TOKEN`, not the value (as BuildKit).
+        for secret in [token.as_str(), url.as_str()] {
+            let value = secret.split_once('=').unwrap().1;
+            let in_image = files_holding(&built.layout, value);
+            assert!(in_image.is_empty(), "{value} in {in_image:?}");
+        }
+        built.stderr()
+    };
+    build("tok-first-9c1", "pw-first-77a");
+    let stderr = build("tok-second-4e2", "pw-second-13b");
+    assert!(stderr.contains("not in the cache: variable"), "{stderr}");
+    for secret in [
+        "tok-first-9c1",
+        "pw-first-77a",
+        "tok-second-4e2",
+        "pw-second-13b",
+    ] {
+        assert!(!stderr.contains(secret), "{secret} in the log:\n{stderr}");
+        let in_kiln_dir = files_holding(&world.kiln_dir.path().join("store/cache"), secret);
+        assert!(in_kiln_dir.is_empty(), "{secret} in {in_kiln_dir:?}");
+        let in_registry = files_holding(world.registry.storage_dir(), secret);
+        assert!(in_registry.is_empty(), "{secret} in {in_registry:?}");
+    }
+}

@@ -14,6 +14,9 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+/// The version of how kiln turns a step's inputs into its layer.
+const KEY_VERSION: &str = "1";
+
 /// The named inputs of one step's key, in the order they were added.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct KeyInputs(pub(crate) Vec<(String, String)>);
@@ -23,6 +26,9 @@ impl KeyInputs {
     pub(crate) fn after(parent: &str) -> KeyInputs {
         let mut inputs = KeyInputs::default();
         inputs.add("parent", parent);
+        // Bumped when kiln makes layers differently from the same inputs: older entries then
+        // miss instead of standing in for what this kiln would make.
+        inputs.add("kiln cache", KEY_VERSION);
         inputs
     }
 
@@ -60,37 +66,41 @@ pub(crate) fn add_context_files(
 ) -> Result<(), BuildError> {
     for rel in crate::copy::context_read_set(context, sources) {
         let path = context.root.join(&rel);
-        let meta = std::fs::symlink_metadata(&path).map_err(BuildError::io("reading", &path))?;
-        let kind = meta.file_type();
-        let owner = format!(
-            "mode {:o} uid {} gid {}",
-            meta.mode(),
-            meta.uid(),
-            meta.gid()
-        );
-        let value = if kind.is_symlink() {
-            let target = std::fs::read_link(&path).map_err(BuildError::io("reading", &path))?;
-            format!("link {} {owner}", target.display())
-        } else if kind.is_dir() {
-            format!("dir {owner}")
-        } else if kind.is_file() {
-            format!("file {} {owner}", file_digest(&path)?)
-        } else {
-            format!("special {owner} rdev {}", meta.rdev())
-        };
+        // A path kiln cannot read is an input as such (the COPY itself says whether that
+        // matters: an `--exclude`d file may well be unreadable).
+        let value = describe(&path).unwrap_or_else(|e| format!("unreadable: {e}"));
         inputs.add(format!("file {rel}"), value);
     }
     Ok(())
 }
 
-fn file_digest(path: &Path) -> Result<Digest, BuildError> {
-    let mut file = std::fs::File::open(path).map_err(BuildError::io("reading", path))?;
+/// A context path as a key input: type, mode, owner, content digest or link target.
+fn describe(path: &Path) -> std::io::Result<String> {
+    let meta = std::fs::symlink_metadata(path)?;
+    let kind = meta.file_type();
+    let owner = format!(
+        "mode {:o} uid {} gid {}",
+        meta.mode(),
+        meta.uid(),
+        meta.gid()
+    );
+    Ok(if kind.is_symlink() {
+        format!("link {} {owner}", std::fs::read_link(path)?.display())
+    } else if kind.is_dir() {
+        format!("dir {owner}")
+    } else if kind.is_file() {
+        format!("file {} {owner}", file_digest(path)?)
+    } else {
+        format!("special {owner} rdev {}", meta.rdev())
+    })
+}
+
+fn file_digest(path: &Path) -> std::io::Result<Digest> {
+    let mut file = std::fs::File::open(path)?;
     let mut hasher = Hasher::new(Algorithm::Sha256);
     let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(BuildError::io("reading", path))?;
+        let n = file.read(&mut buf)?;
         if n == 0 {
             break;
         }
@@ -103,23 +113,28 @@ fn file_digest(path: &Path) -> Result<Digest, BuildError> {
 /// build args): a key takes their digest instead.
 pub(crate) fn looks_secret(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    [
-        "TOKEN",
-        "PASSWORD",
-        "PASSWD",
-        "SECRET",
-        "KEY",
-        "CREDENTIAL",
-        "AUTH",
-    ]
-    .iter()
-    .any(|w| upper.contains(w))
+    ["TOKEN", "PASSWORD", "PASSWD", "SECRET", "CREDENTIAL"]
+        .iter()
+        .any(|w| upper.contains(w))
+        || upper
+            .split(['_', '-', '.'])
+            .any(|word| matches!(word, "KEY" | "AUTH" | "PAT" | "PASS" | "PW" | "PWD"))
 }
 
-/// A variable's value as a key input and an entry record it: the value, or its digest for a
-/// name that looks like a credential's.
+/// A value carrying a credential whatever its name: a URL with a user (`https://user:pw@host`).
+fn carries_credentials(value: &str) -> bool {
+    value.split_whitespace().any(|word| {
+        word.split_once("://").is_some_and(|(_, rest)| {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            authority.contains('@')
+        })
+    })
+}
+
+/// A variable's value as a key input and an entry record it: the value, or its digest when
+/// the name looks like a credential's or the value carries one.
 pub(crate) fn recorded_value(name: &str, value: &str) -> String {
-    if looks_secret(name) {
+    if looks_secret(name) || carries_credentials(value) {
         format!("hidden {}", Digest::of(value.as_bytes()))
     } else {
         value.to_owned()
@@ -153,6 +168,27 @@ mod tests {
         assert_eq!(a.key(), a.clone().key());
         assert_eq!(a.key().len(), 64);
         assert_eq!(a.get("x"), Some("1"));
+    }
+
+    #[test]
+    fn credentials_are_recorded_as_digests() {
+        assert!(recorded_value("NPM_TOKEN", "abc").starts_with("hidden sha256:"));
+        assert!(recorded_value("GITHUB_PAT", "abc").starts_with("hidden sha256:"));
+        let url = recorded_value(
+            "PIP_INDEX_URL",
+            "https://user:s3cr3t@pypi.example.com/simple",
+        );
+        assert!(
+            url.starts_with("hidden sha256:") && !url.contains("s3cr3t"),
+            "{url}"
+        );
+        assert_eq!(recorded_value("NODE_ENV", "production"), "production");
+        assert_eq!(recorded_value("PATH", "/bin"), "/bin");
+        assert!(recorded_value("API_KEY", "k").starts_with("hidden "));
+        assert_eq!(
+            recorded_value("MIRROR", "https://pypi.example.com/simple"),
+            "https://pypi.example.com/simple"
+        );
     }
 
     #[test]

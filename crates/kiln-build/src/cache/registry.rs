@@ -43,12 +43,29 @@ pub(super) fn site_reference(repo: &Reference, site: &str) -> Reference {
     repo.with_tag(&format!("site-{site}"))
 }
 
-/// The inputs as an entry records them: whole, or with the per-file inputs folded into one
-/// digest when they are too many.
+/// The inputs as a pushed entry records them (anyone who may pull the cache repository reads
+/// them): variables' values as digests only, and the per-file inputs folded into one digest
+/// when they are too many.
 fn recorded_inputs(inputs: &KeyInputs) -> KeyInputs {
+    let inputs = KeyInputs(
+        inputs
+            .0
+            .iter()
+            .map(|(name, value)| {
+                if name.starts_with("var ") && !value.starts_with("hidden ") {
+                    (
+                        name.clone(),
+                        format!("hidden {}", Digest::of(value.as_bytes())),
+                    )
+                } else {
+                    (name.clone(), value.clone())
+                }
+            })
+            .collect(),
+    );
     let whole = serde_json::to_vec(&inputs.0).unwrap_or_default();
     if whole.len() <= MAX_INPUTS_BYTES {
-        return inputs.clone();
+        return inputs;
     }
     let (files, mut rest): (Vec<_>, Vec<_>) = inputs
         .0

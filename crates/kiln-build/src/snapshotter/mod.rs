@@ -66,6 +66,12 @@ pub(crate) trait Snapshotter {
     /// it): what is known of it is stale.
     fn forget_index(&mut self) {}
 
+    /// Puts unpacked layers (taken from the cache) on top of the tree, when the backend
+    /// stacks layers (overlay); false when it cannot (or one of them is a lower already).
+    fn add_lowers(&mut self, _dirs: &[PathBuf]) -> bool {
+        false
+    }
+
     /// The whole extracted tree, when there is one a later stage may read directly.
     fn extracted_root(&self) -> Option<&Path> {
         None
@@ -152,6 +158,11 @@ impl StageFs {
     /// The tree was changed by something other than a step.
     pub(crate) fn forget_index(&mut self) {
         self.0.forget_index()
+    }
+
+    /// Puts unpacked layers on top of the tree (overlay); false when it cannot.
+    pub(crate) fn add_lowers(&mut self, dirs: &[PathBuf]) -> bool {
+        self.0.add_lowers(dirs)
     }
 
     /// The whole extracted tree, when a later stage may read it directly.

@@ -53,6 +53,15 @@ impl OverlaySnapshotter {
 }
 
 impl Snapshotter for OverlaySnapshotter {
+    fn add_lowers(&mut self, dirs: &[PathBuf]) -> bool {
+        // overlayfs refuses one directory twice among its lowers.
+        if dirs.iter().any(|d| self.lowers.contains(d)) {
+            return false;
+        }
+        self.lowers.extend(dirs.iter().cloned());
+        true
+    }
+
     fn prepare(&mut self, at: &str, _scan: bool, _single: bool) -> Result<Active, BuildError> {
         self.settle();
         let (upper, work) = self.upper_dirs()?;

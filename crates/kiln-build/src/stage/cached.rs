@@ -197,6 +197,10 @@ impl StageRun<'_> {
         inputs.add("instruction", instruction_text(&instruction.command));
         inputs.add("platform", self.platform.to_string());
         inputs.add("layer format", layer_format(&opts.layer_options(self.lazy)));
+        // --ignore-path keeps paths out of layers: another set, other layers.
+        let mut ignored = opts.ignore_paths.clone();
+        ignored.sort();
+        inputs.add("ignored paths", ignored.join("\n"));
         // Backends cut layers their own way (an upper dir, a stat diff): equal trees, not
         // always equal bytes.
         inputs.add("backend", format!("{:?}", self.services.backend));

@@ -271,6 +271,14 @@ impl<'a> StageRun<'a> {
             return Ok(());
         }
         if backend == Backend::Overlay {
+            // Cached layers go on top of the tree as it is (its set-aside `--ignore-path`
+            // files stay); a tree that cannot take them is made again.
+            if let Some(fs) = &mut self.fs {
+                let dirs = layers.unpacked_layers(&pending)?;
+                if fs.add_lowers(&dirs) {
+                    return Ok(());
+                }
+            }
             // Lowers are unpacked layers; layers this stage wrote are unpacked already.
             let lowers = layers.unpacked_layers(&self.image.layers)?;
             self.trees += 1;
@@ -337,7 +345,7 @@ impl<'a> StageRun<'a> {
                 stage: self.position,
                 stage_name: self.label.clone(),
                 step: (i + 1, total),
-                text: instruction.command.to_string(),
+                text: self.shown(instruction),
             };
             self.services.reporter.step_started(&info);
             let started = Instant::now();
@@ -378,9 +386,34 @@ impl<'a> StageRun<'a> {
         })
     }
 
+    /// An instruction as logs and the image's history show it. An ARG shows the value only when
+    /// it is the Dockerfile's own default: a `--build-arg` value (a token, a URL with a
+    /// password) is never printed nor written into the image, as BuildKit keeps it out.
+    fn shown(&self, instruction: &Instruction) -> String {
+        let Command::Arg { args } = &instruction.command else {
+            return instruction.command.to_string();
+        };
+        let line = instruction.span.start.line;
+        let shown = args
+            .iter()
+            .map(|decl| {
+                let from_dockerfile = self.stage.args.iter().any(|a| {
+                    a.name == decl.name
+                        && a.line == line
+                        && a.source == kiln_dockerfile::plan::ArgSource::Default
+                });
+                kiln_dockerfile::instructions::ArgDecl {
+                    name: decl.name.clone(),
+                    default: decl.default.clone().filter(|_| from_dockerfile),
+                }
+            })
+            .collect();
+        Command::Arg { args: shown }.to_string()
+    }
+
     fn record(&mut self, instruction: &Instruction, layer: Option<Layer>) {
         let created = self.services.opts.created();
-        let history = image::history(&created, instruction.command.to_string());
+        let history = image::history(&created, self.shown(instruction));
         match layer {
             Some(layer) => {
                 self.image

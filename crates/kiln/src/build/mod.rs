@@ -27,14 +27,19 @@ fn run_build(mut args: BuildArgs, as_executor: bool, reporter: Arc<Printer>) -> 
         options,
         context,
         destinations,
+        store_lock,
     } = options::translate(&mut args, as_executor, &reporter)?;
     let builder = Builder::new(options, reporter.clone())?;
     let result = build_and_write(&builder, &args, &destinations);
+    // Cache entries of the steps that ran are pushed even when the build failed after them:
+    // the next attempt needs them most. Only then may garbage collection look at the store.
+    builder.finish_cache();
     if args.cleanup {
         if let Err(e) = builder.cleanup() {
             reporter.warn(&format!("--cleanup: {e}"));
         }
     }
+    drop(store_lock);
     match builder.collect_garbage(args.keep_storage) {
         Ok(Some(report)) => reporter.info(&format!(
             "kiln dir over its size cap: removed {} least recently used items ({}), {} kept",
@@ -85,8 +90,6 @@ fn build_and_write(
             digest = builder.push(&image, destination)?;
         }
     }
-    // Cache entries pushed in the background finish after the image's push, never before.
-    builder.finish_cache();
     if let Some(path) = &args.digest_file {
         kiln_build::output::write_file_atomically(path, digest.to_string().as_bytes())?;
     }

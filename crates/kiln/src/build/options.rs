@@ -23,6 +23,9 @@ pub(super) struct Translated {
     pub(super) options: BuildOptions,
     pub(super) context: PreparedContext,
     pub(super) destinations: Vec<Reference>,
+    /// The kiln dir's store, held shared from before the context is prepared: `kiln prune`
+    /// never removes a starting build's context or directory.
+    pub(super) store_lock: kiln_fs::gc::StoreLock,
 }
 
 /// Checks `args` and turns them into the engine's options; output paths in `args` are made
@@ -206,6 +209,9 @@ pub(super) fn translate(
     let kiln_dir = absolute("kiln-dir", &kiln_dir(args.kiln_dir.as_ref())?)?;
     std::fs::create_dir_all(&kiln_dir)
         .with_context(|| format!("--kiln-dir {}: cannot create it", kiln_dir.display()))?;
+    let store_lock = kiln_fs::store::ContentStore::open(kiln_dir.join("store"))
+        .and_then(|store| store.lock_shared())
+        .with_context(|| format!("--kiln-dir {}", kiln_dir.display()))?;
     // The context (a tarball URL is downloaded, a git repository cloned) and the Dockerfile.
     let contexts = kiln_dir.join("contexts");
     let context = kiln_build::context::prepare(
@@ -258,6 +264,7 @@ pub(super) fn translate(
         options,
         context,
         destinations,
+        store_lock,
     })
 }
 
@@ -333,7 +340,6 @@ fn key_value(flag: &str, value: &str) -> Result<(String, String)> {
     }
 }
 
-/// A boolean as kaniko (Go's strconv.ParseBool) spells it.
 /// The build cache flags: the kiln dir always; a registry repository with `--cache=true`.
 fn cache_options(args: &BuildArgs, destinations: &[Reference]) -> Result<CacheOptions> {
     let buildkit_inline = args.build_args.iter().any(|a| {
@@ -384,6 +390,7 @@ fn cache_options(args: &BuildArgs, destinations: &[Reference]) -> Result<CacheOp
     Ok(options)
 }
 
+/// A boolean as kaniko (Go's strconv.ParseBool) spells it.
 fn parse_bool(value: &str) -> Option<bool> {
     match value {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
