@@ -282,7 +282,8 @@ impl BuildOptions {
     }
 }
 
-fn now_secs() -> i64 {
+/// Seconds since the epoch, now.
+pub(crate) fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

@@ -199,16 +199,8 @@ impl ContentStore {
         let Ok(mut file) = File::open(self.blob_path(digest)) else {
             return false;
         };
-        let mut hasher = kiln_oci::Hasher::new(digest.algorithm());
-        let mut buf = vec![0u8; crate::store::COPY_BUF];
-        loop {
-            match io::Read::read(&mut file, &mut buf) {
-                Ok(0) => break,
-                Ok(n) => hasher.update(&buf[..n]),
-                Err(_) => return false,
-            }
-        }
-        hasher.finish() == *digest
+        let mut hashed = kiln_oci::DigestWriter::with_algorithm(io::sink(), digest.algorithm());
+        io::copy(&mut file, &mut hashed).is_ok() && hashed.digested().digest == *digest
     }
 
     /// Everything pruning may remove, with sizes and last use; temporary files first.

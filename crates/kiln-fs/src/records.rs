@@ -78,10 +78,7 @@ impl Records {
         match fs::read(&path) {
             Ok(bytes) => {
                 // Best effort: a read-only kiln dir still serves its records.
-                let _ = fs::File::options()
-                    .write(true)
-                    .open(&path)
-                    .and_then(|f| f.set_modified(SystemTime::now()));
+                crate::gc::touch(&path);
                 Ok(Some(bytes))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),

@@ -9,8 +9,7 @@
 use crate::context::ContextView;
 use crate::error::BuildError;
 use kiln_dockerfile::instructions::Command;
-use kiln_oci::{Algorithm, Digest, Hasher};
-use std::io::Read;
+use kiln_oci::{Digest, DigestWriter};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -96,17 +95,9 @@ fn describe(path: &Path) -> std::io::Result<String> {
 }
 
 fn file_digest(path: &Path) -> std::io::Result<Digest> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Hasher::new(Algorithm::Sha256);
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finish())
+    let mut hashed = DigestWriter::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hashed)?;
+    Ok(hashed.digested().digest)
 }
 
 /// Names whose values are never written down or shown (they may hold credentials passed as

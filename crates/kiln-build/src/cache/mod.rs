@@ -20,7 +20,7 @@ pub(crate) use key::{add_context_files, instruction_text, recorded_value, site, 
 
 use crate::error::BuildError;
 use crate::layers::LayerServices;
-use crate::options::{CacheOptions, RegistryCacheOptions, Reporter};
+use crate::options::{now_secs, CacheOptions, RegistryCacheOptions, Reporter};
 use crate::types::Layer;
 use kiln_fs::store::Records;
 use kiln_oci::{Descriptor, Digest};
@@ -95,12 +95,6 @@ pub(crate) struct Cache {
 
 fn stamp_tuple(s: kiln_fs::gc::BlobStamp) -> (u64, u64, i64, i64) {
     (s.inode, s.size, s.changed.0, s.changed.1)
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Cache {
