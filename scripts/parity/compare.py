@@ -9,6 +9,7 @@ from it (scripts/parity/run.sh makes both, for a reference builder's and kiln's 
     compare.py dump --layout DIR --bundle DIR         every path and config field of one image
     compare.py tag-layout DIR TAG                     add ref name TAG to a layout's only manifest
     compare.py oci-view SRC DST TAG                   DST: SRC's image TAG with OCI media types
+    compare.py find-values --value-file F... PATH...  is a secret's value in a layout or log?
 
 Root filesystem (bundle/rootfs), per path: type, permission bits (with setuid, setgid, sticky),
 uid, gid, size and sha256 of regular files, symlink target, hardlink group (the other paths
@@ -47,7 +48,13 @@ Exit status of `pair`: 0 same, 3 differences that are all known, 1 other differe
 """
 
 import argparse
+import bz2
 import fnmatch
+import gzip
+import io
+import lzma
+import shutil
+import subprocess
 import hashlib
 import json
 import os
@@ -598,6 +605,80 @@ def cmd_dump(args):
     return 0
 
 
+# ------------------------------------------------------------------------------------------
+# Secret values
+# ------------------------------------------------------------------------------------------
+MIN_VALUE_LEN = 12
+
+
+def open_decompressed(path):
+    """PATH's bytes, decompressed when it is gzip, bzip2, xz or zstd (a layer blob)."""
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    if magic[:3] == b"BZh":
+        return bz2.open(path, "rb")
+    if magic == b"\xfd7zXZ\x00":
+        return lzma.open(path, "rb")
+    if magic[:4] == b"\x28\xb5\x2f\xfd":
+        if not shutil.which("zstd"):
+            raise LayoutError(f"{path}: zstd-compressed and no zstd command to read it")
+        out = subprocess.run(["zstd", "-dc", path], check=True, capture_output=True).stdout
+        return io.BytesIO(out)
+    return open(path, "rb")
+
+
+def stream_finds(fh, values):
+    """The values that occur in the stream FH (read in chunks; a value across two chunks is
+    found too)."""
+    keep = max(len(v) for v in values) - 1
+    tail = b""
+    found = set()
+    while True:
+        chunk = fh.read(1 << 20)
+        if not chunk:
+            break
+        buf = tail + chunk
+        for v in values:
+            if v in buf:
+                found.add(v)
+        tail = buf[-keep:] if keep > 0 else b""
+    return found
+
+
+def cmd_find_values(args):
+    """Exit 1 when a value (each --value-file's content, trailing newlines stripped) occurs in
+    a PATH: a file (a build log) or an OCI layout (every blob, layers decompressed)."""
+    values = {}
+    for vf in args.value_file:
+        with open(vf, "rb") as f:
+            v = f.read().rstrip(b"\r\n")
+        if len(v) < MIN_VALUE_LEN:
+            print(f"{vf}: a value of {len(v)} bytes is too short to search for (at least {MIN_VALUE_LEN})", file=sys.stderr)
+            return 2
+        values[v] = vf
+    hits = []
+    for path in args.paths:
+        files = []
+        if os.path.isdir(path):
+            for root, _, names in os.walk(path):
+                files += [os.path.join(root, n) for n in sorted(names)]
+        else:
+            files.append(path)
+        for fp in files:
+            try:
+                with open_decompressed(fp) as fh:
+                    found = stream_finds(fh, list(values))
+            except (OSError, EOFError, lzma.LZMAError, subprocess.CalledProcessError, LayoutError) as e:
+                print(f"{fp}: {e}", file=sys.stderr)
+                return 2
+            hits += [f"the value of {values[v]} is in {fp}" for v in found]
+    for h in hits:
+        print(h)
+    return 1 if hits else 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -623,7 +704,12 @@ def main():
     op.add_argument("src")
     op.add_argument("dst")
     op.add_argument("tag")
+    fp = sub.add_parser("find-values")
+    fp.add_argument("--value-file", action="append", required=True)
+    fp.add_argument("paths", nargs="+")
     args = p.parse_args()
+    if args.cmd == "find-values":
+        return cmd_find_values(args)
     if args.cmd == "oci-view":
         return oci_view(args.src, args.dst, args.tag)
     if args.cmd == "pair":

@@ -23,11 +23,14 @@
 #   --kiln-arg ARG    pass one more argument to `kiln build` (repeatable)
 #
 # A case is a directory with a Dockerfile and its context, and optionally: `args` (one
-# `--build-arg K=V` per line), `target` (the stage name for --target), `prepare.sh` (run in a
-# copy of the case, which is the context every builder gets: modes, owners, empty dirs that git
-# does not keep), `buildkit-unsupported` (why BuildKit 20.10 cannot build it: buildah is its
-# reference), `Dockerfile.buildah` (what buildah builds instead, for syntax buildah 1.28 lacks,
-# such as heredocs).
+# `--build-arg K=V` per line), `target` (the stage name for --target), `secrets` (one `--secret`
+# value per line, `src=` relative to the case; `env=VAR` takes VAR from the case's `secrets.env`,
+# VAR=value lines; no value may appear in an image or a log), `prepare.sh` (run in a copy of the
+# case, which is the context every builder gets: modes, owners, empty dirs that git does not
+# keep), `buildkit-unsupported` (why BuildKit 20.10 cannot build it: buildah is its reference),
+# `Dockerfile.buildah` (what buildah builds instead, for syntax buildah 1.28 lacks, such as
+# heredocs), `Dockerfile.buildkit` and `buildkit-network` (what BuildKit 20.10 builds instead,
+# and its `docker build --network` mode instead of host, for RUN --network=none).
 #
 # Needs root (dockerd, buildah's chroot isolation, owners kept by umoci unpack). Exit status: 0
 # when every case is the same as its reference or differs only as
@@ -40,7 +43,7 @@ CASES_DIR="$REPO/tests/parity/cases"
 COMPARE="$REPO/scripts/parity/compare.py"
 KNOWN="$REPO/scripts/parity/known-differences.txt"
 
-usage() { sed -n '11,35p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '11,38p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 KILN=""
 ONLY=()
@@ -249,7 +252,11 @@ make_single() {
 # Reads the case's `args` file (one `--build-arg K=V` per line; blank lines and # comments
 # skipped; @REGISTRY@ becomes 127.0.0.1:PORT and @BASE_CONFIG@ the digest of busybox:latest's
 # config blob, for ADD of a URL the registry serves) into CASE_ARGS, its `target` file into
-# CASE_TARGET and its `buildkit-unsupported` file (first line) into CASE_NO_BUILDKIT.
+# CASE_TARGET, its `buildkit-unsupported` file (first line) into CASE_NO_BUILDKIT, its `secrets`
+# and `secrets.env` files into CASE_SECRETS (`--secret` arguments), CASE_ENV (VAR=value for the
+# builders' environment) and CASE_SECRET_VALUES (files holding each value, for find-values),
+# its `Dockerfile.buildkit` and `buildkit-network` into BUILDKIT_DOCKERFILE and BUILDKIT_NETWORK.
+# Returns 1 (message on stderr) when the secrets files are wrong.
 read_case_options() {
     local dir=$1 line
     # BASE and SINGLE only to a case that names them (an unused build-arg makes kiln warn).
@@ -273,6 +280,74 @@ read_case_options() {
         CASE_NO_BUILDKIT=$(grep -v '^#' "$dir/buildkit-unsupported" | head -n 1)
         [ -n "$CASE_NO_BUILDKIT" ] || CASE_NO_BUILDKIT="see $dir/buildkit-unsupported"
     fi
+    BUILDKIT_DOCKERFILE="$dir/Dockerfile"
+    [ ! -f "$dir/Dockerfile.buildkit" ] || BUILDKIT_DOCKERFILE="$dir/Dockerfile.buildkit"
+    BUILDKIT_NETWORK=host
+    [ ! -f "$dir/buildkit-network" ] || BUILDKIT_NETWORK=$(tr -d ' \n\t' <"$dir/buildkit-network")
+    read_case_secrets "$dir"
+}
+
+# read_case_secrets CASE_DIR: the `secrets` file, one `--secret` value per line (blank lines
+# and # comments skipped): `src=`/`source=` relative to the case dir are made absolute; `env=VAR`
+# needs VAR=value in `secrets.env`, passed to the builders' environment only. Each value is also
+# written to (or is) a file listed in CASE_SECRET_VALUES, for `compare.py find-values`.
+read_case_secrets() {
+    local dir=$1 line field key val i
+    local values_dir
+    values_dir="$WORK/secret-values/$(basename "$dir")"
+    CASE_SECRETS=()
+    CASE_ENV=()
+    CASE_SECRET_VALUES=()
+    if [ -f "$dir/secrets.env" ]; then
+        while IFS= read -r line || [ -n "$line" ]; do
+            case "$line" in ''|'#'*) continue ;; esac
+            case "$line" in
+                [A-Za-z_]*=*) CASE_ENV+=("$line") ;;
+                *) echo "$dir/secrets.env: not VAR=value: $line" >&2; return 1 ;;
+            esac
+        done <"$dir/secrets.env"
+    fi
+    [ -f "$dir/secrets" ] || return 0
+    mkdir -p "$values_dir"
+    while IFS= read -r line || [ -n "$line" ]; do
+        case "$line" in ''|'#'*) continue ;; esac
+        local fields=()
+        IFS=, read -r -a fields <<<"$line"
+        for i in "${!fields[@]}"; do
+            field=${fields[$i]}
+            key=${field%%=*}
+            val=${field#*=}
+            case "$key" in
+                src|source)
+                    case "$val" in /*) ;; *) val="$dir/$val" ;; esac
+                    [ -f "$val" ] || { echo "$dir/secrets: no file $val" >&2; return 1; }
+                    fields[$i]="$key=$val"
+                    CASE_SECRET_VALUES+=("$val")
+                    ;;
+                env)
+                    local found="" e
+                    for e in ${CASE_ENV[@]+"${CASE_ENV[@]}"}; do
+                        [ "${e%%=*}" != "$val" ] || found=${e#*=}
+                    done
+                    [ -n "$found" ] || { echo "$dir/secrets: $val is not set in secrets.env" >&2; return 1; }
+                    printf '%s' "$found" >"$values_dir/$val"
+                    CASE_SECRET_VALUES+=("$values_dir/$val")
+                    ;;
+            esac
+        done
+        CASE_SECRETS+=(--secret "$(IFS=,; echo "${fields[*]}")")
+    done <"$dir/secrets"
+}
+
+# secret_check LOG PATH...: 0 when no secret value of the case (CASE_SECRET_VALUES) occurs in
+# the layouts or logs PATH; else 1, the findings in LOG.
+secret_check() {
+    local log=$1
+    shift
+    [ "${#CASE_SECRET_VALUES[@]}" -gt 0 ] || return 0
+    local vf args=()
+    for vf in "${CASE_SECRET_VALUES[@]}"; do args+=(--value-file "$vf"); done
+    python3 "$COMPARE" find-values "${args[@]}" "$@" >"$log" 2>&1
 }
 
 # buildkit_build CASE_DIR OUT LOG: `docker build` in the private dockerd (BuildKit), then
@@ -283,11 +358,14 @@ buildkit_build() {
     local dir=$1 out=$2 log=$3
     local tag
     tag="kiln-parity/$(basename "$dir"):$(basename "$out")"
-    # --network host: the private dockerd has no bridge. --no-cache: every case and every
-    # --self-check run really builds.
-    DOCKER_BUILDKIT=1 timeout 600 "${DOCKER[@]}" build --progress plain --network host --no-cache \
-        ${CASE_ARGS[@]+"${CASE_ARGS[@]}"} ${CASE_TARGET[@]+"${CASE_TARGET[@]}"} \
-        -f "$dir/Dockerfile" -t "$tag" "$dir/" >"$log" 2>&1 || return 1
+    # --network host: the private dockerd has no bridge (a case's buildkit-network may say
+    # none). --no-cache: every case and every --self-check run really builds (cache mounts are
+    # kept all the same).
+    env ${CASE_ENV[@]+"${CASE_ENV[@]}"} DOCKER_BUILDKIT=1 timeout 600 "${DOCKER[@]}" build \
+        --progress plain --network "$BUILDKIT_NETWORK" --no-cache \
+        ${CASE_ARGS[@]+"${CASE_ARGS[@]}"} ${CASE_SECRETS[@]+"${CASE_SECRETS[@]}"} \
+        ${CASE_TARGET[@]+"${CASE_TARGET[@]}"} \
+        -f "$BUILDKIT_DOCKERFILE" -t "$tag" "$dir/" >"$log" 2>&1 || return 1
     "${DOCKER[@]}" save -o "$out.tar" "$tag" >>"$log" 2>&1 || return 1
     "${DOCKER[@]}" rmi -f "$tag" >>"$log" 2>&1 || true
     skopeo copy -q --format v2s2 "docker-archive:$out.tar" "oci:$out-docker:latest" >>"$log" 2>&1 || return 1
@@ -311,8 +389,11 @@ buildah_build() {
     # --layers: one layer per RUN/COPY/ADD as docker and kaniko make (without it buildah commits
     # one layer per stage). --format docker: keeps HEALTHCHECK, ONBUILD, SHELL, which buildah drops
     # from OCI-format images. --no-cache: every case and every --self-check run really builds.
-    buildah_s bud --isolation chroot --tls-verify=false --layers --no-cache --format docker \
-        --identity-label=false ${CASE_ARGS[@]+"${CASE_ARGS[@]}"} ${CASE_TARGET[@]+"${CASE_TARGET[@]}"} \
+    env ${CASE_ENV[@]+"${CASE_ENV[@]}"} \
+        buildah --root "$BUILDAH_STORE/root" --runroot "$BUILDAH_STORE/runroot" --storage-driver vfs \
+        bud --isolation chroot --tls-verify=false --layers --no-cache --format docker \
+        --identity-label=false ${CASE_ARGS[@]+"${CASE_ARGS[@]}"} ${CASE_SECRETS[@]+"${CASE_SECRETS[@]}"} \
+        ${CASE_TARGET[@]+"${CASE_TARGET[@]}"} \
         -f "$dockerfile" -t parity-case "$dir/" >"$log" 2>&1 || return 1
     buildah_s push --tls-verify=false parity-case "oci:$out:latest" >>"$log" 2>&1 || return 1
     buildah_s push --tls-verify=false --format docker parity-case "oci:$out-docker:latest" >>"$log" 2>&1 || return 1
@@ -323,9 +404,11 @@ buildah_build() {
 kiln_build() {
     local dir=$1 out=$2 log=$3
     rm -rf "$WORK/kiln-dir"
-    timeout 600 "$KILN" build --context "$dir/" --dockerfile "$dir/Dockerfile" \
+    env ${CASE_ENV[@]+"${CASE_ENV[@]}"} timeout 600 "$KILN" build --context "$dir/" \
+        --dockerfile "$dir/Dockerfile" \
         --insecure-registry "$REGISTRY" --no-push --oci-layout-path "$out" --kiln-dir "$WORK/kiln-dir" \
-        ${CASE_ARGS[@]+"${CASE_ARGS[@]}"} ${CASE_TARGET[@]+"${CASE_TARGET[@]}"} \
+        ${CASE_ARGS[@]+"${CASE_ARGS[@]}"} ${CASE_SECRETS[@]+"${CASE_SECRETS[@]}"} \
+        ${CASE_TARGET[@]+"${CASE_TARGET[@]}"} \
         ${KILN_EXTRA[@]+"${KILN_EXTRA[@]}"} >"$log" 2>&1
 }
 
@@ -456,7 +539,10 @@ for CASE in "${cases[@]}"; do
         fail_row "$CASE" "-" "prepare.sh failed" "$(tail_of "$out/prepare.log")"
         continue
     fi
-    read_case_options "$dir"
+    if ! read_case_options "$dir" 2>"$out/options.log"; then
+        fail_row "$CASE" "-" "case files wrong" "$(tail_of "$out/options.log")"
+        continue
+    fi
     t0=$(date +%s)
     ref=buildkit
     [ -z "$CASE_NO_BUILDKIT" ] || ref=buildah
@@ -468,6 +554,13 @@ for CASE in "${cases[@]}"; do
         echo "== $CASE: $ref failed" >&2
         tail -n 20 "$out/$ref.log" >&2
         fail_row "$CASE" "$ref" "$ref failed" "$(tail_of "$out/$ref.log")"
+        continue
+    fi
+    # A secret's value in the reference's image or log: the case is wrong.
+    if ! secret_check "$out/secrets-$ref.txt" "$out/$ref" "$out/$ref-docker" "$out/$ref.log"; then
+        echo "== $CASE: a secret's value in $ref's image or log" >&2
+        cat "$out/secrets-$ref.txt" >&2
+        fail_row "$CASE" "$ref" "secret in $ref's image" "$(tail_of "$out/secrets-$ref.txt")"
         continue
     fi
     # buildah beside BuildKit (--with-buildah): for information only.
@@ -543,6 +636,12 @@ for CASE in "${cases[@]}"; do
         echo "== $CASE: kiln failed" >&2
         tail -n 20 "$out/kiln.log" >&2
         kiln_fail_row "kiln failed" "$(tail_of "$out/kiln.log")"
+        continue
+    fi
+    if ! secret_check "$out/secrets-kiln.txt" "$out/kiln" "$out/kiln.log"; then
+        echo "== $CASE: a secret's value in kiln's image or log" >&2
+        cat "$out/secrets-kiln.txt" >&2
+        kiln_fail_row "secret in kiln's image" "$(tail_of "$out/secrets-kiln.txt")"
         continue
     fi
     if ! unpack "$out/$ref" "$out/$ref-bundle" "$out/unpack.log"; then

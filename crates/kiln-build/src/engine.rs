@@ -9,6 +9,7 @@ use crate::layers::LayerServices;
 use crate::options::{BuildOptions, ImageFormat, Isolation, Reporter};
 use crate::types::{BuiltImage, Finished, Layer, Resolved, StageImage};
 use kiln_dockerfile::instructions::Command;
+use kiln_dockerfile::mount::MountType;
 use kiln_dockerfile::{plan, Base, BaseImage, Dockerfile, Plan, PlanOptions, PlannedStage};
 use kiln_oci::{media_type, Descriptor, ImageConfig, Platform};
 use kiln_registry::Reference;
@@ -277,6 +278,9 @@ impl Builder {
             self.opts.outside_ignore_file.as_ref(),
         )?;
         let backend = self.backend()?;
+        if backend == (Backend::Chroot { namespaces: false }) {
+            Self::check_network(&plan, &self.opts)?;
+        }
         let finished: Mutex<HashMap<usize, Arc<Finished>>> = Mutex::new(HashMap::new());
         let total = plan.stages.len();
         let position: HashMap<usize, usize> = plan
@@ -378,6 +382,27 @@ impl Builder {
         Ok(choice.backend)
     }
 
+    /// Refuses `RUN --network=none` where steps get no namespaces (so no network of their own),
+    /// before any step runs.
+    fn check_network(plan: &Plan, opts: &BuildOptions) -> Result<(), BuildError> {
+        for stage in &plan.stages {
+            for instruction in stage.onbuild.iter().chain(&stage.instructions) {
+                if let Command::Run { network, .. } = &instruction.command {
+                    if network.as_deref() == Some("none") {
+                        return Err(BuildError::Unsupported {
+                            at: opts.at(instruction),
+                            what: "RUN --network=none in a container that may not create \
+                                   namespaces (the chroot backend without namespaces has no \
+                                   network of its own to give a step)"
+                                .into(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses what kiln cannot build yet, before any work, naming the line.
     fn check_supported(&self, plan: &Plan) -> Result<(), BuildError> {
         for stage in &plan.stages {
@@ -388,18 +413,32 @@ impl Builder {
                 };
                 match &instruction.command {
                     Command::Run {
-                        mounts,
-                        network,
-                        security,
-                        ..
+                        mounts, security, ..
                     } => {
-                        if !mounts.is_empty() {
-                            return Err(unsupported(
-                                "RUN --mount (cache, secret, ssh, bind, tmpfs)",
-                            ));
-                        }
-                        if network.as_deref().is_some_and(|n| n == "none") {
-                            return Err(unsupported("RUN --network=none"));
+                        for mount in mounts.iter().filter(|m| m.required) {
+                            let id = mount.id.as_deref().unwrap_or("default");
+                            let (kind, given, flag) = match mount.kind {
+                                MountType::Secret => (
+                                    "secret",
+                                    self.opts.secrets.contains_key(id),
+                                    format!("--secret id={id},src=PATH (or env=VARIABLE)"),
+                                ),
+                                MountType::Ssh => (
+                                    "ssh",
+                                    self.opts.ssh.contains_key(id),
+                                    format!("--ssh {id}=$SSH_AUTH_SOCK"),
+                                ),
+                                _ => continue,
+                            };
+                            if !given {
+                                return Err(BuildError::Instruction {
+                                    at: self.opts.at(instruction),
+                                    keyword: "RUN",
+                                    message: format!(
+                                        "{kind} {id}: not found: the mount is required, pass {flag}"
+                                    ),
+                                });
+                            }
                         }
                         if security.as_deref().is_some_and(|s| s == "insecure") {
                             return Err(unsupported("RUN --security=insecure"));

@@ -32,6 +32,7 @@ mod options;
 pub mod output;
 pub mod paths;
 mod snapshotter;
+mod ssh_agent;
 mod stage;
 mod types;
 pub mod users;
@@ -41,6 +42,6 @@ pub use engine::Builder;
 pub use error::BuildError;
 pub use options::{
     BuildOptions, CacheOptions, ImageFormat, Isolation, Quiet, RegistryCacheOptions, Reporter,
-    SnapshotStats, StepDone, StepInfo,
+    SecretSource, SnapshotStats, SshSource, StepDone, StepInfo,
 };
 pub use types::{BuiltImage, Layer, StageImage};

@@ -90,6 +90,28 @@ pub struct BuildOptions {
     pub annotations: BTreeMap<String, String>,
     /// The build cache: where steps are looked up and stored.
     pub cache: CacheOptions,
+    /// Build secrets by id (`--secret`), read when a step mounts one, never kept.
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// SSH agents by id (`--ssh`), served to the steps that mount one.
+    pub ssh: BTreeMap<String, SshSource>,
+}
+
+/// Where a build secret's value comes from (`--secret id=ID,src=PATH` or `,env=VAR`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file's content.
+    File(PathBuf),
+    /// An environment variable of kiln's process.
+    Env(String),
+}
+
+/// What a `--ssh` id serves (`ID=SOCKET` or `ID=KEY[,KEY]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshSource {
+    /// An agent's socket, forwarded (read-only use: list keys and sign).
+    Agent(PathBuf),
+    /// Private key files (unencrypted OpenSSH or PEM), served by an agent of kiln's own.
+    Keys(Vec<PathBuf>),
 }
 
 /// Where the build cache is read and written. Entries are always written to the kiln dir.

@@ -10,7 +10,8 @@
 //! layers are touched when a build uses them ([`touch`]), cache records when they are read. A
 //! blob's own inode is never touched (its change time is what [`ContentStore::blob_stamp`]
 //! vouches with): its use is marked on `used/<algorithm>/<hex>` beside it
-//! ([`ContentStore::touch_blob`]), and its last use is the later of the two times.
+//! ([`ContentStore::touch_blob`]), and its last use is the later of the two times. A cache
+//! mount's last use is its lock file's time ([`crate::cache_mounts`]).
 
 use std::fs::{self, File};
 use std::io;
@@ -249,6 +250,40 @@ impl ContentStore {
                     used,
                     marker,
                 });
+            }
+        }
+        // mounts/<id>/<n>: cache mount trees; `<n>.lock` beside each marks its last use.
+        if let Ok(ids) = fs::read_dir(root.join("mounts")) {
+            for id in ids.flatten() {
+                let Ok(instances) = fs::read_dir(id.path()) else {
+                    continue;
+                };
+                for instance in instances.flatten() {
+                    let Ok(meta) = instance.metadata() else {
+                        continue;
+                    };
+                    let name = instance.file_name().to_string_lossy().into_owned();
+                    if name.ends_with(".lock") {
+                        continue;
+                    }
+                    let temp = name.starts_with(".tmp-");
+                    let marker = id.path().join(format!("{name}.lock"));
+                    let used = if temp {
+                        SystemTime::UNIX_EPOCH
+                    } else {
+                        fs::metadata(&marker)
+                            .and_then(|m| m.modified())
+                            .or_else(|_| meta.modified())
+                            .unwrap_or(SystemTime::UNIX_EPOCH)
+                    };
+                    items.push(Item {
+                        path: instance.path(),
+                        marker: Some(marker),
+                        dir: meta.is_dir(),
+                        bytes: tree_bytes(&instance.path()),
+                        used,
+                    });
+                }
             }
         }
         // layers/<format>/<name>: trees.

@@ -93,6 +93,7 @@ Must not depend on: any kiln crate but `kiln-oci`.
 
 pub mod apply;
 mod at;
+pub mod cache_mounts;
 pub mod compress;
 pub mod decompress;
 pub mod gc;

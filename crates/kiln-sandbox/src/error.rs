@@ -28,10 +28,12 @@ pub enum Stage {
     Groups,
     Gid,
     Uid,
+    RunMount,
+    Loopback,
 }
 
 impl Stage {
-    const ALL: [Stage; 17] = [
+    const ALL: [Stage; 19] = [
         Stage::ParentDeathSignal,
         Stage::Unshare,
         Stage::MakePrivate,
@@ -49,6 +51,8 @@ impl Stage {
         Stage::Groups,
         Stage::Gid,
         Stage::Uid,
+        Stage::RunMount,
+        Stage::Loopback,
     ];
 
     pub(crate) fn from_u8(v: u8) -> Option<Stage> {
@@ -76,6 +80,8 @@ impl fmt::Display for Stage {
             Stage::Groups => "set supplementary groups",
             Stage::Gid => "set gid",
             Stage::Uid => "set uid",
+            Stage::RunMount => "mount a RUN --mount",
+            Stage::Loopback => "bring up the loopback interface of --network=none",
         };
         f.write_str(s)
     }
@@ -121,6 +127,16 @@ pub enum SandboxError {
     #[error("cannot create mount point {path}: {source}")]
     MountPoint {
         /// The host path inside the rootfs.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Moving a mount's source in or out of the rootfs failed (without namespaces).
+    #[error("cannot {action} {path}: {source}")]
+    MoveMount {
+        /// What kiln was doing, e.g. `move the mount source into place at`.
+        action: &'static str,
+        /// The host path.
         path: PathBuf,
         /// The underlying error.
         source: io::Error,

@@ -42,7 +42,7 @@ pub mod userns;
 pub use error::{SandboxError, Stage};
 pub use process::parent::run_step;
 pub use process::plain::namespaces_available;
-pub use spec::{RunSpec, StepOutcome, StepStatus, DEFAULT_PATH};
+pub use spec::{RunSpec, StepMount, StepMountKind, StepOutcome, StepStatus, DEFAULT_PATH};
 pub use syscall::{Call, LinuxSyscall, RecordingSyscall, Syscall};
 
 /// Setup order for tests: runs the namespace stage and the pid-1 stage of
@@ -59,7 +59,7 @@ pub fn record_setup(
         stage,
         source: errno.into(),
     };
-    process::intermediate::isolate(sys).map_err(tag)?;
+    process::intermediate::isolate(sys, !spec.network).map_err(tag)?;
     process::init::setup(&plan, sys).map_err(tag)?;
     Ok(created)
 }

@@ -31,6 +31,46 @@ pub struct RunSpec {
     /// Isolate the step in new mount, pid, UTS and IPC namespaces (needs CAP_SYS_ADMIN). Without,
     /// the step is only chrooted (see [`crate::namespaces_available`]).
     pub namespaces: bool,
+    /// Mounts of the step (BuildKit's `RUN --mount`), made in this order; a target under
+    /// another mount's target comes after it.
+    pub mounts: Vec<StepMount>,
+    /// The step shares the caller's network (`RUN --network=default|host`); `false` gives it a
+    /// network namespace of its own with only a loopback interface (`--network=none`), which
+    /// needs [`RunSpec::namespaces`].
+    pub network: bool,
+}
+
+/// One mount of a RUN step, made ready by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepMount {
+    /// Absolute path inside the rootfs with its symlinks already resolved in the rootfs; a
+    /// missing mount point (and its missing parents) is created for the step and reported in
+    /// [`StepOutcome::created_mount_points`].
+    pub target: String,
+    /// What is mounted there.
+    pub kind: StepMountKind,
+}
+
+/// What a [`StepMount`] puts at its target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepMountKind {
+    /// A host directory, file or socket, bound at the target (`readonly`: remounted read-only).
+    ///
+    /// Without namespaces there are no mounts: the source is moved to the target (rename)
+    /// for the step's duration and moved back after, so it must be the caller's own (a copy
+    /// when the step must not change the original) and on the rootfs's file system.
+    Bind {
+        /// The host path.
+        source: PathBuf,
+        /// Remount read-only (not enforced without namespaces).
+        readonly: bool,
+    },
+    /// An empty tmpfs (`size` in bytes). Without namespaces: an empty directory for the step's
+    /// duration, removed after, with no size limit.
+    Tmpfs {
+        /// Size limit in bytes (the kernel's default, half of RAM, when `None`).
+        size: Option<u64>,
+    },
 }
 
 impl RunSpec {
@@ -48,6 +88,8 @@ impl RunSpec {
             resolv_conf: None,
             hosts: None,
             namespaces: true,
+            mounts: Vec::new(),
+            network: true,
         }
     }
 }
@@ -89,6 +131,10 @@ pub struct StepOutcome {
     pub without_sys: bool,
     /// The step ran chrooted only, without namespaces (no `/proc` either).
     pub without_namespaces: bool,
+    /// Host paths of existing directories whose times kiln changed for the step (a mount's
+    /// target moved aside and back without namespaces, and its parent): a change of their
+    /// times alone is not the step's.
+    pub touched: Vec<PathBuf>,
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ fn options(kiln_dir: &Path) -> BuildOptions {
         all_stages: false,
         annotations: Default::default(),
         cache: Default::default(),
+        secrets: Default::default(),
+        ssh: Default::default(),
     }
 }
 

@@ -10,6 +10,7 @@ use crate::image;
 use crate::options::StepInfo;
 use crate::types::Layer;
 use kiln_dockerfile::instructions::{Command, Instruction};
+use kiln_dockerfile::mount::MountType;
 use kiln_fs::compress::Encoding;
 
 /// The cache's name for a step kind; `None` for a step that changes no file.
@@ -206,7 +207,28 @@ impl StageRun<'_> {
         inputs.add("backend", format!("{:?}", self.services.backend));
         inputs.add("workdir", self.workdir_or_root());
         match &instruction.command {
-            Command::Run { .. } => {
+            Command::Run { mounts, .. } => {
+                // What a bind mount shows is an input, as COPY's sources are (BuildKit keys
+                // it by content); a cache's content never is, nor a secret's value.
+                for mount in mounts {
+                    let reads = mount.kind == MountType::Bind
+                        || (mount.kind == MountType::Cache && mount.from.is_some());
+                    if !reads {
+                        continue;
+                    }
+                    let source = kiln_oci::path::clean(mount.source.as_deref().unwrap_or("/"));
+                    match &mount.from {
+                        Some(from) => inputs.add(
+                            format!("mount from {from} {source}"),
+                            self.source_identity(from, false),
+                        ),
+                        None => {
+                            let rel = source.trim_start_matches('/');
+                            let rel = if rel.is_empty() { "." } else { rel };
+                            add_context_files(&mut inputs, self.context, &[rel.to_owned()])?
+                        }
+                    }
+                }
                 let shell = image::shell(&self.image.config);
                 inputs.add("shell", serde_json::to_string(&shell).unwrap_or_default());
                 inputs.add("user", self.user().unwrap_or_default());
@@ -237,7 +259,7 @@ impl StageRun<'_> {
                     }
                 }
                 match &args.from {
-                    Some(from) => inputs.add("from", self.source_identity(&from.value)),
+                    Some(from) => inputs.add("from", self.source_identity(&from.value, true)),
                     None => add_context_files(&mut inputs, self.context, &local)?,
                 }
             }
@@ -246,11 +268,13 @@ impl StageRun<'_> {
         Ok(Some(inputs))
     }
 
-    /// What `COPY --from=X` reads, as a key input: the stage's last key or the image's digest.
-    fn source_identity(&self, from: &str) -> String {
+    /// What `COPY --from=X` (or a mount's `from=`) reads, as a key input: the stage's last key
+    /// or the image's digest. `by_index`: a number names a stage (COPY only).
+    fn source_identity(&self, from: &str, by_index: bool) -> String {
         let stage_index = from
             .parse::<usize>()
             .ok()
+            .filter(|_| by_index)
             .or_else(|| self.names.get(&from.to_ascii_lowercase()).copied())
             .filter(|i| self.stage.depends_on.contains(i));
         if let Some(index) = stage_index {

@@ -20,7 +20,7 @@ pub(crate) enum SourceView {
 }
 
 impl SourceView {
-    fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         match self {
             SourceView::Dir(p) => p,
             SourceView::Overlay(m) => m.path(),
@@ -79,7 +79,7 @@ impl StageRun<'_> {
             .collect();
         let source_view = match &args.from {
             None => None,
-            Some(from) => Some(self.source_view(&from.value, &at)?),
+            Some(from) => Some(self.source_view(&from.value, &at, true, "COPY")?),
         };
         let lazy = self.lazy;
         let context = self.context;
@@ -174,11 +174,19 @@ impl StageRun<'_> {
         })?;
         Ok(layer)
     }
-    /// What `COPY --from=X` reads: a built stage's tree, or an image's.
-    fn source_view(&self, from: &str, at: &str) -> Result<SourceView, BuildError> {
+    /// What `COPY --from=X` (or `keyword`'s) reads: a built stage's tree, or an image's.
+    /// `by_index`: a number names a stage (COPY), else an image (RUN --mount, as BuildKit).
+    pub(super) fn source_view(
+        &self,
+        from: &str,
+        at: &str,
+        by_index: bool,
+        keyword: &'static str,
+    ) -> Result<SourceView, BuildError> {
         let stage_index = from
             .parse::<usize>()
             .ok()
+            .filter(|_| by_index)
             .or_else(|| self.names.get(&from.to_ascii_lowercase()).copied())
             .filter(|i| self.stage.depends_on.contains(i));
         let (layers, name) = if let Some(index) = stage_index {
@@ -197,8 +205,8 @@ impl StageRun<'_> {
             let Some(r) = self.resolved.get(from) else {
                 return Err(BuildError::Instruction {
                     at: at.to_owned(),
-                    keyword: "COPY",
-                    message: format!("--from={from}: no such stage or image"),
+                    keyword,
+                    message: format!("from={from}: no such stage or image"),
                 });
             };
             let n = self.resolved.keys().position(|k| k == from).unwrap_or(0);

@@ -6,6 +6,7 @@
 mod cached;
 mod copy_add;
 mod metadata;
+mod mounts;
 mod run;
 
 use crate::cache::{Cache, KeyInputs};
@@ -436,8 +437,21 @@ impl<'a> StageRun<'a> {
         match &instruction.command {
             Command::From { .. } => Ok(None),
             Command::Run {
-                command, heredocs, ..
-            } => self.run(instruction, command, heredocs, info).map(Some),
+                command,
+                heredocs,
+                mounts,
+                network,
+                ..
+            } => self
+                .run(
+                    instruction,
+                    command,
+                    heredocs,
+                    mounts,
+                    network.as_deref(),
+                    info,
+                )
+                .map(Some),
             Command::Copy(args) | Command::Add(args) => self.copy(instruction, args).map(Some),
             Command::Workdir { path } => self.workdir_instruction(instruction, path).map(Some),
             _ => self.metadata(instruction).map(|()| None),

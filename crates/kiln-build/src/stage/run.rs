@@ -68,6 +68,8 @@ impl StageRun<'_> {
         instruction: &Instruction,
         command: &CommandLine,
         heredocs: &[kiln_dockerfile::parser::Heredoc],
+        mounts: &[kiln_dockerfile::mount::Mount],
+        network: Option<&str>,
         info: &StepInfo,
     ) -> Result<Option<Layer>, BuildError> {
         let at = self.at(instruction);
@@ -124,6 +126,8 @@ impl StageRun<'_> {
             });
         }
         let env = self.run_env.clone();
+        // Held until the step is over: cache locks, agents, secret files (removed after).
+        let prepared = self.prepare_mounts(instruction, mounts, &env)?;
         let user = self.user();
         let cwd = self.workdir_or_root();
         let hosts = self.services.layers.scratch().join("hosts");
@@ -172,6 +176,16 @@ impl StageRun<'_> {
             // As runc does: HOME from /etc/passwd unless the image or an ARG sets it.
             let mut env = env;
             env.entry("HOME".into()).or_insert(identity.home.clone());
+            // Secrets as variables and SSH_AUTH_SOCK: the step's only (never in `run_env`,
+            // which feeds keys and the image).
+            env.extend(prepared.env.iter().cloned());
+            let step_mounts = if prepared.is_empty() {
+                Vec::new()
+            } else {
+                prepared
+                    .step_mounts(root)
+                    .map_err(BuildError::io("resolving mount targets in", root))?
+            };
             let safe_file =
                 |rel: &str| std::fs::symlink_metadata(root.join(rel)).map_or(true, |m| m.is_file());
             let resolv = Path::new("/etc/resolv.conf");
@@ -188,6 +202,8 @@ impl StageRun<'_> {
                     .then(|| resolv.to_owned()),
                 hosts: safe_file("etc/hosts").then_some(hosts),
                 namespaces,
+                mounts: step_mounts,
+                network: network != Some("none"),
             };
             // stdout and stderr interleave in one tail, as a terminal shows them.
             let mut out = OutputTail {
@@ -211,16 +227,22 @@ impl StageRun<'_> {
                 std::fs::canonicalize(root).map_err(BuildError::io("resolving", root))?;
             let mut kiln_touched = Vec::new();
             for point in outcome.created_mount_points.iter().rev() {
-                let Ok(rel) = point.strip_prefix(&canonical) else {
-                    continue;
-                };
+                // Points made inside a mount's own source (a cache) are removed too.
                 let _ = match std::fs::symlink_metadata(point) {
                     Ok(m) if m.is_dir() => std::fs::remove_dir(point),
                     Ok(_) => std::fs::remove_file(point),
                     Err(_) => Ok(()),
                 };
+                let Ok(rel) = point.strip_prefix(&canonical) else {
+                    continue;
+                };
                 if let Some(parent) = rel.parent() {
                     kiln_touched.push(parent.to_owned());
+                }
+            }
+            for dir in &outcome.touched {
+                if let Ok(rel) = dir.strip_prefix(&canonical) {
+                    kiln_touched.push(rel.to_owned());
                 }
             }
             if outcome.without_sys {

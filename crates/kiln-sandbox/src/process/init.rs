@@ -11,7 +11,7 @@ use rustix::process::Signal;
 
 use crate::error::Stage;
 use crate::process::message::Message;
-use crate::process::plan::Plan;
+use crate::process::plan::{Plan, PlannedMountKind};
 use crate::syscall::Syscall;
 
 /// Tags a kernel error with the stage it happened in.
@@ -92,6 +92,42 @@ pub(crate) fn setup(plan: &Plan, sys: &dyn Syscall) -> Result<(), (Stage, Errno)
             MountFlags::BIND | MountFlags::RDONLY | nosuid_nodev_noexec,
         )
         .map_err(at(bind.stage))?;
+    }
+
+    // RUN --mount, in order (a mount inside another comes after it).
+    for mount in &plan.mounts {
+        for dir in &mount.mkdirs {
+            match sys.mkdir(dir, 0o755) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err((Stage::RunMount, e)),
+            }
+        }
+        if mount.file_point {
+            sys.create_file(&mount.target, 0o644)
+                .map_err(at(Stage::RunMount))?;
+        }
+        match &mount.what {
+            PlannedMountKind::Bind { source, readonly } => {
+                sys.bind_mount(source, &mount.target)
+                    .map_err(at(Stage::RunMount))?;
+                if let Some(kept) = readonly {
+                    sys.remount(&mount.target, MountFlags::BIND | MountFlags::RDONLY | *kept)
+                        .map_err(at(Stage::RunMount))?;
+                }
+            }
+            PlannedMountKind::Tmpfs { data } => sys
+                .mount(
+                    c"tmpfs",
+                    &mount.target,
+                    c"tmpfs",
+                    MountFlags::NOSUID | MountFlags::NODEV,
+                    Some(data),
+                )
+                .map_err(at(Stage::RunMount))?,
+        }
+    }
+    if plan.new_network {
+        sys.loopback_up().map_err(at(Stage::Loopback))?;
     }
 
     if let Some(name) = &plan.hostname {

@@ -28,11 +28,16 @@ pub(crate) const NAMESPACES: UnshareFlags = UnshareFlags::NEWNS
 /// Leaves the caller's namespaces. The first mount call is always the
 /// recursive private propagation of `/`: nothing mounted later can
 /// propagate back to the host.
-pub(crate) fn isolate(sys: &dyn Syscall) -> Result<(), (Stage, Errno)> {
+pub(crate) fn isolate(sys: &dyn Syscall, new_network: bool) -> Result<(), (Stage, Errno)> {
     // If the caller dies, this process dies, and pid 1 follows (init.rs).
     sys.set_parent_death_signal(Some(Signal::KILL))
         .map_err(|e| (Stage::ParentDeathSignal, e))?;
-    sys.unshare(NAMESPACES).map_err(|e| (Stage::Unshare, e))?;
+    let namespaces = if new_network {
+        NAMESPACES.union(UnshareFlags::NEWNET)
+    } else {
+        NAMESPACES
+    };
+    sys.unshare(namespaces).map_err(|e| (Stage::Unshare, e))?;
     sys.set_propagation(
         c"/",
         MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
@@ -73,7 +78,7 @@ pub(crate) fn run(plan: &Plan, msg_fd: RawFd) -> std::io::Result<()> {
         .send(msg);
         std::io::Error::from(errno)
     };
-    isolate(&sys).map_err(|(stage, e)| fail(stage, e))?;
+    isolate(&sys, plan.new_network).map_err(|(stage, e)| fail(stage, e))?;
     // SAFETY: this process is single-threaded (a fresh fork child), so
     // fork has no other threads' locks to worry about. The child only makes
     // raw syscalls on prepared data before std's exec path.

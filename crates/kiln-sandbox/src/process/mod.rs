@@ -4,10 +4,11 @@
 //! caller (parent.rs)          may be multi-threaded; validates, creates mount
 //!   │                         points, spawns, streams output, decodes status
 //!   └─ intermediate.rs        fork #1 (std::process::Command + pre_exec):
-//!        │                    unshare(NEWNS|NEWPID|NEWUTS|NEWIPC), make `/`
+//!        │                    unshare(NEWNS|NEWPID|NEWUTS|NEWIPC[|NEWNET]), make `/`
 //!        │                    rprivate; waits for pid 1 and reports its status
 //!        └─ init.rs           fork #2: the first process in the new pid
-//!                             namespace (pid 1); mounts, chroot, ids, then
+//!                             namespace (pid 1); mounts (RUN --mount too, planned
+//!                             in mounts.rs), chroot, ids, then
 //!                             returns into std, which execs the command
 //! ```
 //!
@@ -23,6 +24,7 @@
 pub(crate) mod init;
 pub(crate) mod intermediate;
 pub(crate) mod message;
+pub(crate) mod mounts;
 pub(crate) mod parent;
 pub(crate) mod plain;
 pub(crate) mod plan;

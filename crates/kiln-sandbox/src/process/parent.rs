@@ -92,6 +92,8 @@ pub(crate) fn prepare(spec: &RunSpec) -> Result<(Plan, Vec<PathBuf>), SandboxErr
             stage,
         });
     }
+    plan.mounts = crate::process::mounts::plan(&rootfs, &spec.mounts, &mut created)?;
+    plan.new_network = !spec.network;
     plan.hostname = match &spec.hostname {
         Some(h) if h.is_empty() || h.len() > 64 || h.contains('\0') => {
             return Err(SandboxError::InvalidSpec {
@@ -207,6 +209,7 @@ pub fn run_step(
                 created_mount_points,
                 without_sys: plan.sys_dir.is_none(),
                 without_namespaces: false,
+                touched: Vec::new(),
             });
         }
     }

@@ -7,12 +7,17 @@
 //! has none. Everything kiln created is reported so the caller keeps it out of the layer. There
 //! is no `/proc` or `/sys`. Processes the step leaves behind are killed with its process group
 //! (a daemon that starts its own session escapes that).
+//!
+//! `RUN --mount`s are moved in instead of mounted (`mounts.rs`): a bind's source is renamed to
+//! the target for the step and back after, a tmpfs is an empty directory; read-only and size
+//! limits are not enforced. `--network=none` is refused: there is no network namespace.
 
 use std::ffi::CString;
 use std::io::{self, Write};
 use std::os::unix::process::CommandExt;
 
 use crate::error::SandboxError;
+use crate::process::mounts::MovedIn;
 use crate::process::plan::{cstr, dir_chain, DEVICES};
 use crate::rootfs::{ensure, resolve_rootfs, Kind};
 use crate::spec::{RunSpec, StepOutcome, StepStatus};
@@ -29,9 +34,33 @@ pub(crate) fn run_plain(
             reason: "empty argv".to_owned(),
         });
     }
+    if !spec.network {
+        return Err(SandboxError::InvalidSpec {
+            reason: "RUN --network=none needs a network namespace, and this container may not \
+                     create namespaces"
+                .to_owned(),
+        });
+    }
     let mut created = Vec::new();
+    let mut moved = MovedIn::new(&rootfs, &spec.mounts, &mut created)?;
+    let result = run_moved_in(spec, &rootfs, created, stdout, stderr);
+    moved.restore();
+    result.map(|outcome| StepOutcome {
+        touched: std::mem::take(&mut moved.touched),
+        ..outcome
+    })
+}
+
+/// Runs `spec` once its mounts are in place (`created`: mount points made so far).
+fn run_moved_in(
+    spec: &RunSpec,
+    rootfs: &std::path::Path,
+    mut created: Vec<std::path::PathBuf>,
+    stdout: &mut (dyn Write + Send),
+    stderr: &mut (dyn Write + Send),
+) -> Result<StepOutcome, SandboxError> {
     // /dev nodes, as files of the tree for the step's duration.
-    ensure(&rootfs, "dev", Kind::Dir, &mut created)?;
+    ensure(rootfs, "dev", Kind::Dir, &mut created)?;
     for (name, major, minor) in DEVICES {
         let path = rootfs.join("dev").join(name);
         if std::fs::symlink_metadata(&path).is_ok() {
@@ -61,7 +90,7 @@ pub(crate) fn run_plain(
             continue;
         }
         let mut made = Vec::new();
-        ensure(&rootfs, rel, Kind::File, &mut made)?;
+        ensure(rootfs, rel, Kind::File, &mut made)?;
         std::fs::copy(source, &target).map_err(|source| SandboxError::MountPoint {
             path: target.clone(),
             source,
@@ -70,7 +99,7 @@ pub(crate) fn run_plain(
     }
     for dir in dir_chain(&spec.cwd)? {
         ensure(
-            &rootfs,
+            rootfs,
             dir.trim_start_matches('/'),
             Kind::Dir,
             &mut created,
@@ -148,6 +177,7 @@ pub(crate) fn run_plain(
         created_mount_points: created,
         without_sys: true,
         without_namespaces: true,
+        touched: Vec::new(),
     })
 }
 

@@ -36,6 +36,30 @@ pub(crate) struct Bind {
     pub(crate) stage: Stage,
 }
 
+/// One `RUN --mount`, ready for pid 1.
+#[derive(Debug)]
+pub(crate) struct PlannedMount {
+    /// Directories to create first (host paths; only inside a tmpfs mounted just before).
+    pub(crate) mkdirs: Vec<CString>,
+    /// Create an empty file as the mount point (a file or socket bound inside a tmpfs).
+    pub(crate) file_point: bool,
+    /// Host path of the mount point.
+    pub(crate) target: CString,
+    pub(crate) what: PlannedMountKind,
+}
+
+#[derive(Debug)]
+pub(crate) enum PlannedMountKind {
+    /// A bind of `source`; `readonly` holds the flags the read-only remount keeps (the
+    /// source mount's own, which a user namespace may not clear).
+    Bind {
+        source: CString,
+        readonly: Option<rustix::mount::MountFlags>,
+    },
+    /// A tmpfs with these mount options.
+    Tmpfs { data: CString },
+}
+
 /// The prepared setup of one step. Host paths are absolute; `cwd_dirs` and
 /// `cwd` are paths inside the chroot.
 #[derive(Debug)]
@@ -53,6 +77,9 @@ pub(crate) struct Plan {
     /// Bind `/sys` with its submounts (a user namespace refuses a plain bind of it).
     pub(crate) sys_recursive: bool,
     pub(crate) binds: Vec<Bind>,
+    pub(crate) mounts: Vec<PlannedMount>,
+    /// A network namespace of its own, with loopback up (`--network=none`).
+    pub(crate) new_network: bool,
     pub(crate) hostname: Option<Vec<u8>>,
     pub(crate) cwd_dirs: Vec<CString>,
     pub(crate) cwd: CString,
@@ -118,6 +145,8 @@ impl Plan {
             sys_dir: Some(cpath(&rootfs.join("sys"))?),
             sys_recursive: false,
             binds: Vec::new(),
+            mounts: Vec::new(),
+            new_network: false,
             hostname: None,
             cwd_dirs: Vec::new(),
             cwd: cstr(b"/")?,

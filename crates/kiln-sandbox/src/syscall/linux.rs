@@ -111,6 +111,35 @@ impl Syscall for LinuxSyscall {
         rustix::process::set_parent_process_death_signal(sig)
     }
 
+    fn loopback_up(&self) -> SysResult {
+        let errno = || {
+            rustix::io::Errno::from_raw_os_error(
+                std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO),
+            )
+        };
+        // SAFETY: plain socket and ioctl calls on a zeroed `ifreq` naming "lo"; the socket is
+        // closed on every path.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                return Err(errno());
+            }
+            let mut request: libc::ifreq = std::mem::zeroed();
+            request.ifr_name[0] = b'l' as libc::c_char;
+            request.ifr_name[1] = b'o' as libc::c_char;
+            let mut result = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request);
+            if result == 0 {
+                request.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+                result = libc::ioctl(fd, libc::SIOCSIFFLAGS, &request);
+            }
+            let failed = (result != 0).then(errno);
+            libc::close(fd);
+            failed.map_or(Ok(()), Err)
+        }
+    }
+
     fn kill(&self, pid: i32, sig: Signal) -> SysResult {
         // Refuse pid <= 0: those address process groups or every process.
         let pid = Pid::from_raw(pid).ok_or(rustix::io::Errno::INVAL)?;

@@ -75,6 +75,8 @@ pub trait Syscall: Send + Sync {
     fn setuid(&self, uid: u32) -> SysResult;
     /// `prctl(PR_SET_PDEATHSIG, sig)`.
     fn set_parent_death_signal(&self, sig: Option<Signal>) -> SysResult;
+    /// Sets the `lo` interface of this network namespace up (`SIOCSIFFLAGS`).
+    fn loopback_up(&self) -> SysResult;
     /// `kill(pid, sig)`.
     fn kill(&self, pid: i32, sig: Signal) -> SysResult;
 }

@@ -63,6 +63,7 @@ pub enum Call {
     Setgid(u32),
     Setuid(u32),
     SetParentDeathSignal(Option<i32>),
+    LoopbackUp,
     Kill {
         pid: i32,
         sig: i32,
@@ -191,6 +192,9 @@ impl Syscall for RecordingSyscall {
     }
     fn set_parent_death_signal(&self, sig: Option<Signal>) -> SysResult {
         self.push(Call::SetParentDeathSignal(sig.map(|s| s.as_raw())))
+    }
+    fn loopback_up(&self) -> SysResult {
+        self.push(Call::LoopbackUp)
     }
     fn kill(&self, pid: i32, sig: Signal) -> SysResult {
         self.push(Call::Kill {

@@ -209,6 +209,10 @@ pub(crate) struct BuildArgs {
     /// A build secret for `RUN --mount=type=secret`: id=ID[,type=file|env][,src=PATH][,env=VAR].
     #[arg(long = "secret", value_name = "id=ID,...")]
     pub(super) secrets: Vec<String>,
+    /// An SSH agent for `RUN --mount=type=ssh`: ID (default: $SSH_AUTH_SOCK), ID=SOCKET, or
+    /// ID=KEY[,KEY]. Repeatable.
+    #[arg(long = "ssh", value_name = "ID[=SOCKET|KEY[,KEY]]")]
+    pub(super) ssh: Vec<String>,
     /// Credential helpers of kaniko's fork (env, google, ecr, acr, gitlab). Repeatable.
     #[arg(long = "credential-helpers", value_name = "NAME")]
     pub(super) credential_helpers: Vec<String>,

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use kiln_build::context::PreparedContext;
 use kiln_build::{
     BuildOptions, CacheOptions, ImageFormat, Isolation, RegistryCacheOptions, Reporter,
+    SecretSource, SshSource,
 };
 use kiln_fs::compress::Encoding;
 use kiln_oci::Platform;
@@ -94,12 +95,19 @@ pub(super) fn translate(
             ));
         }
     }
+    let mut secrets = BTreeMap::new();
     for secret in &args.secrets {
-        parse_secret(secret)?;
+        let (id, source) = parse_secret(secret)?;
+        if secrets.insert(id.clone(), source).is_some() {
+            bail!("--secret: id {id:?} is given twice");
+        }
     }
-    if !args.secrets.is_empty() {
-        reporter
-            .warn("--secret: RUN --mount=type=secret is not supported yet, so no step can read it");
+    let mut ssh = BTreeMap::new();
+    for agent in &args.ssh {
+        let (id, source) = parse_ssh(agent)?;
+        if ssh.insert(id.clone(), source).is_some() {
+            bail!("--ssh: id {id:?} is given twice");
+        }
     }
     let git = git_options(&args.git)?;
     let annotations = args
@@ -259,6 +267,8 @@ pub(super) fn translate(
         all_stages: !args.skip_unused_stages.unwrap_or(!as_executor),
         annotations,
         cache,
+        secrets,
+        ssh,
     };
     Ok(Translated {
         options,
@@ -429,21 +439,82 @@ fn git_options(values: &[String]) -> Result<kiln_build::context::GitOptions> {
 }
 
 /// Checks a `--secret` value: `id=ID[,type=file|env][,src=PATH|source=PATH][,env=VAR]`.
-fn parse_secret(value: &str) -> Result<()> {
-    let mut id = None;
+fn parse_secret(value: &str) -> Result<(String, SecretSource)> {
+    let (mut id, mut kind, mut src, mut env) = (None, None, None, None);
     for part in value.split(',') {
         let (key, v) = part
             .split_once('=')
             .with_context(|| format!("--secret {value:?}: {part:?} is not KEY=VALUE"))?;
-        match key {
-            "id" => id = Some(v),
-            "type" if v == "file" || v == "env" => {}
-            "src" | "source" | "env" => {}
+        match key.to_ascii_lowercase().as_str() {
+            "id" => id = Some(v.to_owned()),
+            "type" if v == "file" || v == "env" => kind = Some(v.to_owned()),
+            "type" => bail!("--secret {value:?}: type={v:?}: expected file or env"),
+            "src" | "source" => src = Some(v.to_owned()),
+            "env" => env = Some(v.to_owned()),
             _ => bail!("--secret {value:?}: unknown key {key:?} (id, type, src, env)"),
         }
     }
-    if id.is_none_or(str::is_empty) {
-        bail!("--secret {value:?}: id= is required");
+    // BuildKit's rules: the id defaults to src's; type=env reads src as a variable name; a
+    // bare id is the variable of that name when set, else the file of that name.
+    let id = id
+        .or_else(|| src.clone())
+        .filter(|i| !i.is_empty())
+        .with_context(|| format!("--secret {value:?}: id= is required"))?;
+    let file = |path: &str| -> Result<SecretSource> {
+        let path =
+            std::path::absolute(path).with_context(|| format!("--secret id={id}: src={path:?}"))?;
+        std::fs::metadata(&path)
+            .with_context(|| format!("--secret id={id}: cannot read {}", path.display()))?;
+        Ok(SecretSource::File(path))
+    };
+    let source = match (kind.as_deref(), src, env) {
+        (_, _, Some(var)) => SecretSource::Env(var),
+        (Some("env"), Some(var), None) => SecretSource::Env(var),
+        (Some("env"), None, None) => SecretSource::Env(id.clone()),
+        (_, Some(path), None) => file(&path)?,
+        (Some("file"), None, None) => file(&id)?,
+        (_, None, None) if std::env::var_os(&id).is_some() => SecretSource::Env(id.clone()),
+        (_, None, None) => file(&id)?,
+    };
+    if let SecretSource::Env(var) = &source {
+        if std::env::var_os(var).is_none() {
+            bail!("--secret id={id}: the variable {var} is not set");
+        }
     }
-    Ok(())
+    Ok((id, source))
+}
+
+/// `--ssh ID`, `ID=SOCKET` or `ID=KEY[,KEY]` (BuildKit's syntax): an empty id is `default`, no
+/// path means $SSH_AUTH_SOCK.
+fn parse_ssh(value: &str) -> Result<(String, SshSource)> {
+    let (id, paths) = match value.split_once('=') {
+        Some((id, paths)) => (id, paths.split(',').filter(|p| !p.is_empty()).collect()),
+        None => (value, Vec::new()),
+    };
+    let id = if id.is_empty() { "default" } else { id }.to_owned();
+    if paths.is_empty() {
+        let socket = std::env::var_os("SSH_AUTH_SOCK")
+            .filter(|s| !s.is_empty())
+            .with_context(|| {
+                format!("--ssh {value:?}: no socket given and SSH_AUTH_SOCK is not set")
+            })?;
+        return Ok((id, SshSource::Agent(PathBuf::from(socket))));
+    }
+    let (mut sockets, mut keys) = (Vec::new(), Vec::new());
+    for path in paths {
+        use std::os::unix::fs::FileTypeExt;
+        let path = std::path::absolute(path).with_context(|| format!("--ssh {value:?}"))?;
+        let meta = std::fs::metadata(&path)
+            .with_context(|| format!("--ssh {id}: cannot read {}", path.display()))?;
+        if meta.file_type().is_socket() {
+            sockets.push(path);
+        } else {
+            keys.push(path);
+        }
+    }
+    match (sockets.len(), keys.is_empty()) {
+        (0, _) => Ok((id, SshSource::Keys(keys))),
+        (1, true) => Ok((id, SshSource::Agent(sockets.remove(0)))),
+        _ => bail!("--ssh {id}: give one agent socket or key files, not both or several sockets"),
+    }
 }

@@ -1,0 +1,113 @@
+//! SSH agents for RUN steps (`RUN --mount=type=ssh`): one socket per mount, made by kiln with
+//! the mount's mode and owner, that forwards each connection to the agent given with `--ssh`.
+//! The step never sees the caller's own socket (its path, owner or other users).
+
+use crate::options::SshSource;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// A socket serving one `--ssh` id until dropped (then it is closed and removed).
+pub(crate) struct AgentSocket {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AgentSocket {
+    /// Listens on `dir/name` (`dir` may be deeper than a socket path allows: the socket is
+    /// bound through `/proc/self/fd`), with `mode` and owner `uid:gid`, and serves `source`.
+    pub(crate) fn serve(
+        dir: &Path,
+        name: &str,
+        source: &SshSource,
+        mode: u32,
+        (uid, gid): (u32, u32),
+    ) -> io::Result<AgentSocket> {
+        let upstream =
+            match source {
+                SshSource::Agent(socket) => socket.clone(),
+                SshSource::Keys(_) => return Err(io::Error::other(
+                    "serving key files is not built yet: start an ssh-agent, ssh-add the keys and \
+                     pass --ssh ID=$SSH_AUTH_SOCK",
+                )),
+            };
+        let dir_handle = std::fs::File::open(dir)?;
+        let short = format!("/proc/self/fd/{}/{name}", dir_handle.as_raw_fd());
+        let listener = UnixListener::bind(&short)?;
+        drop(dir_handle);
+        let path = dir.join(name);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+        std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("ssh-agent".into())
+            .spawn(move || accept_loop(listener, &upstream, &stopping))?;
+        Ok(AgentSocket {
+            path,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Where the socket is.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for AgentSocket {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn accept_loop(listener: UnixListener, upstream: &Path, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((conn, _)) => {
+                let upstream = upstream.to_owned();
+                std::thread::spawn(move || {
+                    if let Err(e) = forward(conn, &upstream) {
+                        tracing::debug!("ssh agent connection: {e}");
+                    }
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => {
+                tracing::debug!("ssh agent socket: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Copies one connection both ways until either side closes.
+fn forward(conn: UnixStream, upstream: &Path) -> io::Result<()> {
+    conn.set_nonblocking(false)?;
+    let agent = UnixStream::connect(upstream)?;
+    let (mut conn_read, mut agent_write) = (conn.try_clone()?, agent.try_clone()?);
+    let to_agent = std::thread::spawn(move || {
+        let _ = io::copy(&mut conn_read, &mut agent_write);
+        let _ = agent_write.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut agent_read, mut conn_write) = (agent, conn);
+    let _ = io::copy(&mut agent_read, &mut conn_write);
+    let _ = conn_write.shutdown(std::net::Shutdown::Write);
+    let _ = to_agent.join();
+    Ok(())
+}
