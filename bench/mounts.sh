@@ -179,7 +179,8 @@ image_has() { # IMAGE MARKER
     local f found=1
     for f in "$d"/*; do
         case $(basename "$f") in manifest.json|version) continue ;; esac
-        if zcat -f "$f" 2>/dev/null | grep -qaF "$2"; then found=0; break; fi
+        # (grep -c reads to the end: grep -q would end zcat with SIGPIPE, a failure under pipefail)
+        if [ "$(zcat -f "$f" 2>/dev/null | grep -caF "$2" || true)" -gt 0 ] 2>/dev/null; then found=0; break; fi
     done
     rm -rf "$d"
     return $found

@@ -336,3 +336,402 @@ fn every_mount_type_under_every_backend() {
         assert_secret_nowhere(SECRET, &again, &out, kiln_dir.path(), &what);
     }
 }
+
+/// `RUN --network=none`: only a loopback interface, so a server on the host's 127.0.0.1 is out
+/// of reach, while a plain RUN reaches it. Refused, naming the line, where steps get no
+/// namespaces.
+#[test]
+fn network_none_cuts_the_step_off_the_host_network() {
+    let harness = Harness::new();
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in server.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut conn, &mut buf);
+            let _ = std::io::Write::write_all(&mut conn, b"HTTP/1.0 200 OK\r\n\r\nhello");
+        }
+    });
+    let dockerfile = format!(
+        "ARG BASE\nFROM $BASE\n\
+         RUN wget -q -O /reached http://127.0.0.1:{port}/\n\
+         RUN --network=none if wget -q -T 3 -O /dev/null http://127.0.0.1:{port}/; \
+         then echo reached; else echo unreachable; fi > /none-result; \
+         tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > /none-ifaces\n"
+    );
+    let context = common::context(&dockerfile, &[]);
+    for runner in RUNNERS {
+        let what = format!("{runner:?}");
+        let kiln_dir = open_dir();
+        let out_dir = open_dir();
+        let layout = out_dir.path().join("layout");
+        let out = harness.build(runner, context.path(), kiln_dir.path(), &layout, &[], &[]);
+        if runner == Runner::ChrootNoNamespaces {
+            let err = stderr(&out);
+            assert!(!out.status.success(), "{what}: {err}");
+            assert!(
+                err.contains("Dockerfile:4:1") && err.contains("RUN --network=none"),
+                "{what}: {err}"
+            );
+            assert!(
+                !err.contains("STEP 1/"),
+                "{what}: refused before any step: {err}"
+            );
+            continue;
+        }
+        assert_ok(&out, &what);
+        let fs = common::unpack(&layout);
+        assert_eq!(fs.read("/reached"), "hello", "{what}");
+        assert_eq!(fs.read("/none-result"), "unreachable\n", "{what}");
+        assert_eq!(fs.read("/none-ifaces"), "lo\n", "{what}");
+    }
+}
+
+/// A required secret or ssh id that was not given stops the build before any step, naming the
+/// line and the id; bad `--secret`/`--ssh` values name the flag.
+#[test]
+fn missing_required_secrets_and_bad_flags_fail_before_the_build() {
+    let harness = Harness::new();
+    for (line, flag_hint) in [
+        (
+            "RUN --mount=type=secret,id=npmrc,required=true cat /run/secrets/npmrc",
+            "secret npmrc: not found",
+        ),
+        (
+            "RUN --mount=type=ssh,id=github,required git --version",
+            "ssh github: not found",
+        ),
+    ] {
+        let context = common::context(&format!("ARG BASE\nFROM $BASE\nRUN true\n{line}\n"), &[]);
+        let kiln_dir = open_dir();
+        let out_dir = open_dir();
+        let out = harness.build(
+            Runner::Chroot,
+            context.path(),
+            kiln_dir.path(),
+            &out_dir.path().join("layout"),
+            &[],
+            &[],
+        );
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains("Dockerfile:4:1") && err.contains(flag_hint),
+            "{flag_hint}: {err}"
+        );
+        assert!(!err.contains("STEP 1/"), "refused before any step: {err}");
+    }
+    for (flags, expected) in [
+        (
+            vec!["--secret", "src=/nonexistent/kiln-secret"],
+            "--secret id=/nonexistent/kiln-secret: cannot read",
+        ),
+        (
+            vec!["--secret", "id=a,kind=file"],
+            "--secret \"id=a,kind=file\": unknown key \"kind\"",
+        ),
+        (
+            vec!["--secret", "id=a,env=KILN_TEST_UNSET_VARIABLE"],
+            "the variable KILN_TEST_UNSET_VARIABLE is not set",
+        ),
+        (vec!["--ssh", "default"], "SSH_AUTH_SOCK is not set"),
+        (
+            vec!["--ssh", "deploy=/nonexistent/key"],
+            "--ssh deploy: cannot read /nonexistent/key",
+        ),
+    ] {
+        let out = harness.world.kiln(
+            &[
+                &["build", "--no-push", "-c", "/nonexistent-context"][..],
+                &flags,
+            ]
+            .concat(),
+        );
+        let err = stderr(&out);
+        assert!(
+            !out.status.success() && err.contains(expected),
+            "{flags:?}: {err}"
+        );
+    }
+}
+
+/// Runs `args` as `nobody` (the agent must accept the rootless kiln, which runs as nobody).
+fn as_nobody(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        "--",
+    ])
+    .args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// The host's `ssh-add` and the libraries it loads, laid out as a context directory to COPY
+/// into the busybox image.
+fn ssh_add_tree(into: &Path) {
+    let ssh_add = Path::new("/usr/bin/ssh-add");
+    let mut files = vec![ssh_add.to_owned()];
+    let ldd = Command::new("ldd").arg(ssh_add).output().unwrap();
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = line
+            .split_whitespace()
+            .find(|w| w.starts_with('/'))
+            .map(PathBuf::from);
+        files.extend(path);
+    }
+    for file in files {
+        let dest = into.join(file.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&file, &dest).unwrap();
+    }
+}
+
+/// `RUN --mount=type=ssh`: a local ssh-agent holding a test key, forwarded with `--ssh`; the
+/// step lists the agent's keys through the socket kiln serves (mode 0600, at BuildKit's default
+/// path, named by SSH_AUTH_SOCK), under every backend.
+#[test]
+fn an_ssh_agent_is_served_to_the_step() {
+    let harness = Harness::new();
+    let agent_dir = open_dir();
+    let key = agent_dir.path().join("key");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-test-key", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(keygen.success());
+    Command::new("chown")
+        .arg("65534:65534")
+        .arg(&key)
+        .status()
+        .unwrap();
+    let socket = agent_dir.path().join("agent.sock");
+    let socket_s = socket.to_str().unwrap();
+    let started = as_nobody(&["ssh-agent", "-a", socket_s], &[]);
+    assert!(started.status.success(), "{}", stderr(&started));
+    let agent_pid: i32 = String::from_utf8_lossy(&started.stdout)
+        .split("SSH_AGENT_PID=")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|pid| pid.parse().ok())
+        .expect("ssh-agent prints its pid");
+    struct Kill(i32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").arg(self.0.to_string()).status();
+        }
+    }
+    let _agent = Kill(agent_pid);
+    let added = as_nobody(
+        &["ssh-add", key.to_str().unwrap()],
+        &[("SSH_AUTH_SOCK", socket_s)],
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    let listed = as_nobody(&["ssh-add", "-l"], &[("SSH_AUTH_SOCK", socket_s)]);
+    let expected = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(expected.contains("kiln-test-key"), "{expected}");
+
+    let context = common::context(
+        "ARG BASE\nFROM $BASE\nCOPY tools/ /\n\
+         RUN --mount=type=ssh ssh-add -l > /keys && echo $SSH_AUTH_SOCK > /sock-path \
+         && stat -c '%a %u' $SSH_AUTH_SOCK > /sock-meta\n\
+         RUN --mount=type=ssh,id=deploy,target=/tmp/agent,uid=7 \
+         SSH_AUTH_SOCK=/tmp/agent ssh-add -l > /keys2 && stat -c '%a %u' /tmp/agent > /sock2-meta\n\
+         RUN --mount=type=ssh,id=absent test -z \"$SSH_AUTH_SOCK\" || test ! -e \"$SSH_AUTH_SOCK\"\n",
+        &[],
+    );
+    ssh_add_tree(&context.path().join("tools"));
+    let flags = [
+        "--ssh".to_string(),
+        "default".to_string(),
+        "--ssh".to_string(),
+        format!("deploy={socket_s}"),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    for runner in RUNNERS {
+        let what = format!("{runner:?}");
+        let kiln_dir = open_dir();
+        let out_dir = open_dir();
+        let layout = out_dir.path().join("layout");
+        let out = harness.build(
+            runner,
+            context.path(),
+            kiln_dir.path(),
+            &layout,
+            &flags,
+            &[("SSH_AUTH_SOCK", socket_s)],
+        );
+        assert_ok(&out, &what);
+        let fs = common::unpack(&layout);
+        assert_eq!(fs.read("/keys"), expected, "{what}");
+        assert_eq!(fs.read("/keys2"), expected, "{what}");
+        assert_eq!(
+            fs.read("/sock-path"),
+            "/run/buildkit/ssh_agent.0\n",
+            "{what}"
+        );
+        assert_eq!(fs.read("/sock-meta"), "600 0\n", "{what}");
+        assert_eq!(fs.read("/sock2-meta"), "600 7\n", "{what}");
+        assert!(
+            !fs.exists("/run/buildkit") && !fs.exists("/tmp/agent"),
+            "{what}"
+        );
+    }
+}
+
+/// Two builds at once on one kiln dir. `sharing=private`: each gets a directory of its own
+/// (both steps are inside the cache at the same moment: a shared cache meets them first);
+/// `sharing=locked`: the steps take turns (a step that found the other inside fails).
+#[test]
+fn private_and_locked_caches_under_concurrent_builds() {
+    let harness = Harness::new();
+    let private = common::context(
+        "ARG BASE\nFROM $BASE\nARG N\n\
+         RUN --mount=type=cache,id=meet,target=/meet \
+         --mount=type=cache,id=mine,target=/mine,sharing=private \
+         echo $N > /mine/owner && touch /meet/$N && \
+         i=0; while [ $(ls /meet | wc -l) -lt 2 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; \
+         [ $(ls /meet | wc -l) -ge 2 ] && test \"$(cat /mine/owner)\" = $N && echo $N > /result\n",
+        &[],
+    );
+    let locked = common::context(
+        "ARG BASE\nFROM $BASE\nARG N\n\
+         RUN --mount=type=cache,id=turns,target=/turns,sharing=locked \
+         mkdir /turns/inside && sleep 1 && rmdir /turns/inside && echo $N > /result\n",
+        &[],
+    );
+    for runner in [Runner::Overlay, Runner::Chroot, Runner::ChrootNoNamespaces] {
+        let kiln_dir = open_dir();
+        // Without namespaces a cache is moved into the step, so even a shared one is used in
+        // turns: the two private steps could never meet there.
+        let cases: &[(&str, &tempfile::TempDir)] = if runner == Runner::ChrootNoNamespaces {
+            &[("locked", &locked)]
+        } else {
+            &[("private", &private), ("locked", &locked)]
+        };
+        for &(name, context) in cases {
+            let what = format!("{runner:?} {name}");
+            let out_dir = open_dir();
+            let outs: Vec<(Output, PathBuf)> = std::thread::scope(|s| {
+                let handles: Vec<_> = ["1", "2"]
+                    .into_iter()
+                    .map(|n| {
+                        let layout = out_dir.path().join(format!("layout-{n}"));
+                        let harness = &harness;
+                        let kiln_dir = kiln_dir.path();
+                        s.spawn(move || {
+                            let arg = format!("N={n}");
+                            let out = harness.build(
+                                runner,
+                                context.path(),
+                                kiln_dir,
+                                &layout,
+                                &["--build-arg", &arg],
+                                &[],
+                            );
+                            (out, layout)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for (n, (out, layout)) in outs.iter().enumerate() {
+                assert_ok(out, &what);
+                assert_eq!(
+                    common::unpack(layout).read("/result"),
+                    format!("{}\n", n + 1),
+                    "{what}"
+                );
+            }
+        }
+        // The private cache has two instances now; `kiln prune --all` removes every cache.
+        let mounts = kiln_dir.path().join("store/mounts");
+        let instances = |dir: &Path| -> usize {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .flatten()
+                .flat_map(|id| std::fs::read_dir(id.path()).unwrap().flatten())
+                .filter(|e| e.file_type().unwrap().is_dir())
+                .count()
+        };
+        let expected = if runner == Runner::ChrootNoNamespaces {
+            1
+        } else {
+            4
+        };
+        assert_eq!(
+            instances(&mounts),
+            expected,
+            "{runner:?}: meet, mine ×2, turns"
+        );
+        let pruned = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["prune", "--all", "--kiln-dir"])
+            .arg(kiln_dir.path())
+            .output()
+            .unwrap();
+        assert_ok(&pruned, "prune");
+        assert_eq!(instances(&mounts), 0, "{runner:?}: pruned");
+    }
+}
+
+/// What a bind mount shows is part of the step's cache key (a changed file runs the step
+/// again); a secret's value is not (BuildKit's rule), nor a cache mount's content.
+#[test]
+fn bind_mount_content_keys_the_step_and_secrets_do_not() {
+    let harness = Harness::new();
+    let context = common::context(
+        "ARG BASE\nFROM $BASE\n\
+         RUN --mount=type=bind,source=dep.txt,target=/dep cat /dep > /seen\n\
+         RUN --mount=type=secret,id=s,required wc -c < /run/secrets/s > /secret-size\n",
+        &[("dep.txt", "one\n")],
+    );
+    let secret = open_dir();
+    let secret_file = secret.path().join("s");
+    let flag = format!("id=s,src={}", secret_file.display());
+    let kiln_dir = open_dir();
+    let build = |n: usize| {
+        let out_dir = open_dir();
+        let layout = out_dir.path().join("layout");
+        let out = harness.build(
+            Runner::Chroot,
+            context.path(),
+            kiln_dir.path(),
+            &layout,
+            &["--secret", &flag],
+            &[],
+        );
+        assert_ok(&out, &format!("build {n}"));
+        let err = stderr(&out);
+        let cached = |step: &str| {
+            err.lines()
+                .any(|l| l.contains(step) && l.contains("  CACHED ("))
+        };
+        (
+            cached("RUN --mount=type=bind"),
+            cached("RUN --mount=type=secret"),
+            common::unpack(&layout).read("/seen"),
+        )
+    };
+    std::fs::write(&secret_file, "first").unwrap();
+    assert_eq!(build(1), (false, false, "one\n".into()));
+    std::fs::write(&secret_file, "second value").unwrap();
+    assert_eq!(
+        build(2),
+        (true, true, "one\n".into()),
+        "a new secret value keeps the key"
+    );
+    std::fs::write(context.path().join("dep.txt"), "two\n").unwrap();
+    assert_eq!(
+        build(3),
+        (false, false, "two\n".into()),
+        "a changed bound file runs again"
+    );
+}

@@ -100,6 +100,8 @@ impl StageRun<'_> {
         if mounts.is_empty() {
             return Ok(prepared);
         }
+        std::fs::create_dir_all(&self.stage_dir)
+            .map_err(BuildError::io("creating", &self.stage_dir))?;
         let scratch = tempfile::Builder::new()
             .prefix("mounts-")
             .tempdir_in(&self.stage_dir)

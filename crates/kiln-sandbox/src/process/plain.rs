@@ -98,12 +98,7 @@ fn run_moved_in(
         created.extend(made);
     }
     for dir in dir_chain(&spec.cwd)? {
-        ensure(
-            rootfs,
-            dir.trim_start_matches('/'),
-            Kind::Dir,
-            &mut created,
-        )?;
+        ensure(rootfs, dir.trim_start_matches('/'), Kind::Dir, &mut created)?;
     }
     let root_c = cstr(rootfs.as_os_str().as_encoded_bytes())?;
     let cwd_c: CString = cstr(spec.cwd.as_bytes())?;
