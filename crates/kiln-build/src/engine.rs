@@ -420,7 +420,7 @@ impl Builder {
                             let (kind, given, flag) = match mount.kind {
                                 MountType::Secret => (
                                     "secret",
-                                    self.opts.secrets.contains_key(id),
+                                    self.opts.secrets.get(id).is_some_and(|s| s.available()),
                                     format!("--secret id={id},src=PATH (or env=VARIABLE)"),
                                 ),
                                 MountType::Ssh => (

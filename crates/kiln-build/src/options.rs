@@ -105,6 +105,27 @@ pub enum SecretSource {
     Env(String),
 }
 
+impl SecretSource {
+    /// The secret's value, read now; `None` when its variable is not set (the secret is then
+    /// missing, as BuildKit has it). Errors name the id and the file, never a value.
+    pub(crate) fn read(&self, id: &str) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            SecretSource::File(path) => std::fs::read(path)
+                .map(Some)
+                .map_err(|e| format!("secret {id}: reading {}: {e}", path.display())),
+            SecretSource::Env(var) => Ok(std::env::var_os(var).map(|v| v.into_encoded_bytes())),
+        }
+    }
+
+    /// Whether the secret has a value to give (its variable is set, or it is a file).
+    pub(crate) fn available(&self) -> bool {
+        match self {
+            SecretSource::File(_) => true,
+            SecretSource::Env(var) => std::env::var_os(var).is_some(),
+        }
+    }
+}
+
 /// What a `--ssh` id serves (`ID=SOCKET` or `ID=KEY[,KEY]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SshSource {

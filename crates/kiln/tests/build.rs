@@ -249,16 +249,16 @@ fn a_failing_run_names_the_line_command_status_and_output_and_writes_nothing() {
 }
 
 #[test]
-fn run_mount_is_refused_with_the_line_until_it_is_supported() {
+fn run_security_insecure_is_refused_with_the_line() {
     let world = World::new();
     let built = world.build(
-        "ARG BASE\nFROM $BASE\nRUN --mount=type=cache,target=/c true\n",
+        "ARG BASE\nFROM $BASE\nRUN --security=insecure true\n",
         &[],
         &[],
     );
     let err = built.failure();
     assert!(
-        err.contains("Dockerfile:3:1") && err.contains("RUN --mount"),
+        err.contains("Dockerfile:3:1") && err.contains("RUN --security=insecure"),
         "{err}"
     );
     assert!(err.contains("not supported yet"), "{err}");

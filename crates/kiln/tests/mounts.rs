@@ -431,10 +431,6 @@ fn missing_required_secrets_and_bad_flags_fail_before_the_build() {
             vec!["--secret", "id=a,kind=file"],
             "--secret \"id=a,kind=file\": unknown key \"kind\"",
         ),
-        (
-            vec!["--secret", "id=a,env=KILN_TEST_UNSET_VARIABLE"],
-            "the variable KILN_TEST_UNSET_VARIABLE is not set",
-        ),
         (vec!["--ssh", "default"], "SSH_AUTH_SOCK is not set"),
         (
             vec!["--ssh", "deploy=/nonexistent/key"],

@@ -12,7 +12,6 @@ use super::copy_add::SourceView;
 use super::StageRun;
 use crate::copy::{self, CopySpec, Source};
 use crate::error::BuildError;
-use crate::options::SecretSource;
 use crate::ssh_agent::AgentSocket;
 use kiln_dockerfile::instructions::Instruction;
 use kiln_dockerfile::mount::{Mount, MountType};
@@ -170,7 +169,11 @@ impl StageRun<'_> {
                     .push((target(&workdir), StepMountKind::Tmpfs { size: mount.size })),
                 MountType::Secret => {
                     let id = mount.id.clone().unwrap_or_default();
-                    let Some(source) = self.services.opts.secrets.get(&id) else {
+                    let value = match self.services.opts.secrets.get(&id) {
+                        Some(source) => source.read(&id).map_err(bad)?,
+                        None => None,
+                    };
+                    let Some(value) = value else {
                         // Checked before the build: only a secret that is not required is
                         // missing here. Its file is absent, its variable empty (BuildKit).
                         if let Some(name) = &mount.env {
@@ -178,7 +181,6 @@ impl StageRun<'_> {
                         }
                         continue;
                     };
-                    let value = read_secret(&id, source).map_err(bad)?;
                     if let Some(name) = &mount.env {
                         let text = String::from_utf8(value.clone()).map_err(|_| {
                             bad(format!(
@@ -333,18 +335,6 @@ fn source_root<'a>(from: &'a Source<'_>) -> &'a Path {
     match from {
         Source::Context(c) => &c.root,
         Source::Rootfs(p) => p,
-    }
-}
-
-/// A secret's value, read now (never logged; errors name the id and where it was looked for).
-fn read_secret(id: &str, source: &SecretSource) -> Result<Vec<u8>, String> {
-    match source {
-        SecretSource::File(path) => {
-            std::fs::read(path).map_err(|e| format!("secret {id}: reading {}: {e}", path.display()))
-        }
-        SecretSource::Env(var) => std::env::var_os(var)
-            .map(|v| v.into_encoded_bytes())
-            .ok_or_else(|| format!("secret {id}: the variable {var} is not set")),
     }
 }
 

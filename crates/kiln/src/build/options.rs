@@ -476,11 +476,6 @@ fn parse_secret(value: &str) -> Result<(String, SecretSource)> {
         (_, None, None) if std::env::var_os(&id).is_some() => SecretSource::Env(id.clone()),
         (_, None, None) => file(&id)?,
     };
-    if let SecretSource::Env(var) = &source {
-        if std::env::var_os(var).is_none() {
-            bail!("--secret id={id}: the variable {var} is not set");
-        }
-    }
     Ok((id, source))
 }
 
