@@ -276,3 +276,113 @@ fn without_namespaces_the_step_is_chrooted_with_dev_nodes_and_cleaned_up() {
     // The background sleep went with the step's process group.
     assert_eq!(host_processes_with_cmdline(b"sleep\x001000\x00"), 0);
 }
+
+/// Real mounts: a read-only bind refuses writes, a writable one takes them (on the host side), a
+/// tmpfs holds what the step writes and leaves nothing in the tree, `--network=none` leaves
+/// only loopback.
+#[test]
+fn run_mounts_and_network_none_in_the_namespaced_backend() {
+    use kiln_sandbox::{StepMount, StepMountKind};
+    let (tmp, rootfs) = busybox_rootfs();
+    let ro = tmp.path().join("ro");
+    let rw = tmp.path().join("rw");
+    fs::create_dir(&ro).unwrap();
+    fs::create_dir(&rw).unwrap();
+    fs::write(ro.join("f"), "read me\n").unwrap();
+    let mut spec = sh(
+        &rootfs,
+        "cat /ro/f && (touch /ro/new 2>/dev/null && echo ro-written || echo ro-refused) && \
+         echo kept > /rw/out && echo t > /t/x && cat /t/x && \
+         cat /proc/net/dev | tail -n +3 | cut -d: -f1",
+    );
+    spec.network = false;
+    spec.mounts = vec![
+        StepMount {
+            target: "/ro".into(),
+            kind: StepMountKind::Bind {
+                source: ro.clone(),
+                readonly: true,
+            },
+        },
+        StepMount {
+            target: "/rw".into(),
+            kind: StepMountKind::Bind {
+                source: rw.clone(),
+                readonly: false,
+            },
+        },
+        StepMount {
+            target: "/t".into(),
+            kind: StepMountKind::Tmpfs { size: None },
+        },
+    ];
+    let (outcome, out, err) = run(&spec);
+    assert_eq!(outcome.status, StepStatus::Exited(0), "{err}");
+    let ifaces: Vec<&str> = out.lines().skip(3).map(str::trim).collect();
+    assert_eq!(
+        &out.lines().take(3).collect::<Vec<_>>(),
+        &["read me", "ro-refused", "t"]
+    );
+    assert_eq!(ifaces, ["lo"]);
+    assert_eq!(fs::read_to_string(rw.join("out")).unwrap(), "kept\n");
+    assert!(!ro.join("new").exists());
+    assert!(
+        fs::read_dir(rootfs.join("t")).unwrap().next().is_none(),
+        "tmpfs content stays in the tmpfs"
+    );
+}
+
+/// Without namespaces a mount's source is moved in for the step and back after; what the tree
+/// had at the target is set aside and restored; a tmpfs is an empty directory, removed after;
+/// `--network=none` is refused.
+#[test]
+fn without_namespaces_mounts_are_moved_in_and_out() {
+    use kiln_sandbox::{StepMount, StepMountKind};
+    let (tmp, rootfs) = busybox_rootfs();
+    let cache = tmp.path().join("cache");
+    fs::create_dir(&cache).unwrap();
+    fs::write(cache.join("count"), "1\n").unwrap();
+    fs::create_dir_all(rootfs.join("opt/cache")).unwrap();
+    fs::write(rootfs.join("opt/cache/image-file"), "image\n").unwrap();
+    let mut spec = sh(
+        &rootfs,
+        "cat /opt/cache/count && test ! -e /opt/cache/image-file && echo 2 > /opt/cache/count && \
+         echo t > /t/x",
+    );
+    spec.namespaces = false;
+    spec.mounts = vec![
+        StepMount {
+            target: "/opt/cache".into(),
+            kind: StepMountKind::Bind {
+                source: cache.clone(),
+                readonly: false,
+            },
+        },
+        StepMount {
+            target: "/t".into(),
+            kind: StepMountKind::Tmpfs { size: None },
+        },
+    ];
+    let (outcome, out, err) = run(&spec);
+    assert_eq!(outcome.status, StepStatus::Exited(0), "{err}");
+    assert_eq!(out, "1\n");
+    assert_eq!(
+        fs::read_to_string(cache.join("count")).unwrap(),
+        "2\n",
+        "moved back"
+    );
+    assert_eq!(
+        fs::read_to_string(rootfs.join("opt/cache/image-file")).unwrap(),
+        "image\n",
+        "the tree's own content is back"
+    );
+    assert!(!rootfs.join("opt/cache/count").exists());
+    assert!(!rootfs.join("t").exists(), "the tmpfs stand-in is gone");
+    let root = fs::canonicalize(&rootfs).unwrap();
+    assert!(outcome.touched.contains(&root.join("opt/cache")));
+
+    spec.network = false;
+    spec.mounts.clear();
+    let refused = run_step(&spec, &mut Vec::new(), &mut Vec::new()).unwrap_err();
+    assert!(refused.to_string().contains("--network=none"), "{refused}");
+}

@@ -75,3 +75,113 @@ fn private_propagation_first_chroot_after_mounts_setuid_last() {
     );
     assert!(calls.contains(&Call::Mkdir("/app".into())));
 }
+
+/// RUN --mount: binds (read-only ones remounted), tmpfs, a mount inside a tmpfs made after it;
+/// all before the chroot. `--network=none`: a network namespace and loopback up.
+#[test]
+fn run_mounts_come_after_the_system_mounts_and_before_the_chroot() {
+    use kiln_sandbox::{StepMount, StepMountKind};
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    fs::create_dir(&rootfs).unwrap();
+    let cache = tmp.path().join("cache");
+    fs::create_dir(&cache).unwrap();
+    let secret = tmp.path().join("secret");
+    fs::write(&secret, "x").unwrap();
+    let mut spec = RunSpec::new(&rootfs, vec!["true".into()]);
+    spec.network = false;
+    spec.mounts = vec![
+        StepMount {
+            target: "/var/cache/apt".into(),
+            kind: StepMountKind::Bind {
+                source: cache.clone(),
+                readonly: false,
+            },
+        },
+        StepMount {
+            target: "/run/secrets/token".into(),
+            kind: StepMountKind::Bind {
+                source: secret.clone(),
+                readonly: true,
+            },
+        },
+        StepMount {
+            target: "/scratch".into(),
+            kind: StepMountKind::Tmpfs {
+                size: Some(1 << 20),
+            },
+        },
+        StepMount {
+            target: "/scratch/deep/dir".into(),
+            kind: StepMountKind::Bind {
+                source: cache.clone(),
+                readonly: false,
+            },
+        },
+    ];
+    let sys = RecordingSyscall::new();
+    let created = record_setup(&spec, &sys).unwrap();
+    let calls = sys.calls();
+    let Call::Unshare(flags) = calls
+        .iter()
+        .find(|c| matches!(c, Call::Unshare(_)))
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    assert!(flags.contains(UnshareFlags::NEWNET));
+    let root = fs::canonicalize(&rootfs).unwrap();
+    let at = |rel: &str| root.join(rel).display().to_string();
+    let position = |call: &Call| {
+        calls
+            .iter()
+            .position(|c| c == call)
+            .unwrap_or_else(|| panic!("{call:?} not in {calls:#?}"))
+    };
+    let cache_bind = position(&Call::BindMount {
+        source: cache.display().to_string(),
+        target: at("var/cache/apt"),
+    });
+    let secret_bind = position(&Call::BindMount {
+        source: secret.display().to_string(),
+        target: at("run/secrets/token"),
+    });
+    assert!(
+        matches!(&calls[secret_bind + 1], Call::Remount { target, .. } if *target == at("run/secrets/token")),
+        "a read-only bind is remounted read-only: {calls:#?}"
+    );
+    assert!(
+        !matches!(&calls[cache_bind + 1], Call::Remount { .. }),
+        "a writable bind is not"
+    );
+    let tmpfs = calls
+        .iter()
+        .position(|c| matches!(c, Call::Mount { target, .. } if *target == at("scratch")))
+        .unwrap();
+    let deep_dir = position(&Call::Mkdir(at("scratch/deep")));
+    let nested = position(&Call::BindMount {
+        source: cache.display().to_string(),
+        target: at("scratch/deep/dir"),
+    });
+    assert!(tmpfs < deep_dir && deep_dir < nested, "{calls:#?}");
+    let loopback = position(&Call::LoopbackUp);
+    let chroot = calls
+        .iter()
+        .position(|c| matches!(c, Call::Chroot(_)))
+        .unwrap();
+    assert!(nested < chroot && loopback < chroot);
+    // Mount points made in the rootfs (not inside the tmpfs) are reported, parents first.
+    let points: Vec<String> = created.iter().map(|p| p.display().to_string()).collect();
+    for made in [
+        "var",
+        "var/cache",
+        "var/cache/apt",
+        "run",
+        "run/secrets",
+        "run/secrets/token",
+        "scratch",
+    ] {
+        assert!(points.contains(&at(made)), "{made}: {points:?}");
+    }
+    assert!(!points.contains(&at("scratch/deep")));
+}
