@@ -731,3 +731,33 @@ fn bind_mount_content_keys_the_step_and_secrets_do_not() {
         "a changed bound file runs again"
     );
 }
+
+/// One cache id mounted twice in a step is one directory at both targets (BuildKit), even when
+/// locked (a step never waits for itself); without namespaces, where a cache is moved to its
+/// target, that is refused with the line.
+#[test]
+fn one_cache_twice_in_a_step() {
+    let harness = Harness::new();
+    let context = common::context(
+        "ARG BASE\nFROM $BASE\n\
+         RUN --mount=type=cache,id=twice,target=/c1,sharing=locked \
+         --mount=type=cache,id=twice,target=/c2,sharing=locked touch /c1/x && test -e /c2/x\n",
+        &[],
+    );
+    for runner in [Runner::Overlay, Runner::ChrootNoNamespaces] {
+        let kiln_dir = open_dir();
+        let out_dir = open_dir();
+        let layout = out_dir.path().join("layout");
+        let out = harness.build(runner, context.path(), kiln_dir.path(), &layout, &[], &[]);
+        if runner == Runner::ChrootNoNamespaces {
+            let err = stderr(&out);
+            assert!(!out.status.success(), "{err}");
+            assert!(
+                err.contains("Dockerfile:3:1") && err.contains("\"twice\" is mounted twice"),
+                "{err}"
+            );
+        } else {
+            assert_ok(&out, &format!("{runner:?}"));
+        }
+    }
+}

@@ -18,6 +18,7 @@ use kiln_dockerfile::mount::{Mount, MountType};
 use kiln_fs::cache_mounts::{CacheMounts, HeldCache, Sharing};
 use kiln_sandbox::backend::Backend;
 use kiln_sandbox::{StepMount, StepMountKind};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -109,6 +110,31 @@ impl StageRun<'_> {
         prepared._scratch = Some(scratch);
         let moved = self.services.backend == (Backend::Chroot { namespaces: false });
         let workdir = self.workdir_or_root();
+        // Caches first, each id once per step (its mounts share one directory, as BuildKit),
+        // in id order: two steps that take the same locked caches never wait on each other
+        // crosswise.
+        let cache_id = |mount: &Mount| {
+            mount
+                .id
+                .clone()
+                .unwrap_or_else(|| default_cache_id(mount.target.as_deref().unwrap_or(&workdir)))
+        };
+        let mut first_use: BTreeMap<String, &Mount> = BTreeMap::new();
+        for mount in mounts.iter().filter(|m| m.kind == MountType::Cache) {
+            let id = cache_id(mount);
+            if moved && first_use.contains_key(&id) {
+                return Err(bad(format!(
+                    "cache {id:?} is mounted twice: without namespaces a cache is moved to its \
+                     target, and one directory cannot be at two targets"
+                )));
+            }
+            first_use.entry(id).or_insert(mount);
+        }
+        let mut caches: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for (id, mount) in first_use {
+            let held = self.hold_cache(&id, mount, moved, &at, &mut prepared)?;
+            caches.insert(id, held);
+        }
         let mut ssh_targets = Vec::new();
         for (n, mount) in mounts.iter().enumerate() {
             let target = |default: &str| {
@@ -118,51 +144,14 @@ impl StageRun<'_> {
             let owner = (mount.uid.unwrap_or(0), mount.gid.unwrap_or(0));
             match mount.kind {
                 MountType::Cache => {
-                    let target = target(&workdir);
-                    let id = mount.id.clone().unwrap_or_else(|| {
-                        default_cache_id(mount.target.as_deref().unwrap_or(&workdir))
-                    });
-                    let sharing = match mount.sharing.as_deref() {
-                        Some("private") => Sharing::Private,
-                        Some("locked") => Sharing::Locked,
-                        _ => Sharing::Shared,
-                    };
-                    let seed = match &mount.from {
-                        Some(from) => Some(self.mount_view(from, &at)?),
-                        None => None,
-                    };
-                    let seed_path = seed.as_ref().map(|v| v.path().to_owned());
-                    let source = mount.source.clone();
-                    let mode = mount.mode.unwrap_or(0o755);
-                    let init = move |new: &Path| -> std::io::Result<()> {
-                        if let Some(view) = &seed_path {
-                            copy_tree(&Source::Rootfs(view), source.as_deref().unwrap_or("/"), new)
-                                .map_err(std::io::Error::other)?;
-                            return Ok(());
-                        }
-                        std::fs::set_permissions(new, std::fs::Permissions::from_mode(mode))?;
-                        std::os::unix::fs::lchown(new, Some(owner.0), Some(owner.1))
-                    };
-                    let caches = CacheMounts::new(self.services.layers.store().root());
-                    let held = caches
-                        .acquire(&id, sharing, moved, &init)
-                        .map_err(|e| bad(format!("cache mount {id:?}: {e}")))?;
-                    if let Some(view) = seed {
-                        prepared.held.push(Held::View(view));
-                    }
-                    tracing::debug!(
-                        "{at}: cache mount {id:?} at {target}: {}{}",
-                        held.dir.display(),
-                        if held.created { " (new)" } else { "" }
-                    );
+                    let source = caches[&cache_id(mount)].clone();
                     prepared.mounts.push((
-                        target,
+                        target(&workdir),
                         StepMountKind::Bind {
-                            source: held.dir.clone(),
+                            source,
                             readonly: mount.readonly,
                         },
                     ));
-                    prepared.held.push(Held::Cache(held));
                 }
                 MountType::Tmpfs => prepared
                     .mounts
@@ -284,6 +273,58 @@ impl StageRun<'_> {
             }
         }
         Ok(prepared)
+    }
+
+    /// Takes cache `id` for the step (a new one filled from `from`/`source`, or given
+    /// `mode`/`uid`/`gid`); returns its directory. The hold is released with `prepared`.
+    fn hold_cache(
+        &self,
+        id: &str,
+        mount: &Mount,
+        moved: bool,
+        at: &str,
+        prepared: &mut PreparedMounts,
+    ) -> Result<PathBuf, BuildError> {
+        let sharing = match mount.sharing.as_deref() {
+            Some("private") => Sharing::Private,
+            Some("locked") => Sharing::Locked,
+            _ => Sharing::Shared,
+        };
+        let seed = match &mount.from {
+            Some(from) => Some(self.mount_view(from, at)?),
+            None => None,
+        };
+        let seed_path = seed.as_ref().map(|v| v.path().to_owned());
+        let source = mount.source.clone();
+        let mode = mount.mode.unwrap_or(0o755);
+        let owner = (mount.uid.unwrap_or(0), mount.gid.unwrap_or(0));
+        let init = move |new: &Path| -> std::io::Result<()> {
+            if let Some(view) = &seed_path {
+                copy_tree(&Source::Rootfs(view), source.as_deref().unwrap_or("/"), new)
+                    .map_err(std::io::Error::other)?;
+                return Ok(());
+            }
+            std::fs::set_permissions(new, std::fs::Permissions::from_mode(mode))?;
+            std::os::unix::fs::lchown(new, Some(owner.0), Some(owner.1))
+        };
+        let held = CacheMounts::new(self.services.layers.store().root())
+            .acquire(id, sharing, moved, &init)
+            .map_err(|e| BuildError::Instruction {
+                at: at.to_owned(),
+                keyword: "RUN",
+                message: format!("cache mount {id:?}: {e}"),
+            })?;
+        tracing::debug!(
+            "{at}: cache mount {id:?}: {}{}",
+            held.dir.display(),
+            if held.created { " (new)" } else { "" }
+        );
+        if let Some(view) = seed {
+            prepared.held.push(Held::View(view));
+        }
+        let dir = held.dir.clone();
+        prepared.held.push(Held::Cache(held));
+        Ok(dir)
     }
 
     /// What `RUN --mount=from=X` reads: a stage (by name only: a number names an image, as in
