@@ -383,13 +383,28 @@ buildah_s() {
 # OCI config drops Healthcheck, OnBuild and Shell). A case whose Dockerfile buildah cannot parse
 # (heredocs) has a Dockerfile.buildah meaning the same, built instead.
 buildah_build() {
+    local dir=$1 out=$2 log=$3 rc=0
+    # buildah 1.28 writes a RUN --mount=type=bind,rw step's changes through to the context
+    # (92-run-mount-bind-rw): it builds from a copy of its own, so that the builders after it
+    # (kiln, with --with-buildah) get the case as it was.
+    local ctx="$dir.buildah"
+    rm -rf "$ctx"
+    cp -a "$dir" "$ctx"
+    buildah_build_in "$ctx" "$out" "$log" || rc=1
+    rm -rf "$ctx"
+    return "$rc"
+}
+buildah_build_in() {
     local dir=$1 out=$2 log=$3
     local dockerfile="$dir/Dockerfile"
     [ ! -f "$dir/Dockerfile.buildah" ] || dockerfile="$dir/Dockerfile.buildah"
     # --layers: one layer per RUN/COPY/ADD as docker and kaniko make (without it buildah commits
     # one layer per stage). --format docker: keeps HEALTHCHECK, ONBUILD, SHELL, which buildah drops
     # from OCI-format images. --no-cache: every case and every --self-check run really builds.
-    env ${CASE_ENV[@]+"${CASE_ENV[@]}"} \
+    # TMPDIR: buildah keeps RUN --mount=type=cache directories in $TMPDIR/buildah-cache
+    # (/var/tmp by default, the machine's), here in the work dir.
+    mkdir -p "$WORK/buildah-tmp"
+    env ${CASE_ENV[@]+"${CASE_ENV[@]}"} TMPDIR="$WORK/buildah-tmp" \
         buildah --root "$BUILDAH_STORE/root" --runroot "$BUILDAH_STORE/runroot" --storage-driver vfs \
         bud --isolation chroot --tls-verify=false --layers --no-cache --format docker \
         --identity-label=false ${CASE_ARGS[@]+"${CASE_ARGS[@]}"} ${CASE_SECRETS[@]+"${CASE_SECRETS[@]}"} \
