@@ -135,6 +135,19 @@ pub enum SshSource {
     Keys(Vec<PathBuf>),
 }
 
+impl SshSource {
+    /// Checks that key files can be served (read, unencrypted, a supported type); an agent
+    /// socket is checked when a step connects. The error names the file, never key material.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            SshSource::Agent(_) => Ok(()),
+            SshSource::Keys(files) => files
+                .iter()
+                .try_for_each(|f| crate::ssh_agent::AgentKey::load(f).map(drop)),
+        }
+    }
+}
+
 /// Where the build cache is read and written. Entries are always written to the kiln dir.
 #[derive(Debug, Clone)]
 pub struct CacheOptions {

@@ -433,6 +433,10 @@ fn missing_required_secrets_and_bad_flags_fail_before_the_build() {
         ),
         (vec!["--ssh", "default"], "SSH_AUTH_SOCK is not set"),
         (
+            vec!["--ssh", "deploy=/etc/hostname"],
+            "--ssh deploy: ssh key /etc/hostname is not an OpenSSH private key",
+        ),
+        (
             vec!["--ssh", "deploy=/nonexistent/key"],
             "--ssh deploy: cannot read /nonexistent/key",
         ),
@@ -541,6 +545,7 @@ fn an_ssh_agent_is_served_to_the_step() {
          && stat -c '%a %u' $SSH_AUTH_SOCK > /sock-meta\n\
          RUN --mount=type=ssh,id=deploy,target=/tmp/agent,uid=7 \
          SSH_AUTH_SOCK=/tmp/agent ssh-add -l > /keys2 && stat -c '%a %u' /tmp/agent > /sock2-meta\n\
+         RUN --mount=type=ssh,id=files,target=/tmp/own SSH_AUTH_SOCK=/tmp/own ssh-add -l > /keys3\n\
          RUN --mount=type=ssh,id=absent test -z \"$SSH_AUTH_SOCK\" || test ! -e \"$SSH_AUTH_SOCK\"\n",
         &[],
     );
@@ -550,6 +555,8 @@ fn an_ssh_agent_is_served_to_the_step() {
         "default".to_string(),
         "--ssh".to_string(),
         format!("deploy={socket_s}"),
+        "--ssh".to_string(),
+        format!("files={}", key.display()),
     ];
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     for runner in RUNNERS {
@@ -569,6 +576,11 @@ fn an_ssh_agent_is_served_to_the_step() {
         let fs = common::unpack(&layout);
         assert_eq!(fs.read("/keys"), expected, "{what}");
         assert_eq!(fs.read("/keys2"), expected, "{what}");
+        assert_eq!(
+            fs.read("/keys3"),
+            expected,
+            "{what}: kiln's own agent serves the key file"
+        );
         assert_eq!(
             fs.read("/sock-path"),
             "/run/buildkit/ssh_agent.0\n",

@@ -508,7 +508,13 @@ fn parse_ssh(value: &str) -> Result<(String, SshSource)> {
         }
     }
     match (sockets.len(), keys.is_empty()) {
-        (0, _) => Ok((id, SshSource::Keys(keys))),
+        (0, _) => {
+            let source = SshSource::Keys(keys);
+            source
+                .check()
+                .map_err(|e| anyhow::anyhow!("--ssh {id}: {e}"))?;
+            Ok((id, source))
+        }
         (1, true) => Ok((id, SshSource::Agent(sockets.remove(0)))),
         _ => bail!("--ssh {id}: give one agent socket or key files, not both or several sockets"),
     }

@@ -1,6 +1,11 @@
 //! SSH agents for RUN steps (`RUN --mount=type=ssh`): one socket per mount, made by kiln with
-//! the mount's mode and owner, that forwards each connection to the agent given with `--ssh`.
-//! The step never sees the caller's own socket (its path, owner or other users).
+//! the mount's mode and owner, that forwards each connection to the agent given with `--ssh`
+//! (the step never sees the caller's own socket, its path, owner or other users), or answers it
+//! with kiln's own read-only agent over key files (`keys.rs`).
+
+mod keys;
+
+pub(crate) use keys::AgentKey;
 
 use crate::options::SshSource;
 use std::io;
@@ -11,6 +16,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// What a socket serves: another agent, or keys kiln signs with itself.
+#[derive(Clone)]
+enum Upstream {
+    Agent(PathBuf),
+    Keys(Arc<Vec<keys::AgentKey>>),
+}
 
 /// A socket serving one `--ssh` id until dropped (then it is closed and removed).
 pub(crate) struct AgentSocket {
@@ -29,14 +41,17 @@ impl AgentSocket {
         mode: u32,
         (uid, gid): (u32, u32),
     ) -> io::Result<AgentSocket> {
-        let upstream =
-            match source {
-                SshSource::Agent(socket) => socket.clone(),
-                SshSource::Keys(_) => return Err(io::Error::other(
-                    "serving key files is not built yet: start an ssh-agent, ssh-add the keys and \
-                     pass --ssh ID=$SSH_AUTH_SOCK",
-                )),
-            };
+        // Keys are loaded now: a bad key file fails the step before it starts.
+        let upstream = match source {
+            SshSource::Agent(socket) => Upstream::Agent(socket.clone()),
+            SshSource::Keys(files) => Upstream::Keys(Arc::new(
+                files
+                    .iter()
+                    .map(|f| keys::AgentKey::load(f))
+                    .collect::<Result<Vec<_>, String>>()
+                    .map_err(io::Error::other)?,
+            )),
+        };
         let dir_handle = std::fs::File::open(dir)?;
         let short = format!("/proc/self/fd/{}/{name}", dir_handle.as_raw_fd());
         let listener = UnixListener::bind(&short)?;
@@ -74,13 +89,17 @@ impl Drop for AgentSocket {
     }
 }
 
-fn accept_loop(listener: UnixListener, upstream: &Path, stop: &AtomicBool) {
+fn accept_loop(listener: UnixListener, upstream: &Upstream, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((conn, _)) => {
-                let upstream = upstream.to_owned();
+                let upstream = upstream.clone();
                 std::thread::spawn(move || {
-                    if let Err(e) = forward(conn, &upstream) {
+                    let served = match &upstream {
+                        Upstream::Agent(socket) => forward(conn, socket),
+                        Upstream::Keys(keys) => keys::serve(conn, keys),
+                    };
+                    if let Err(e) = served {
                         tracing::debug!("ssh agent connection: {e}");
                     }
                 });
