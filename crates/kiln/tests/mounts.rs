@@ -244,6 +244,9 @@ RUN --mount=type=bind,source=src,target=/mnt/rw,rw \
 RUN --mount=type=bind,from=tools,source=/opt/tool,target=/a/b/tool cat /a/b/tool/data > /from-stage
 RUN --mount=type=bind,target=rel cat rel/src/hello > /relative-seen
 RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/x && ls /scratch > /tmpfs-seen
+RUN --mount=from=BASEIMAGE,src=/bin/busybox,dst=/tools/busybox /tools/busybox true && echo image > /from-image
+RUN --mount=type=cache,id=counter,target=/owned,uid=5 stat -c '%u' /owned > /owned-uid \
+    && test ! -e /owned/count
 RUN --mount=type=cache,target=/opt/nested --mount=type=tmpfs,target=/opt/nested/tmp \
     echo n > /opt/nested/tmp/f && ls /opt/nested > /nested-seen
 "#;
@@ -254,7 +257,8 @@ RUN --mount=type=cache,target=/opt/nested --mount=type=tmpfs,target=/opt/nested/
 #[test]
 fn every_mount_type_under_every_backend() {
     let harness = Harness::new();
-    let context = common::context(MAIN, &[("src/hello", "hi\n")]);
+    let main = MAIN.replace("BASEIMAGE", &harness.world.base);
+    let context = common::context(&main, &[("src/hello", "hi\n")]);
     let secret_dir = open_dir();
     let secret_file = secret_dir.path().join("token");
     std::fs::write(&secret_file, SECRET).unwrap();
@@ -298,6 +302,10 @@ fn every_mount_type_under_every_backend() {
         assert_eq!(fs.read("/from-stage"), "tool-data\n", "{what}");
         assert_eq!(fs.read("/relative-seen"), "hi\n", "{what}");
         assert_eq!(fs.read("/tmpfs-seen"), "x\n", "{what}");
+        assert_eq!(fs.read("/from-image"), "image\n", "{what}");
+        // The same id with an owner is another cache (BuildKit: what a new one starts from
+        // tells caches apart).
+        assert_eq!(fs.read("/owned-uid"), "5\n", "{what}");
         assert_eq!(fs.read("/nested-seen"), "tmp\n", "{what}");
         for absent in [
             "/var/cache/kilntest",
@@ -309,6 +317,8 @@ fn every_mount_type_under_every_backend() {
             "/scratch",
             "/opt/nested",
             "/work/rel",
+            "/tools",
+            "/owned",
         ] {
             assert!(!fs.exists(absent), "{what}: {absent} is in the image");
         }

@@ -270,7 +270,7 @@ impl StageRun<'_> {
 
     /// What `COPY --from=X` (or a mount's `from=`) reads, as a key input: the stage's last key
     /// or the image's digest. `by_index`: a number names a stage (COPY only).
-    fn source_identity(&self, from: &str, by_index: bool) -> String {
+    pub(super) fn source_identity(&self, from: &str, by_index: bool) -> String {
         let stage_index = from
             .parse::<usize>()
             .ok()

@@ -307,8 +307,20 @@ impl StageRun<'_> {
             std::fs::set_permissions(new, std::fs::Permissions::from_mode(mode))?;
             std::os::unix::fs::lchown(new, Some(owner.0), Some(owner.1))
         };
+        // BuildKit tells caches of one id apart by what a new one starts from: the directory
+        // it makes for uid/gid/mode, or the `from` content. So do kiln's directories.
+        let mut identity = id.to_owned();
+        if let Some(from) = &mount.from {
+            identity.push_str(&format!(
+                "\nfrom {} {}",
+                self.source_identity(from, false),
+                mount.source.as_deref().unwrap_or("/")
+            ));
+        } else if mount.uid.is_some() || mount.gid.is_some() || mount.mode.is_some() {
+            identity.push_str(&format!("\nowner {}:{} mode {mode:o}", owner.0, owner.1));
+        }
         let held = CacheMounts::new(self.services.layers.store().root())
-            .acquire(id, sharing, moved, &init)
+            .acquire(&identity, sharing, moved, &init)
             .map_err(|e| BuildError::Instruction {
                 at: at.to_owned(),
                 keyword: "RUN",
