@@ -279,7 +279,7 @@ impl Builder {
         )?;
         let backend = self.backend()?;
         if backend == (Backend::Chroot { namespaces: false }) {
-            Self::check_network(&plan, &self.opts)?;
+            Self::check_without_namespaces(&plan, &self.opts)?;
         }
         let finished: Mutex<HashMap<usize, Arc<Finished>>> = Mutex::new(HashMap::new());
         let total = plan.stages.len();
@@ -382,20 +382,40 @@ impl Builder {
         Ok(choice.backend)
     }
 
-    /// Refuses `RUN --network=none` where steps get no namespaces (so no network of their own),
-    /// before any step runs.
-    fn check_network(plan: &Plan, opts: &BuildOptions) -> Result<(), BuildError> {
+    /// Refuses, before any step runs, what steps without namespaces cannot do: `RUN
+    /// --network=none` (no network of their own) and one cache mounted twice in a step (a cache
+    /// is moved to its target, and one directory cannot be at two).
+    fn check_without_namespaces(plan: &Plan, opts: &BuildOptions) -> Result<(), BuildError> {
         for stage in &plan.stages {
             for instruction in stage.onbuild.iter().chain(&stage.instructions) {
-                if let Command::Run { network, .. } = &instruction.command {
-                    if network.as_deref() == Some("none") {
-                        return Err(BuildError::Unsupported {
-                            at: opts.at(instruction),
-                            what: "RUN --network=none in a container that may not create \
-                                   namespaces (the chroot backend without namespaces has no \
-                                   network of its own to give a step)"
-                                .into(),
-                        });
+                let Command::Run {
+                    network, mounts, ..
+                } = &instruction.command
+                else {
+                    continue;
+                };
+                let refuse = |what: String| BuildError::Unsupported {
+                    at: opts.at(instruction),
+                    what,
+                };
+                if network.as_deref() == Some("none") {
+                    return Err(refuse(
+                        "RUN --network=none in a container that may not create namespaces (the \
+                         chroot backend without namespaces has no network of its own to give a \
+                         step)"
+                            .into(),
+                    ));
+                }
+                let mut ids = std::collections::BTreeSet::new();
+                for mount in mounts.iter().filter(|m| m.kind == MountType::Cache) {
+                    let id = mount.id.clone().unwrap_or_else(|| {
+                        kiln_oci::path::clean(mount.target.as_deref().unwrap_or("."))
+                    });
+                    if !ids.insert(id.clone()) {
+                        return Err(refuse(format!(
+                            "cache {id:?} mounted twice in one RUN without namespaces (a cache is \
+                             moved to its target, and one directory cannot be at two targets)"
+                        )));
                     }
                 }
             }

@@ -152,6 +152,48 @@ fn assert_ok(out: &Output, what: &str) {
     );
 }
 
+/// A build of its own: a fresh kiln dir and output dir, kept as long as this lives.
+struct Fresh {
+    out: Output,
+    layout: PathBuf,
+    kiln_dir: tempfile::TempDir,
+    _out_dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn build_fresh(
+        &self,
+        runner: Runner,
+        context: &Path,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Fresh {
+        let kiln_dir = open_dir();
+        let out_dir = open_dir();
+        let layout = out_dir.path().join("layout");
+        let out = self.build(runner, context, kiln_dir.path(), &layout, extra, envs);
+        Fresh {
+            out,
+            layout,
+            kiln_dir,
+            _out_dir: out_dir,
+        }
+    }
+}
+
+/// Asserts that a build failed before any step ran, its error holding every one of `needles`.
+fn assert_refused(out: &Output, needles: &[&str], what: &str) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "{what}: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{what}: no {needle:?} in: {err}");
+    }
+    assert!(
+        !err.contains("STEP 1/"),
+        "{what}: refused before any step: {err}"
+    );
+}
+
 /// Every file under `dir` whose content holds `needle`.
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -265,9 +307,6 @@ fn every_mount_type_under_every_backend() {
     std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let secret_flag = format!("id=token,src={}", secret_file.display());
     for runner in RUNNERS {
-        let kiln_dir = open_dir();
-        let out_dir = open_dir();
-        let layout = out_dir.path().join("layout");
         let flags = [
             "--secret",
             secret_flag.as_str(),
@@ -275,14 +314,12 @@ fn every_mount_type_under_every_backend() {
             "id=fromenv,env=KILN_TEST_SECRET",
         ];
         let envs = [("KILN_TEST_SECRET", "twelve-chars")];
-        let out = harness.build(
-            runner,
-            context.path(),
-            kiln_dir.path(),
-            &layout,
-            &flags,
-            &envs,
-        );
+        let Fresh {
+            out,
+            layout,
+            kiln_dir,
+            _out_dir: out_dir,
+        } = harness.build_fresh(runner, context.path(), &flags, &envs);
         let what = format!("{runner:?}");
         assert_ok(&out, &what);
         let fs = common::unpack(&layout);
@@ -373,25 +410,14 @@ fn network_none_cuts_the_step_off_the_host_network() {
     let context = common::context(&dockerfile, &[]);
     for runner in RUNNERS {
         let what = format!("{runner:?}");
-        let kiln_dir = open_dir();
-        let out_dir = open_dir();
-        let layout = out_dir.path().join("layout");
-        let out = harness.build(runner, context.path(), kiln_dir.path(), &layout, &[], &[]);
+        let fresh = harness.build_fresh(runner, context.path(), &[], &[]);
+        let (out, layout) = (&fresh.out, &fresh.layout);
         if runner == Runner::ChrootNoNamespaces {
-            let err = stderr(&out);
-            assert!(!out.status.success(), "{what}: {err}");
-            assert!(
-                err.contains("Dockerfile:4:1") && err.contains("RUN --network=none"),
-                "{what}: {err}"
-            );
-            assert!(
-                !err.contains("STEP 1/"),
-                "{what}: refused before any step: {err}"
-            );
+            assert_refused(out, &["Dockerfile:4:1", "RUN --network=none"], &what);
             continue;
         }
-        assert_ok(&out, &what);
-        let fs = common::unpack(&layout);
+        assert_ok(out, &what);
+        let fs = common::unpack(layout);
         assert_eq!(fs.read("/reached"), "hello", "{what}");
         assert_eq!(fs.read("/none-result"), "unreachable\n", "{what}");
         assert_eq!(fs.read("/none-ifaces"), "lo\n", "{what}");
@@ -414,23 +440,8 @@ fn missing_required_secrets_and_bad_flags_fail_before_the_build() {
         ),
     ] {
         let context = common::context(&format!("ARG BASE\nFROM $BASE\nRUN true\n{line}\n"), &[]);
-        let kiln_dir = open_dir();
-        let out_dir = open_dir();
-        let out = harness.build(
-            Runner::Chroot,
-            context.path(),
-            kiln_dir.path(),
-            &out_dir.path().join("layout"),
-            &[],
-            &[],
-        );
-        let err = stderr(&out);
-        assert!(!out.status.success(), "{err}");
-        assert!(
-            err.contains("Dockerfile:4:1") && err.contains(flag_hint),
-            "{flag_hint}: {err}"
-        );
-        assert!(!err.contains("STEP 1/"), "refused before any step: {err}");
+        let fresh = harness.build_fresh(Runner::Chroot, context.path(), &[], &[]);
+        assert_refused(&fresh.out, &["Dockerfile:4:1", flag_hint], flag_hint);
     }
     for (flags, expected) in [
         (
@@ -571,19 +582,11 @@ fn an_ssh_agent_is_served_to_the_step() {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     for runner in RUNNERS {
         let what = format!("{runner:?}");
-        let kiln_dir = open_dir();
-        let out_dir = open_dir();
-        let layout = out_dir.path().join("layout");
-        let out = harness.build(
-            runner,
-            context.path(),
-            kiln_dir.path(),
-            &layout,
-            &flags,
-            &[("SSH_AUTH_SOCK", socket_s)],
-        );
-        assert_ok(&out, &what);
-        let fs = common::unpack(&layout);
+        let envs = [("SSH_AUTH_SOCK", socket_s)];
+        let fresh = harness.build_fresh(runner, context.path(), &flags, &envs);
+        let (out, layout) = (&fresh.out, &fresh.layout);
+        assert_ok(out, &what);
+        let fs = common::unpack(layout);
         assert_eq!(fs.read("/keys"), expected, "{what}");
         assert_eq!(fs.read("/keys2"), expected, "{what}");
         assert_eq!(
@@ -767,19 +770,12 @@ fn one_cache_twice_in_a_step() {
         &[],
     );
     for runner in [Runner::Overlay, Runner::ChrootNoNamespaces] {
-        let kiln_dir = open_dir();
-        let out_dir = open_dir();
-        let layout = out_dir.path().join("layout");
-        let out = harness.build(runner, context.path(), kiln_dir.path(), &layout, &[], &[]);
+        let fresh = harness.build_fresh(runner, context.path(), &[], &[]);
         if runner == Runner::ChrootNoNamespaces {
-            let err = stderr(&out);
-            assert!(!out.status.success(), "{err}");
-            assert!(
-                err.contains("Dockerfile:3:1") && err.contains("\"twice\" is mounted twice"),
-                "{err}"
-            );
+            let needles = ["Dockerfile:3:1", "cache \"twice\" mounted twice in one RUN"];
+            assert_refused(&fresh.out, &needles, "no namespaces");
         } else {
-            assert_ok(&out, &format!("{runner:?}"));
+            assert_ok(&fresh.out, &format!("{runner:?}"));
         }
     }
 }
