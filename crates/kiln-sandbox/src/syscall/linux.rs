@@ -129,10 +129,10 @@ impl Syscall for LinuxSyscall {
             let mut request: libc::ifreq = std::mem::zeroed();
             request.ifr_name[0] = b'l' as libc::c_char;
             request.ifr_name[1] = b'o' as libc::c_char;
-            let mut result = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request);
+            let mut result = libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut request);
             if result == 0 {
                 request.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-                result = libc::ioctl(fd, libc::SIOCSIFFLAGS, &request);
+                result = libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &request);
             }
             let failed = (result != 0).then(errno);
             libc::close(fd);
