@@ -31,6 +31,42 @@ pub struct Builder {
     store_lock: Mutex<Option<kiln_fs::gc::StoreLock>>,
     /// Push-access checks under way.
     push_checks: Mutex<Vec<tokio::task::JoinHandle<Result<(), BuildError>>>>,
+    /// The lock on `build_dir/.alive`, held while this build lives.
+    _alive: std::fs::File,
+}
+
+/// Marks `build_dir` as a live build's: an exclusive lock on its `.alive` file, taken before
+/// the file has its name (so no one sees it unlocked), held as long as the returned file.
+fn hold_alive(build_dir: &Path) -> Result<std::fs::File, BuildError> {
+    let temp = build_dir.join(".alive.tmp");
+    let file = std::fs::File::create(&temp).map_err(BuildError::io("creating", &temp))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| BuildError::io("locking", &temp)(e.into()))?;
+    let alive = build_dir.join(".alive");
+    std::fs::rename(&temp, &alive).map_err(BuildError::io("naming", &alive))?;
+    Ok(file)
+}
+
+/// Removes the directories of builds that are gone (finished, or killed: their trees, and a
+/// secret file a step without namespaces had): a live build holds its `.alive` lock. A
+/// directory without one (a build just starting, or an older kiln's) is left to `kiln prune`.
+fn sweep_dead_builds(builds: &Path) {
+    let Ok(entries) = std::fs::read_dir(builds) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Ok(file) = std::fs::File::options()
+            .write(true)
+            .open(dir.join(".alive"))
+        else {
+            continue;
+        };
+        if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
+            tracing::debug!("removing {}: its build is gone", dir.display());
+            let _ = remove_tree(&dir);
+        }
+    }
 }
 
 impl Builder {
@@ -47,11 +83,13 @@ impl Builder {
         ));
         let builds = opts.kiln_dir.join("builds");
         std::fs::create_dir_all(&builds).map_err(BuildError::io("creating", &builds))?;
+        sweep_dead_builds(&builds);
         let build_dir = tempfile::Builder::new()
             .prefix("build-")
             .tempdir_in(&builds)
             .map_err(BuildError::io("creating a build directory in", &builds))?
             .keep();
+        let alive = hold_alive(&build_dir)?;
         let layers = LayerServices::new(&mut opts, reporter.clone(), build_dir.clone())?;
         let mut cache = Cache::new(&opts.cache, &layers)?;
         cache.load_inline(&layers, &*reporter, &opts.cache.from_images, &opts.platform);
@@ -63,6 +101,7 @@ impl Builder {
             build_dir,
             store_lock,
             push_checks: Mutex::new(Vec::new()),
+            _alive: alive,
         })
     }
 

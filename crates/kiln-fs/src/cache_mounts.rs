@@ -111,10 +111,24 @@ impl CacheMounts {
         };
         let instance_dir = dir.join(instance.to_string());
         let mut created = false;
+        match fs::symlink_metadata(&instance_dir) {
+            Ok(meta) if meta.is_dir() => {}
+            // Anything but a directory (a symlink a step left where its cache was) goes: a cache
+            // is only ever a directory of the store's own.
+            Ok(_) => fs::remove_file(&instance_dir).map_err(io_err("remove", &instance_dir))?,
+            Err(_) => {}
+        }
         if fs::symlink_metadata(&instance_dir).is_err() {
-            let temp = dir.join(format!(".tmp-{instance}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&temp);
-            fs::create_dir(&temp).map_err(io_err("create", &temp))?;
+            // A name of its own: stage threads of one build may make the same cache at once.
+            let temp = tempfile::Builder::new()
+                .prefix(&format!(".tmp-{instance}-"))
+                .tempdir_in(&dir)
+                .map_err(io_err("create a temporary directory in", &dir))?
+                .keep();
+            // As a plain mkdir would make it (tempfile's are 0700); `init` may change it.
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&temp, fs::Permissions::from_mode(0o755))
+                .map_err(io_err("chmod", &temp))?;
             if let Err(e) = init(&temp) {
                 let _ = fs::remove_dir_all(&temp);
                 return Err(io_err("fill the new cache", &instance_dir)(e));

@@ -42,7 +42,10 @@ pub mod userns;
 pub use error::{SandboxError, Stage};
 pub use process::parent::run_step;
 pub use process::plain::namespaces_available;
-pub use spec::{RunSpec, StepMount, StepMountKind, StepOutcome, StepStatus, DEFAULT_PATH};
+pub use rootfs::remove_mount_point;
+pub use spec::{
+    FileContent, RunSpec, StepMount, StepMountKind, StepOutcome, StepStatus, DEFAULT_PATH,
+};
 pub use syscall::{Call, LinuxSyscall, RecordingSyscall, Syscall};
 
 /// Setup order for tests: runs the namespace stage and the pid-1 stage of
@@ -54,7 +57,8 @@ pub fn record_setup(
     spec: &RunSpec,
     sys: &dyn Syscall,
 ) -> Result<Vec<std::path::PathBuf>, SandboxError> {
-    let (plan, created) = process::parent::prepare(spec)?;
+    let (plan, created, mut in_sources) = process::parent::prepare(spec)?;
+    in_sources.remove();
     let tag = |(stage, errno): (Stage, rustix::io::Errno)| SandboxError::Setup {
         stage,
         source: errno.into(),

@@ -91,3 +91,31 @@ pub(crate) fn ensure(
     }
     Ok(path)
 }
+
+/// Removes a mount point kiln made for a step, `point` under `base` (the rootfs, or the source
+/// a mount inside another was made in), once the step is over: only when every directory
+/// between `base` and it is still a real directory (the step may have replaced one with a
+/// symlink to anywhere). A directory goes only when empty (what the step put in it is the
+/// step's); a symlink is never kiln's. Returns whether it was removed.
+pub fn remove_mount_point(base: &Path, point: &Path) -> bool {
+    let Ok(rel) = point.strip_prefix(base) else {
+        return false;
+    };
+    let mut at = base.to_owned();
+    let mut parts = rel.components().peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            break;
+        }
+        at.push(part);
+        match fs::symlink_metadata(&at) {
+            Ok(meta) if meta.is_dir() => {}
+            _ => return false,
+        }
+    }
+    match fs::symlink_metadata(point) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir(point).is_ok(),
+        Ok(meta) if !meta.file_type().is_symlink() => fs::remove_file(point).is_ok(),
+        _ => false,
+    }
+}

@@ -65,6 +65,20 @@ pub enum StepMountKind {
         /// Remount read-only (not enforced without namespaces).
         readonly: bool,
     },
+    /// A file made for the step only, holding `content` (a secret), read-only at the target.
+    /// With namespaces it is written by the step's pid 1 to the step's own `/dev` tmpfs (memory
+    /// that goes with the step), bound at the target and unlinked from `/dev`: it never touches
+    /// a disk. Without namespaces it is written at the target for the step and removed after.
+    File {
+        /// What the file holds (never shown: its `Debug` gives the size only).
+        content: FileContent,
+        /// Its mode.
+        mode: u32,
+        /// Its owner.
+        uid: u32,
+        /// Its group.
+        gid: u32,
+    },
     /// An empty tmpfs (`size` in bytes). Without namespaces: an empty directory for the step's
     /// duration, removed after, with no size limit.
     Tmpfs {
@@ -91,6 +105,17 @@ impl RunSpec {
             mounts: Vec::new(),
             network: true,
         }
+    }
+}
+
+/// The content of a [`StepMountKind::File`]: kept out of every `Debug` output (it may be a
+/// secret).
+#[derive(Clone, PartialEq, Eq)]
+pub struct FileContent(pub Vec<u8>);
+
+impl std::fmt::Debug for FileContent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
     }
 }
 

@@ -106,6 +106,15 @@ fn run_mounts_come_after_the_system_mounts_and_before_the_chroot() {
             },
         },
         StepMount {
+            target: "/run/secrets/in-memory".into(),
+            kind: StepMountKind::File {
+                content: kiln_sandbox::FileContent(b"value".to_vec()),
+                mode: 0o400,
+                uid: 0,
+                gid: 0,
+            },
+        },
+        StepMount {
             target: "/scratch".into(),
             kind: StepMountKind::Tmpfs {
                 size: Some(1 << 20),
@@ -164,6 +173,27 @@ fn run_mounts_come_after_the_system_mounts_and_before_the_chroot() {
         target: at("scratch/deep/dir"),
     });
     assert!(tmpfs < deep_dir && deep_dir < nested, "{calls:#?}");
+    // A file mount is written on the step's /dev tmpfs, bound, and unlinked there.
+    let staging = at("dev/.kiln-file-2");
+    let written = position(&Call::WriteNewFile {
+        path: staging.clone(),
+        len: 5,
+        mode: 0o400,
+    });
+    let dev = calls
+        .iter()
+        .position(|c| matches!(c, Call::Mount { target, .. } if *target == at("dev")))
+        .unwrap();
+    let bound = position(&Call::BindMount {
+        source: staging.clone(),
+        target: at("run/secrets/in-memory"),
+    });
+    let unlinked = position(&Call::Unlink(staging));
+    assert!(
+        dev < written && written < bound && bound < unlinked,
+        "{calls:#?}"
+    );
+    assert!(format!("{spec:?}").contains("<5 bytes>") && !format!("{spec:?}").contains("value"));
     let loopback = position(&Call::LoopbackUp);
     let chroot = calls
         .iter()

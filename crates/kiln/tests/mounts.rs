@@ -567,6 +567,9 @@ fn an_ssh_agent_is_served_to_the_step() {
          RUN --mount=type=ssh,id=deploy,target=/tmp/agent,uid=7 \
          SSH_AUTH_SOCK=/tmp/agent ssh-add -l > /keys2 && stat -c '%a %u' /tmp/agent > /sock2-meta\n\
          RUN --mount=type=ssh,id=files,target=/tmp/own SSH_AUTH_SOCK=/tmp/own ssh-add -l > /keys3\n\
+         RUN --mount=type=ssh (ssh-add -D 2>/dev/null && echo removed || echo refused) > /delete\n\
+         RUN --mount=type=ssh,id=files (ssh-add -D 2>/dev/null && echo removed || echo refused) \
+         > /delete-own\n\
          RUN --mount=type=ssh,id=absent test -z \"$SSH_AUTH_SOCK\" || test ! -e \"$SSH_AUTH_SOCK\"\n",
         &[],
     );
@@ -595,6 +598,16 @@ fn an_ssh_agent_is_served_to_the_step() {
             "{what}: kiln's own agent serves the key file"
         );
         assert_eq!(
+            fs.read("/delete"),
+            "refused\n",
+            "{what}: the forwarded agent is read-only"
+        );
+        assert_eq!(
+            fs.read("/delete-own"),
+            "refused\n",
+            "{what}: kiln's agent is read-only"
+        );
+        assert_eq!(
             fs.read("/sock-path"),
             "/run/buildkit/ssh_agent.0\n",
             "{what}"
@@ -606,6 +619,12 @@ fn an_ssh_agent_is_served_to_the_step() {
             "{what}"
         );
     }
+    let still = as_nobody(&["ssh-add", "-l"], &[("SSH_AUTH_SOCK", socket_s)]);
+    assert_eq!(
+        String::from_utf8_lossy(&still.stdout),
+        expected,
+        "the agent kept its keys"
+    );
 }
 
 /// Two builds at once on one kiln dir. `sharing=private`: each gets a directory of its own
@@ -777,5 +796,145 @@ fn one_cache_twice_in_a_step() {
         } else {
             assert_ok(&fresh.out, &format!("{runner:?}"));
         }
+    }
+}
+
+/// Steps that turn on kiln: one replaces the parent of a mount point kiln made with a symlink
+/// to a directory of the build container (kiln must not follow it when it removes the point);
+/// a secret given as a variable holds a NUL byte (the error must not show the value).
+#[test]
+fn hostile_steps_cannot_turn_mount_cleanup_or_errors_against_kiln() {
+    let harness = Harness::new();
+    let victim = open_dir();
+    std::fs::write(victim.path().join("victim"), "keep me\n").unwrap();
+    let dockerfile = format!(
+        "ARG BASE\nFROM $BASE\n\
+         RUN --mount=type=bind,source=f,target=/x/victim \
+         umount /x/victim 2>/dev/null; mv /x /moved && ln -s {} /x\n",
+        victim.path().display()
+    );
+    let context = common::context(&dockerfile, &[("f", "context file\n")]);
+    for runner in [Runner::Overlay, Runner::Chroot, Runner::ChrootNoNamespaces] {
+        let what = format!("{runner:?}");
+        let fresh = harness.build_fresh(runner, context.path(), &[], &[]);
+        // Without namespaces kiln cannot put the tree back and says so; with them the step
+        // may do this.
+        if runner != Runner::ChrootNoNamespaces {
+            assert_ok(&fresh.out, &what);
+        }
+        assert_eq!(
+            std::fs::read_to_string(victim.path().join("victim")).unwrap(),
+            "keep me\n",
+            "{what}: kiln removed a file outside the build through the step's symlink"
+        );
+    }
+
+    let nul_secret = open_dir();
+    let file = nul_secret.path().join("s");
+    std::fs::write(&file, b"top-secret-part\0tail").unwrap();
+    let context = common::context(
+        "ARG BASE\nFROM $BASE\nRUN --mount=type=secret,id=s,env=S true\n",
+        &[],
+    );
+    let flag = format!("id=s,src={}", file.display());
+    let fresh = harness.build_fresh(Runner::Overlay, context.path(), &["--secret", &flag], &[]);
+    let err = stderr(&fresh.out);
+    assert!(
+        !fresh.out.status.success() && err.contains("without NUL bytes"),
+        "{err}"
+    );
+    assert!(!err.contains("top-secret-part"), "{err}");
+}
+
+/// A secret is never on disk while the step runs (namespaced backends: it lives on the step's
+/// own tmpfs); a build killed during such a step leaves nothing of it once the next build on
+/// the kiln dir has started (without namespaces it was a file in the killed build's tree).
+#[test]
+fn a_killed_build_leaves_no_secret_behind() {
+    let harness = Harness::new();
+    let secret_dir = open_dir();
+    let secret_file = secret_dir.path().join("token");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let flag = format!("id=token,src={}", secret_file.display());
+    for (runner, marker) in [
+        (Runner::Overlay, "3017"),
+        (Runner::ChrootNoNamespaces, "3018"),
+    ] {
+        let what = format!("{runner:?}");
+        let context = common::context(
+            &format!(
+                "ARG BASE\nFROM $BASE\nRUN --mount=type=secret,id=token cat /run/secrets/token \
+                 > /dev/null && echo step-started && sleep {marker}\n"
+            ),
+            &[],
+        );
+        let kiln_dir = open_dir();
+        let out_dir = open_dir();
+        let log = out_dir.path().join("log");
+        let kiln = env!("CARGO_BIN_EXE_kiln");
+        let mut cmd = if runner == Runner::Overlay {
+            Command::new(kiln)
+        } else {
+            let mut c = Command::new("setpriv");
+            c.args(["--bounding-set", "-sys_admin", "--", kiln]);
+            c
+        };
+        let isolation = if runner == Runner::Overlay {
+            "overlay"
+        } else {
+            "chroot"
+        };
+        let mut running = cmd
+            .args(["build", "--no-push", "--context"])
+            .arg(context.path())
+            .arg("--oci-layout-path")
+            .arg(out_dir.path().join("layout"))
+            .args(["--build-arg", &format!("BASE={}", harness.world.base)])
+            .args(["--insecure-registry", &harness.world.registry.host()])
+            .args(["--isolation", isolation, "--secret", &flag, "--kiln-dir"])
+            .arg(kiln_dir.path())
+            .env("DOCKER_CONFIG", harness.world.docker_config.path())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("step-started")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: the step never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if runner == Runner::Overlay {
+            let on_disk = files_containing(kiln_dir.path(), SECRET.as_bytes());
+            assert!(
+                on_disk.is_empty(),
+                "{what}: the secret is on disk: {on_disk:?}"
+            );
+        }
+        running.kill().unwrap();
+        running.wait().unwrap();
+        // The step's own processes (its session, without namespaces) go too.
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &format!("sleep {marker}")])
+            .status();
+        // The next build on the same kiln dir sweeps the killed one's directory.
+        let context2 = common::context("ARG BASE\nFROM $BASE\nRUN true\n", &[]);
+        let out = harness.build(
+            runner,
+            context2.path(),
+            kiln_dir.path(),
+            &out_dir.path().join("again"),
+            &[],
+            &[],
+        );
+        assert_ok(&out, &what);
+        let left = files_containing(kiln_dir.path(), SECRET.as_bytes());
+        assert!(left.is_empty(), "{what}: the secret is left in {left:?}");
     }
 }

@@ -90,30 +90,54 @@ pub(crate) fn serve(mut conn: UnixStream, keys: &[AgentKey]) -> io::Result<()> {
     // An accepted socket may come from a non-blocking listener; replies need blocking writes.
     conn.set_nonblocking(false)?;
     let rng = SystemRandom::new();
-    loop {
-        let mut header = [0u8; 4];
-        if !read_frame_start(&mut conn, &mut header)? {
-            return Ok(());
-        }
-        let len = usize::try_from(u32::from_be_bytes(header)).unwrap_or(usize::MAX);
-        if len > MAX_MESSAGE {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("agent message of {len} bytes is over the {MAX_MESSAGE}-byte limit"),
-            ));
-        }
-        let mut message = vec![0u8; len];
-        conn.read_exact(&mut message)?;
-        let reply = answer(&message, keys, &rng);
-        let reply = match u32::try_from(reply.len()) {
-            Ok(_) => reply,
-            Err(_) => vec![FAILURE],
-        };
-        let mut frame = Vec::with_capacity(reply.len() + 4);
-        put_string(&mut frame, &reply);
-        conn.write_all(&frame)?;
+    while let Some(message) = read_message(&mut conn)? {
+        write_message(&mut conn, &answer(&message, keys, &rng))?;
     }
+    Ok(())
 }
+
+/// Reads one agent message (without its length); `None` when the peer closed the connection
+/// between messages. A message over 256 KiB, or one cut short, is an error.
+pub(super) fn read_message(conn: &mut UnixStream) -> io::Result<Option<Vec<u8>>> {
+    let mut header = [0u8; 4];
+    if !read_frame_start(conn, &mut header)? {
+        return Ok(None);
+    }
+    let len = usize::try_from(u32::from_be_bytes(header)).unwrap_or(usize::MAX);
+    if len > MAX_MESSAGE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("agent message of {len} bytes is over the {MAX_MESSAGE}-byte limit"),
+        ));
+    }
+    let mut message = vec![0u8; len];
+    conn.read_exact(&mut message)?;
+    Ok(Some(message))
+}
+
+/// Writes one agent message with its length (FAILURE instead of one too long to frame).
+pub(super) fn write_message(conn: &mut UnixStream, message: &[u8]) -> io::Result<()> {
+    let message = if u32::try_from(message.len()).is_ok() {
+        message
+    } else {
+        &[FAILURE]
+    };
+    let mut frame = Vec::with_capacity(message.len() + 4);
+    put_string(&mut frame, message);
+    conn.write_all(&frame)
+}
+
+/// Whether a request only reads the agent: listing keys or signing with one. Everything else
+/// (adding, removing, locking keys, extensions) would change it or tell more.
+pub(super) fn is_read_only_request(message: &[u8]) -> bool {
+    matches!(
+        message.first(),
+        Some(&REQUEST_IDENTITIES) | Some(&SIGN_REQUEST)
+    )
+}
+
+/// FAILURE, the reply to a request kiln does not pass on.
+pub(super) const FAILURE_REPLY: &[u8] = &[FAILURE];
 
 /// Reads a frame's 4-byte length, telling a clean close before it (`false`) from one inside
 /// it (an error).

@@ -115,18 +115,21 @@ fn accept_loop(listener: UnixListener, upstream: &Upstream, stop: &AtomicBool) {
     }
 }
 
-/// Copies one connection both ways until either side closes.
-fn forward(conn: UnixStream, upstream: &Path) -> io::Result<()> {
+/// Passes one connection's requests to the agent, read-only (as BuildKit's forwarding does):
+/// listing keys and signing go through, one reply each; adding, removing or locking keys and
+/// extensions get FAILURE, so a step cannot change the caller's agent.
+fn forward(mut conn: UnixStream, upstream: &Path) -> io::Result<()> {
     conn.set_nonblocking(false)?;
-    let agent = UnixStream::connect(upstream)?;
-    let (mut conn_read, mut agent_write) = (conn.try_clone()?, agent.try_clone()?);
-    let to_agent = std::thread::spawn(move || {
-        let _ = io::copy(&mut conn_read, &mut agent_write);
-        let _ = agent_write.shutdown(std::net::Shutdown::Write);
-    });
-    let (mut agent_read, mut conn_write) = (agent, conn);
-    let _ = io::copy(&mut agent_read, &mut conn_write);
-    let _ = conn_write.shutdown(std::net::Shutdown::Write);
-    let _ = to_agent.join();
+    let mut agent = UnixStream::connect(upstream)?;
+    while let Some(request) = keys::read_message(&mut conn)? {
+        if !keys::is_read_only_request(&request) {
+            keys::write_message(&mut conn, keys::FAILURE_REPLY)?;
+            continue;
+        }
+        keys::write_message(&mut agent, &request)?;
+        let reply = keys::read_message(&mut agent)?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        keys::write_message(&mut conn, &reply)?;
+    }
     Ok(())
 }

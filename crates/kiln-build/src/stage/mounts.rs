@@ -1,5 +1,6 @@
 //! `RUN --mount`: each mount's source made ready before the step (a cache directory held, a
-//! secret written to a private file, an agent socket served, a view of the context or a stage),
+//! secret read for the sandbox to write on the step's own tmpfs, an agent socket served, a view
+//! of the context or a stage),
 //! handed to kiln-sandbox as [`StepMount`]s, and everything undone when the step ends.
 //!
 //! The sandbox mounts the sources (overlay and chroot with namespaces) or, without namespaces,
@@ -17,10 +18,9 @@ use kiln_dockerfile::instructions::Instruction;
 use kiln_dockerfile::mount::{Mount, MountType};
 use kiln_fs::cache_mounts::{CacheMounts, HeldCache, Sharing};
 use kiln_sandbox::backend::Backend;
-use kiln_sandbox::{StepMount, StepMountKind};
+use kiln_sandbox::{FileContent, StepMount, StepMountKind};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// What keeps a mount's source alive for the step; dropped after it.
@@ -110,30 +110,31 @@ impl StageRun<'_> {
         prepared._scratch = Some(scratch);
         let moved = self.services.backend == (Backend::Chroot { namespaces: false });
         let workdir = self.workdir_or_root();
-        // Caches first, each id once per step (its mounts share one directory, as BuildKit),
-        // in id order: two steps that take the same locked caches never wait on each other
-        // crosswise.
+        // Caches first, each once per step (its mounts share one directory, as BuildKit), in
+        // the order of their identities: two steps that take the same locked caches never wait
+        // on each other crosswise.
         let cache_id = |mount: &Mount| {
             mount
                 .id
                 .clone()
                 .unwrap_or_else(|| default_cache_id(mount.target.as_deref().unwrap_or(&workdir)))
         };
-        let mut first_use: BTreeMap<String, &Mount> = BTreeMap::new();
+        let mut first_use: BTreeMap<String, (String, &Mount)> = BTreeMap::new();
         for mount in mounts.iter().filter(|m| m.kind == MountType::Cache) {
             let id = cache_id(mount);
-            if moved && first_use.contains_key(&id) {
+            let identity = self.cache_identity(&id, mount);
+            if moved && first_use.contains_key(&identity) {
                 return Err(bad(format!(
                     "cache {id:?} is mounted twice: without namespaces a cache is moved to its \
                      target, and one directory cannot be at two targets"
                 )));
             }
-            first_use.entry(id).or_insert(mount);
+            first_use.entry(identity).or_insert((id, mount));
         }
         let mut caches: BTreeMap<String, PathBuf> = BTreeMap::new();
-        for (id, mount) in first_use {
-            let held = self.hold_cache(&id, mount, moved, &at, &mut prepared)?;
-            caches.insert(id, held);
+        for (identity, (id, mount)) in first_use {
+            let held = self.hold_cache(&id, &identity, mount, moved, &at, &mut prepared)?;
+            caches.insert(identity, held);
         }
         let mut ssh_targets = Vec::new();
         for (n, mount) in mounts.iter().enumerate() {
@@ -144,7 +145,18 @@ impl StageRun<'_> {
             let owner = (mount.uid.unwrap_or(0), mount.gid.unwrap_or(0));
             match mount.kind {
                 MountType::Cache => {
-                    let source = caches[&cache_id(mount)].clone();
+                    let mut source = caches[&self.cache_identity(&cache_id(mount), mount)].clone();
+                    if moved && mount.readonly {
+                        // Without namespaces nothing is read-only: a copy keeps the step's
+                        // writes out of the cache, as a read-only mount would.
+                        let copy_dir = dir.join(format!("cache-{n}"));
+                        std::fs::create_dir(&copy_dir)
+                            .map_err(BuildError::io("creating", &copy_dir))?;
+                        source =
+                            copy_tree(&Source::Rootfs(&source), "/", &copy_dir).map_err(|m| {
+                                bad(format!("copying cache {:?}: {m}", cache_id(mount)))
+                            })?;
+                    }
                     prepared.mounts.push((
                         target(&workdir),
                         StepMountKind::Bind {
@@ -171,22 +183,27 @@ impl StageRun<'_> {
                         continue;
                     };
                     if let Some(name) = &mount.env {
-                        let text = String::from_utf8(value.clone()).map_err(|_| {
-                            bad(format!(
-                                "secret {id}: env={name} needs a UTF-8 value, and this one is not"
-                            ))
-                        })?;
+                        let text = String::from_utf8(value.clone())
+                            .ok()
+                            .filter(|t| !t.contains('\0'))
+                            .ok_or_else(|| {
+                                bad(format!(
+                                    "secret {id}: env={name} needs a UTF-8 value without NUL \
+                                     bytes, and this one is not"
+                                ))
+                            })?;
                         prepared.env.push((name.clone(), text));
                     }
                     if let Some(target) = &mount.target {
-                        let file = dir.join(format!("secret-{n}"));
-                        write_private(&file, &value, mount.mode.unwrap_or(0o400), owner)
-                            .map_err(|e| bad(format!("secret {id}: writing its file: {e}")))?;
+                        // Made by the sandbox on the step's own tmpfs (on disk only for the
+                        // step's duration where there are no namespaces).
                         prepared.mounts.push((
                             crate::paths::absolute(&workdir, target),
-                            StepMountKind::Bind {
-                                source: file,
-                                readonly: true,
+                            StepMountKind::File {
+                                content: FileContent(value),
+                                mode: mount.mode.unwrap_or(0o400),
+                                uid: owner.0,
+                                gid: owner.1,
                             },
                         ));
                     }
@@ -275,11 +292,33 @@ impl StageRun<'_> {
         Ok(prepared)
     }
 
+    /// What tells caches apart: the id, and, as BuildKit has it, what a new one starts from
+    /// (the directory made for `uid`/`gid`/`mode`, or the `from` content).
+    fn cache_identity(&self, id: &str, mount: &Mount) -> String {
+        let mut identity = id.to_owned();
+        if let Some(from) = &mount.from {
+            identity.push_str(&format!(
+                "\nfrom {} {}",
+                self.source_identity(from, false),
+                mount.source.as_deref().unwrap_or("/")
+            ));
+        } else if mount.uid.is_some() || mount.gid.is_some() || mount.mode.is_some() {
+            identity.push_str(&format!(
+                "\nowner {}:{} mode {:o}",
+                mount.uid.unwrap_or(0),
+                mount.gid.unwrap_or(0),
+                mount.mode.unwrap_or(0o755)
+            ));
+        }
+        identity
+    }
+
     /// Takes cache `id` for the step (a new one filled from `from`/`source`, or given
     /// `mode`/`uid`/`gid`); returns its directory. The hold is released with `prepared`.
     fn hold_cache(
         &self,
         id: &str,
+        identity: &str,
         mount: &Mount,
         moved: bool,
         at: &str,
@@ -307,20 +346,8 @@ impl StageRun<'_> {
             std::fs::set_permissions(new, std::fs::Permissions::from_mode(mode))?;
             std::os::unix::fs::lchown(new, Some(owner.0), Some(owner.1))
         };
-        // BuildKit tells caches of one id apart by what a new one starts from: the directory
-        // it makes for uid/gid/mode, or the `from` content. So do kiln's directories.
-        let mut identity = id.to_owned();
-        if let Some(from) = &mount.from {
-            identity.push_str(&format!(
-                "\nfrom {} {}",
-                self.source_identity(from, false),
-                mount.source.as_deref().unwrap_or("/")
-            ));
-        } else if mount.uid.is_some() || mount.gid.is_some() || mount.mode.is_some() {
-            identity.push_str(&format!("\nowner {}:{} mode {mode:o}", owner.0, owner.1));
-        }
         let held = CacheMounts::new(self.services.layers.store().root())
-            .acquire(&identity, sharing, moved, &init)
+            .acquire(identity, sharing, moved, &init)
             .map_err(|e| BuildError::Instruction {
                 at: at.to_owned(),
                 keyword: "RUN",
@@ -389,18 +416,4 @@ fn source_root<'a>(from: &'a Source<'_>) -> &'a Path {
         Source::Context(c) => &c.root,
         Source::Rootfs(p) => p,
     }
-}
-
-/// Writes `value` to a new file only its owner may read while it is written, then gives it
-/// `mode` and `owner`.
-fn write_private(path: &Path, value: &[u8], mode: u32, owner: (u32, u32)) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(value)?;
-    std::os::unix::fs::fchown(&file, Some(owner.0), Some(owner.1))?;
-    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    Ok(())
 }

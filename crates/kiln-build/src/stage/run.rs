@@ -227,12 +227,9 @@ impl StageRun<'_> {
                 std::fs::canonicalize(root).map_err(BuildError::io("resolving", root))?;
             let mut kiln_touched = Vec::new();
             for point in outcome.created_mount_points.iter().rev() {
-                // Points made inside a mount's own source (a cache) are removed too.
-                let _ = match std::fs::symlink_metadata(point) {
-                    Ok(m) if m.is_dir() => std::fs::remove_dir(point),
-                    Ok(_) => std::fs::remove_file(point),
-                    Err(_) => Ok(()),
-                };
+                // Never through a symlink the step left on the way, and only while it is the
+                // empty point kiln made.
+                kiln_sandbox::remove_mount_point(&canonical, point);
                 let Ok(rel) = point.strip_prefix(&canonical) else {
                     continue;
                 };

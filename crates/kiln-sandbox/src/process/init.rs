@@ -115,6 +115,26 @@ pub(crate) fn setup(plan: &Plan, sys: &dyn Syscall) -> Result<(), (Stage, Errno)
                         .map_err(at(Stage::RunMount))?;
                 }
             }
+            PlannedMountKind::File {
+                staging,
+                content,
+                mode,
+                uid,
+                gid,
+                readonly,
+            } => {
+                sys.write_new_file(staging, &content.0, *mode, *uid, *gid)
+                    .map_err(at(Stage::RunMount))?;
+                sys.bind_mount(staging, &mount.target)
+                    .map_err(at(Stage::RunMount))?;
+                sys.remount(
+                    &mount.target,
+                    MountFlags::BIND | MountFlags::RDONLY | *readonly,
+                )
+                .map_err(at(Stage::RunMount))?;
+                // Reachable at the target only.
+                sys.unlink(staging).map_err(at(Stage::RunMount))?;
+            }
             PlannedMountKind::Tmpfs { data } => sys
                 .mount(
                     c"tmpfs",

@@ -40,6 +40,7 @@ fn relative_target(target: &str) -> Result<String, SandboxError> {
 fn point_kind(kind: &StepMountKind) -> Result<Kind, SandboxError> {
     match kind {
         StepMountKind::Tmpfs { .. } => Ok(Kind::Dir),
+        StepMountKind::File { .. } => Ok(Kind::File),
         StepMountKind::Bind { source, .. } => match std::fs::metadata(source) {
             Ok(meta) if meta.is_dir() => Ok(Kind::Dir),
             Ok(_) => Ok(Kind::File),
@@ -79,11 +80,27 @@ fn kept_flags(source: &Path) -> MountFlags {
     kept
 }
 
-/// Plans `mounts` for pid 1 of the namespaced backend, creating mount points that are missing.
+/// Mount points made inside a mount's source (a cache, a copy) for a mount inside it: removed
+/// by the sandbox when the step ends, each walked from its source, never through a symlink.
+#[derive(Debug, Default)]
+pub(crate) struct PointsInSources(Vec<(PathBuf, PathBuf)>);
+
+impl PointsInSources {
+    /// Removes the points, last made first.
+    pub(crate) fn remove(&mut self) {
+        while let Some((base, point)) = self.0.pop() {
+            crate::rootfs::remove_mount_point(&base, &point);
+        }
+    }
+}
+
+/// Plans `mounts` for pid 1 of the namespaced backend, creating mount points that are missing
+/// (in the rootfs: pushed to `created`; inside an earlier mount's source: to `in_sources`).
 pub(crate) fn plan(
     rootfs: &Path,
     mounts: &[StepMount],
     created: &mut Vec<PathBuf>,
+    in_sources: &mut PointsInSources,
 ) -> Result<Vec<PlannedMount>, SandboxError> {
     let mut earlier: Vec<(String, StepMount)> = Vec::new();
     let mut planned = Vec::new();
@@ -108,7 +125,19 @@ pub(crate) fn plan(
                             ),
                         });
                     }
-                    ensure(source, &rest, kind, created)?;
+                    let mut made = Vec::new();
+                    ensure(source, &rest, kind, &mut made)?;
+                    in_sources
+                        .0
+                        .extend(made.into_iter().map(|point| (source.clone(), point)));
+                }
+                StepMountKind::File { .. } => {
+                    return Err(SandboxError::InvalidSpec {
+                        reason: format!(
+                            "mount target {} is inside the file mounted at {}",
+                            mount.target, outer.target
+                        ),
+                    })
                 }
                 StepMountKind::Tmpfs { .. } => {
                     // A fresh tmpfs holds nothing: pid 1 makes the way after mounting it.
@@ -130,6 +159,19 @@ pub(crate) fn plan(
             StepMountKind::Bind { source, readonly } => PlannedMountKind::Bind {
                 source: cpath(source)?,
                 readonly: readonly.then(|| kept_flags(source)),
+            },
+            StepMountKind::File {
+                content,
+                mode,
+                uid,
+                gid,
+            } => PlannedMountKind::File {
+                staging: cpath(&rootfs.join(format!("dev/.kiln-file-{}", planned.len())))?,
+                content: content.clone(),
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+                readonly: MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
             },
             StepMountKind::Tmpfs { size } => {
                 let mut data = "mode=1777".to_owned();
@@ -154,10 +196,14 @@ pub(crate) fn plan(
 
 /// What [`MovedIn::restore`] undoes, in reverse order.
 enum Undo {
-    /// A bind's source moved to `at`: moved back to `source`.
-    Back { at: PathBuf, source: PathBuf },
-    /// A tmpfs stand-in: removed.
-    Remove(PathBuf),
+    /// A bind's source (mount `index`) moved to `at`: moved back to `source`.
+    Back {
+        index: usize,
+        at: PathBuf,
+        source: PathBuf,
+    },
+    /// A tmpfs stand-in (mount `index`): removed.
+    Remove { index: usize, at: PathBuf },
     /// What the image had at the target, set aside: put back.
     Restore { aside: PathBuf, to: PathBuf },
 }
@@ -169,8 +215,15 @@ pub(crate) struct MovedIn {
     rootfs: PathBuf,
     undo: Vec<Undo>,
     aside_dir: PathBuf,
+    /// Host targets of the mounts moved in so far, by index.
+    targets: Vec<PathBuf>,
+    /// Directories kiln made inside mount `index`'s source (for a later mount or the working
+    /// directory): removed before that source moves back, while they are still in it.
+    inner: Vec<Vec<PathBuf>>,
     /// Existing directories whose times changed (targets set aside, their parents).
     pub(crate) touched: Vec<PathBuf>,
+    /// What could not be put back (a path the step replaced with a symlink on the way).
+    pub(crate) problems: Vec<String>,
 }
 
 impl MovedIn {
@@ -188,7 +241,10 @@ impl MovedIn {
             rootfs: rootfs.to_owned(),
             undo: Vec::new(),
             aside_dir: rootfs.with_file_name(format!(".{name}.mounts-aside")),
+            targets: Vec::new(),
+            inner: Vec::new(),
             touched: Vec::new(),
+            problems: Vec::new(),
         };
         for (index, mount) in mounts.iter().enumerate() {
             if let Err(e) = moved.move_one(index, mount, created) {
@@ -218,12 +274,7 @@ impl MovedIn {
         let parent = if parent_rel.as_os_str().is_empty() {
             self.rootfs.clone()
         } else {
-            ensure(
-                &self.rootfs,
-                &parent_rel.to_string_lossy(),
-                Kind::Dir,
-                created,
-            )?
+            self.ensure_dir(&parent_rel.to_string_lossy(), created)?
         };
         let target = self.rootfs.join(&rel);
         if std::fs::symlink_metadata(&target).is_ok() {
@@ -254,39 +305,122 @@ impl MovedIn {
                     }
                 })?;
                 self.undo.push(Undo::Back {
-                    at: target,
+                    index,
+                    at: target.clone(),
                     source: source.clone(),
+                });
+            }
+            StepMountKind::File {
+                content,
+                mode,
+                uid,
+                gid,
+            } => {
+                write_file(&target, &content.0, *mode, (*uid, *gid))
+                    .map_err(fail("write the file mounted at", &target))?;
+                self.undo.push(Undo::Remove {
+                    index,
+                    at: target.clone(),
                 });
             }
             StepMountKind::Tmpfs { .. } => {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::create_dir(&target).map_err(fail("create", &target))?;
                 let _ = std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o1777));
-                self.undo.push(Undo::Remove(target));
+                self.undo.push(Undo::Remove {
+                    index,
+                    at: target.clone(),
+                });
             }
         }
+        self.targets.push(target);
+        self.inner.push(Vec::new());
         Ok(())
     }
 
+    /// Makes the directory `rel` of the tree and its missing parents. One made inside a moved-in
+    /// source belongs to that source (removed before it moves back); the others are pushed to
+    /// `created` for the caller.
+    pub(crate) fn ensure_dir(
+        &mut self,
+        rel: &str,
+        created: &mut Vec<PathBuf>,
+    ) -> Result<PathBuf, SandboxError> {
+        let mut made = Vec::new();
+        let path = ensure(&self.rootfs, rel, Kind::Dir, &mut made)?;
+        for point in made {
+            match self
+                .targets
+                .iter()
+                .rposition(|t| point.starts_with(t) && point != *t)
+            {
+                Some(index) => self.inner[index].push(point),
+                None => created.push(point),
+            }
+        }
+        Ok(path)
+    }
+
+    /// Removes what kiln made inside mount `index`'s source, last made first.
+    fn remove_inner(&mut self, index: usize) {
+        let Some(points) = self.inner.get_mut(index) else {
+            return;
+        };
+        let base = self.targets[index].clone();
+        while let Some(point) = points.pop() {
+            crate::rootfs::remove_mount_point(&base, &point);
+        }
+    }
+
     /// Undoes every move, last first. A path the step replaced with a symlink on the way is
-    /// never followed: that mount's source is then lost (a cache starts empty next time).
+    /// never followed: that mount's source is then lost (a cache starts empty next time), and
+    /// what the tree had there cannot be put back (said in `problems`).
     pub(crate) fn restore(&mut self) {
         while let Some(undo) = self.undo.pop() {
             match undo {
-                Undo::Back { at, source } => {
+                Undo::Back { index, at, source } => {
+                    self.remove_inner(index);
+                    // Only what kiln moved in goes back: a directory for a directory, a file
+                    // for a file; a symlink the step left there is removed, never followed.
+                    let movable = match (
+                        std::fs::symlink_metadata(&at),
+                        std::fs::symlink_metadata(&source),
+                    ) {
+                        (Ok(now), _) if now.file_type().is_symlink() => false,
+                        (Ok(_), Ok(_)) => false,
+                        (Ok(_), Err(_)) => true,
+                        (Err(_), _) => false,
+                    };
                     if self.safe(&at) {
-                        let _ = std::fs::rename(&at, &source);
+                        if movable {
+                            let _ = std::fs::rename(&at, &source);
+                        } else {
+                            let _ = remove_any(&at);
+                        }
+                    } else {
+                        self.problems
+                            .push(format!("{} (a mount target)", at.display()));
                     }
                 }
-                Undo::Remove(path) => {
-                    if self.safe(&path) {
-                        let _ = remove_any(&path);
+                Undo::Remove { index, at } => {
+                    self.remove_inner(index);
+                    if self.safe(&at) {
+                        let _ = remove_any(&at);
+                    } else {
+                        self.problems
+                            .push(format!("{} (a mount target)", at.display()));
                     }
                 }
                 Undo::Restore { aside, to } => {
                     if self.safe(&to) {
                         let _ = remove_any(&to);
                         let _ = std::fs::rename(&aside, &to);
+                    } else {
+                        self.problems.push(format!(
+                            "{} (what the tree had there is kept in {})",
+                            to.display(),
+                            aside.display()
+                        ));
                     }
                 }
             }
@@ -313,6 +447,20 @@ impl MovedIn {
         }
         true
     }
+}
+
+/// Writes a new file only its owner may read while it fills, then gives it `mode` and owner.
+fn write_file(path: &Path, content: &[u8], mode: u32, (uid, gid): (u32, u32)) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(content)?;
+    std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
 }
 
 /// Removes a file, symlink or directory tree (never following a symlink).

@@ -14,6 +14,7 @@ use rustix::process::{Gid, Signal};
 use crate::error::{SandboxError, Stage};
 use crate::process::intermediate;
 use crate::process::message::{decode_all, Message};
+use crate::process::mounts::PointsInSources;
 use crate::process::plan::{cpath, cstr, dir_chain, Bind, Plan};
 use crate::rootfs::{ensure, resolve_rootfs, Kind};
 use crate::spec::{RunSpec, StepOutcome, StepStatus, DEFAULT_PATH};
@@ -36,20 +37,34 @@ pub(crate) fn step_command(spec: &RunSpec) -> Command {
     cmd
 }
 
-/// Validates `spec`, creates missing mount points, and builds the plan.
-pub(crate) fn prepare(spec: &RunSpec) -> Result<(Plan, Vec<PathBuf>), SandboxError> {
+/// Validates `spec`, creates missing mount points, and builds the plan. Returns it with the
+/// mount points made in the rootfs and those made inside mount sources.
+pub(crate) fn prepare(
+    spec: &RunSpec,
+) -> Result<(Plan, Vec<PathBuf>, PointsInSources), SandboxError> {
     let rootfs = resolve_rootfs(&spec.rootfs)?;
     if spec.argv.is_empty() {
         return Err(SandboxError::InvalidSpec {
             reason: "empty argv".to_owned(),
         });
     }
-    for s in spec
-        .argv
+    // Values are never echoed: an environment value may be a secret.
+    if spec.argv.iter().any(|a| a.contains('\0')) {
+        return Err(SandboxError::InvalidSpec {
+            reason: "the command contains a NUL byte".to_owned(),
+        });
+    }
+    if let Some((k, _)) = spec
+        .env
         .iter()
-        .chain(spec.env.iter().flat_map(|(k, v)| [k, v]))
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
     {
-        cstr(s.as_bytes())?;
+        return Err(SandboxError::InvalidSpec {
+            reason: format!(
+                "environment variable {:?} contains a NUL byte",
+                k.replace('\0', "\\0")
+            ),
+        });
     }
     if let Some((k, _)) = spec
         .env
@@ -92,7 +107,9 @@ pub(crate) fn prepare(spec: &RunSpec) -> Result<(Plan, Vec<PathBuf>), SandboxErr
             stage,
         });
     }
-    plan.mounts = crate::process::mounts::plan(&rootfs, &spec.mounts, &mut created)?;
+    let mut in_sources = PointsInSources::default();
+    plan.mounts =
+        crate::process::mounts::plan(&rootfs, &spec.mounts, &mut created, &mut in_sources)?;
     plan.new_network = !spec.network;
     plan.hostname = match &spec.hostname {
         Some(h) if h.is_empty() || h.len() > 64 || h.contains('\0') => {
@@ -110,7 +127,7 @@ pub(crate) fn prepare(spec: &RunSpec) -> Result<(Plan, Vec<PathBuf>), SandboxErr
     plan.groups = spec.extra_gids.iter().map(|g| Gid::from_raw(*g)).collect();
     plan.gid = spec.gid;
     plan.uid = spec.uid;
-    Ok((plan, created))
+    Ok((plan, created, in_sources))
 }
 
 /// Runs one step in `spec.rootfs` with the chroot backend (see the crate docs).
@@ -125,15 +142,28 @@ pub fn run_step(
     if !spec.namespaces {
         return crate::process::plain::run_plain(spec, stdout, stderr);
     }
-    let (plan, created_mount_points) = prepare(spec)?;
+    let (plan, created_mount_points, mut in_sources) = prepare(spec)?;
     let plan = Arc::new(plan);
+    let result = spawn_and_wait(spec, &plan, created_mount_points, stdout, stderr);
+    // The step and its namespace are gone: the points made inside sources can go.
+    in_sources.remove();
+    result
+}
 
+/// Runs the prepared step and waits for it and everything it started.
+fn spawn_and_wait(
+    spec: &RunSpec,
+    plan: &Arc<Plan>,
+    created_mount_points: Vec<PathBuf>,
+    stdout: &mut (dyn Write + Send),
+    stderr: &mut (dyn Write + Send),
+) -> Result<StepOutcome, SandboxError> {
     let (msg_read, msg_write) =
         rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| SandboxError::Pipe(e.into()))?;
     let msg_fd = msg_write.as_raw_fd();
 
     let mut cmd = step_command(spec);
-    let child_plan = Arc::clone(&plan);
+    let child_plan = Arc::clone(plan);
     // SAFETY: the hook only makes raw syscalls on the prepared plan (see
     // intermediate.rs and init.rs); it allocates nothing and takes no locks.
     unsafe {

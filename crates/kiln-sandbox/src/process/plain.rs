@@ -43,8 +43,17 @@ pub(crate) fn run_plain(
     }
     let mut created = Vec::new();
     let mut moved = MovedIn::new(&rootfs, &spec.mounts, &mut created)?;
-    let result = run_moved_in(spec, &rootfs, created, stdout, stderr);
+    let result = run_moved_in(spec, &rootfs, &mut moved, created, stdout, stderr);
     moved.restore();
+    if !moved.problems.is_empty() {
+        return Err(SandboxError::InvalidSpec {
+            reason: format!(
+                "the step replaced a directory on the way to a mount with something else, so \
+                 kiln could not put the tree back: {}",
+                moved.problems.join(", ")
+            ),
+        });
+    }
     result.map(|outcome| StepOutcome {
         touched: std::mem::take(&mut moved.touched),
         ..outcome
@@ -55,6 +64,7 @@ pub(crate) fn run_plain(
 fn run_moved_in(
     spec: &RunSpec,
     rootfs: &std::path::Path,
+    moved: &mut MovedIn,
     mut created: Vec<std::path::PathBuf>,
     stdout: &mut (dyn Write + Send),
     stderr: &mut (dyn Write + Send),
@@ -97,8 +107,9 @@ fn run_moved_in(
         })?;
         created.extend(made);
     }
+    // The working directory may lie inside a moved-in mount: what is made there is the mount's.
     for dir in dir_chain(&spec.cwd)? {
-        ensure(rootfs, dir.trim_start_matches('/'), Kind::Dir, &mut created)?;
+        moved.ensure_dir(dir.trim_start_matches('/'), &mut created)?;
     }
     let root_c = cstr(rootfs.as_os_str().as_encoded_bytes())?;
     let cwd_c: CString = cstr(spec.cwd.as_bytes())?;

@@ -58,6 +58,16 @@ pub(crate) enum PlannedMountKind {
     },
     /// A tmpfs with these mount options.
     Tmpfs { data: CString },
+    /// A file written at `staging` (on the step's `/dev` tmpfs), bound read-only at the target
+    /// (keeping `readonly` flags), then unlinked from `staging`.
+    File {
+        staging: CString,
+        content: crate::spec::FileContent,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        readonly: rustix::mount::MountFlags,
+    },
 }
 
 /// The prepared setup of one step. Host paths are absolute; `cwd_dirs` and
@@ -89,8 +99,9 @@ pub(crate) struct Plan {
 }
 
 pub(crate) fn cstr(bytes: &[u8]) -> Result<CString, SandboxError> {
+    // The bytes are not shown: they may be an environment value, which may be a secret.
     CString::new(bytes).map_err(|_| SandboxError::InvalidSpec {
-        reason: format!("{:?} contains a NUL byte", String::from_utf8_lossy(bytes)),
+        reason: "a path or value contains a NUL byte".to_owned(),
     })
 }
 

@@ -111,6 +111,41 @@ impl Syscall for LinuxSyscall {
         rustix::process::set_parent_process_death_signal(sig)
     }
 
+    fn write_new_file(
+        &self,
+        path: &CStr,
+        content: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> SysResult {
+        use rustix::fs::OFlags;
+        let fd = rustix::fs::open(
+            path,
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        let mut rest = content;
+        while !rest.is_empty() {
+            match rustix::io::write(&fd, rest) {
+                Ok(0) => return Err(rustix::io::Errno::IO),
+                Ok(n) => rest = &rest[n..],
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        rustix::fs::fchown(
+            &fd,
+            Some(rustix::process::Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+        )?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+    }
+
+    fn unlink(&self, path: &CStr) -> SysResult {
+        rustix::fs::unlink(path)
+    }
+
     fn loopback_up(&self) -> SysResult {
         let errno = || {
             rustix::io::Errno::from_raw_os_error(

@@ -77,6 +77,18 @@ pub trait Syscall: Send + Sync {
     fn set_parent_death_signal(&self, sig: Option<Signal>) -> SysResult;
     /// Sets the `lo` interface of this network namespace up (`SIOCSIFFLAGS`).
     fn loopback_up(&self) -> SysResult;
+    /// Creates `path`, which must not exist, holding `content`, then gives it `mode` and owner
+    /// `uid:gid`: a file made for the step (a secret on the step's own tmpfs).
+    fn write_new_file(
+        &self,
+        path: &CStr,
+        content: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> SysResult;
+    /// `unlink(path)`.
+    fn unlink(&self, path: &CStr) -> SysResult;
     /// `kill(pid, sig)`.
     fn kill(&self, pid: i32, sig: Signal) -> SysResult;
 }

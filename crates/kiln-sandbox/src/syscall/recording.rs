@@ -64,6 +64,13 @@ pub enum Call {
     Setuid(u32),
     SetParentDeathSignal(Option<i32>),
     LoopbackUp,
+    /// A file made for the step: its path and size (never its content).
+    WriteNewFile {
+        path: String,
+        len: usize,
+        mode: u32,
+    },
+    Unlink(String),
     Kill {
         pid: i32,
         sig: i32,
@@ -192,6 +199,23 @@ impl Syscall for RecordingSyscall {
     }
     fn set_parent_death_signal(&self, sig: Option<Signal>) -> SysResult {
         self.push(Call::SetParentDeathSignal(sig.map(|s| s.as_raw())))
+    }
+    fn write_new_file(
+        &self,
+        path: &CStr,
+        content: &[u8],
+        mode: u32,
+        _uid: u32,
+        _gid: u32,
+    ) -> SysResult {
+        self.push(Call::WriteNewFile {
+            path: s(path),
+            len: content.len(),
+            mode,
+        })
+    }
+    fn unlink(&self, path: &CStr) -> SysResult {
+        self.push(Call::Unlink(s(path)))
     }
     fn loopback_up(&self) -> SysResult {
         self.push(Call::LoopbackUp)
