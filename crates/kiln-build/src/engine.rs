@@ -33,6 +33,16 @@ pub struct Builder {
     push_checks: Mutex<Vec<tokio::task::JoinHandle<Result<(), BuildError>>>>,
     /// The lock on `build_dir/.alive`, held while this build lives.
     _alive: std::fs::File,
+    /// Deleting the directories of builds that are gone, waited for on drop.
+    sweeper: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Builder {
+    fn drop(&mut self) {
+        if let Some(sweeper) = self.sweeper.take() {
+            let _ = sweeper.join();
+        }
+    }
 }
 
 /// Marks `build_dir` as a live build's: an exclusive lock on its `.alive` file, taken before
@@ -50,23 +60,40 @@ fn hold_alive(build_dir: &Path) -> Result<std::fs::File, BuildError> {
 /// Removes the directories of builds that are gone (finished, or killed: their trees, and a
 /// secret file a step without namespaces had): a live build holds its `.alive` lock. A
 /// directory without one (a build just starting, or an older kiln's) is left to `kiln prune`.
-fn sweep_dead_builds(builds: &Path) {
-    let Ok(entries) = std::fs::read_dir(builds) else {
-        return;
-    };
+/// Each dead directory is renamed to `.dead-*` at once (so no later build looks at it again)
+/// and deleted in the background, not in the build's way (the builder waits for it when it is
+/// dropped); `.dead-*` left by a kiln that exited before it finished deleting go too.
+fn sweep_dead_builds(builds: &Path) -> Option<std::thread::JoinHandle<()>> {
+    let entries = std::fs::read_dir(builds).ok()?;
+    let mut doomed = Vec::new();
     for entry in entries.flatten() {
         let dir = entry.path();
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with(".dead-") {
+            doomed.push(dir);
+            continue;
+        }
         let Ok(file) = std::fs::File::options()
             .write(true)
             .open(dir.join(".alive"))
         else {
             continue;
         };
-        if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
+        let unlocked =
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok();
+        let dead = builds.join(format!(".dead-{}", name.to_string_lossy()));
+        if unlocked && std::fs::rename(&dir, &dead).is_ok() {
             tracing::debug!("removing {}: its build is gone", dir.display());
-            let _ = remove_tree(&dir);
+            doomed.push(dead);
         }
     }
+    (!doomed.is_empty()).then(|| {
+        std::thread::spawn(move || {
+            for dir in doomed {
+                let _ = remove_tree(&dir);
+            }
+        })
+    })
 }
 
 impl Builder {
@@ -83,7 +110,7 @@ impl Builder {
         ));
         let builds = opts.kiln_dir.join("builds");
         std::fs::create_dir_all(&builds).map_err(BuildError::io("creating", &builds))?;
-        sweep_dead_builds(&builds);
+        let sweeper = sweep_dead_builds(&builds);
         let build_dir = tempfile::Builder::new()
             .prefix("build-")
             .tempdir_in(&builds)
@@ -102,6 +129,7 @@ impl Builder {
             store_lock,
             push_checks: Mutex::new(Vec::new()),
             _alive: alive,
+            sweeper,
         })
     }
 

@@ -286,6 +286,11 @@ RUN --mount=type=bind,source=src,target=/mnt/rw,rw \
 RUN --mount=type=bind,from=tools,source=/opt/tool,target=/a/b/tool cat /a/b/tool/data > /from-stage
 RUN --mount=type=bind,target=rel cat rel/src/hello > /relative-seen
 RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/x && ls /scratch > /tmpfs-seen
+RUN --mount=type=bind,source=src,target=src --mount=type=cache,target=/work/target/,id=tgt <<EOF
+set -e
+cat src/hello > target/out
+cp target/out /heredoc-seen
+EOF
 RUN --mount=from=BASEIMAGE,src=/bin/busybox,dst=/tools/busybox /tools/busybox true && echo image > /from-image
 RUN --mount=type=cache,id=counter,target=/owned,uid=5 stat -c '%u' /owned > /owned-uid \
     && test ! -e /owned/count
@@ -340,6 +345,7 @@ fn every_mount_type_under_every_backend() {
         assert_eq!(fs.read("/relative-seen"), "hi\n", "{what}");
         assert_eq!(fs.read("/tmpfs-seen"), "x\n", "{what}");
         assert_eq!(fs.read("/from-image"), "image\n", "{what}");
+        assert_eq!(fs.read("/heredoc-seen"), "hi\n", "{what}");
         // The same id with an owner is another cache (BuildKit: what a new one starts from
         // tells caches apart).
         assert_eq!(fs.read("/owned-uid"), "5\n", "{what}");
@@ -355,6 +361,8 @@ fn every_mount_type_under_every_backend() {
             "/opt/nested",
             "/work/rel",
             "/tools",
+            "/work/src",
+            "/work/target",
             "/owned",
         ] {
             assert!(!fs.exists(absent), "{what}: {absent} is in the image");
