@@ -32,29 +32,48 @@ pub struct Builder {
     /// Push-access checks under way.
     push_checks: Mutex<Vec<tokio::task::JoinHandle<Result<(), BuildError>>>>,
     /// The lock on `build_dir/.alive`, held while this build lives.
-    _alive: std::fs::File,
-    /// Deleting the directories of builds that are gone, waited for on drop.
-    sweeper: Option<std::thread::JoinHandle<()>>,
+    _alive: Option<std::fs::File>,
+    /// Deleting the directories of builds that are gone: waited for before the store lock is
+    /// let go (so `kiln prune` never races it) and on drop.
+    sweeper: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-impl Drop for Builder {
-    fn drop(&mut self) {
-        if let Some(sweeper) = self.sweeper.take() {
+impl Builder {
+    fn wait_for_sweeper(&self) {
+        let sweeper = self
+            .sweeper
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(sweeper) = sweeper {
             let _ = sweeper.join();
         }
     }
 }
 
+impl Drop for Builder {
+    fn drop(&mut self) {
+        self.wait_for_sweeper();
+    }
+}
+
 /// Marks `build_dir` as a live build's: an exclusive lock on its `.alive` file, taken before
-/// the file has its name (so no one sees it unlocked), held as long as the returned file.
-fn hold_alive(build_dir: &Path) -> Result<std::fs::File, BuildError> {
+/// the file has its name (so no one sees it unlocked), held as long as the returned file. Where
+/// the file system cannot lock (some network file systems), the directory gets no `.alive`:
+/// no build sweeps it, and `kiln prune` removes it.
+fn hold_alive(build_dir: &Path) -> Option<std::fs::File> {
     let temp = build_dir.join(".alive.tmp");
-    let file = std::fs::File::create(&temp).map_err(BuildError::io("creating", &temp))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| BuildError::io("locking", &temp)(e.into()))?;
-    let alive = build_dir.join(".alive");
-    std::fs::rename(&temp, &alive).map_err(BuildError::io("naming", &alive))?;
-    Ok(file)
+    let file = std::fs::File::create(&temp).ok()?;
+    if let Err(e) = rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive) {
+        tracing::debug!(
+            "{}: no lock ({e}): ended builds' directories stay",
+            temp.display()
+        );
+        let _ = std::fs::remove_file(&temp);
+        return None;
+    }
+    std::fs::rename(&temp, build_dir.join(".alive")).ok()?;
+    Some(file)
 }
 
 /// Removes the directories of builds that are gone (finished, or killed: their trees, and a
@@ -116,7 +135,7 @@ impl Builder {
             .tempdir_in(&builds)
             .map_err(BuildError::io("creating a build directory in", &builds))?
             .keep();
-        let alive = hold_alive(&build_dir)?;
+        let alive = hold_alive(&build_dir);
         let layers = LayerServices::new(&mut opts, reporter.clone(), build_dir.clone())?;
         let mut cache = Cache::new(&opts.cache, &layers)?;
         cache.load_inline(&layers, &*reporter, &opts.cache.from_images, &opts.platform);
@@ -129,7 +148,7 @@ impl Builder {
             store_lock,
             push_checks: Mutex::new(Vec::new()),
             _alive: alive,
-            sweeper,
+            sweeper: Mutex::new(sweeper),
         })
     }
 
@@ -221,6 +240,7 @@ impl Builder {
         &self,
         keep_bytes: Option<u64>,
     ) -> Result<Option<kiln_fs::gc::PruneReport>, BuildError> {
+        self.wait_for_sweeper();
         drop(
             self.store_lock
                 .lock()

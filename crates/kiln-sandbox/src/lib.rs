@@ -57,8 +57,7 @@ pub fn record_setup(
     spec: &RunSpec,
     sys: &dyn Syscall,
 ) -> Result<Vec<std::path::PathBuf>, SandboxError> {
-    let (plan, created, mut in_sources) = process::parent::prepare(spec)?;
-    in_sources.remove();
+    let (plan, created) = process::parent::prepare(spec)?;
     let tag = |(stage, errno): (Stage, rustix::io::Errno)| SandboxError::Setup {
         stage,
         source: errno.into(),

@@ -80,11 +80,31 @@ pub(crate) fn ensure(
                         .open(&path)
                         .map(drop),
                 };
-                made.map_err(|source| SandboxError::MountPoint {
-                    path: path.clone(),
-                    source,
-                })?;
-                created.push(path.clone());
+                match made {
+                    Ok(()) => created.push(path.clone()),
+                    // Made meanwhile by another step sharing this source (a cache): as good.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        let meta = fs::symlink_metadata(&path).map_err(|source| {
+                            SandboxError::MountPoint {
+                                path: path.clone(),
+                                source,
+                            }
+                        })?;
+                        let ok = match want {
+                            Kind::Dir => meta.file_type().is_dir(),
+                            Kind::File => meta.file_type().is_file(),
+                        };
+                        if !ok {
+                            return Err(SandboxError::UnsafeMountPoint { path, expected });
+                        }
+                    }
+                    Err(source) => {
+                        return Err(SandboxError::MountPoint {
+                            path: path.clone(),
+                            source,
+                        })
+                    }
+                }
             }
             Err(source) => return Err(SandboxError::MountPoint { path, source }),
         }
@@ -101,6 +121,9 @@ pub fn remove_mount_point(base: &Path, point: &Path) -> bool {
     let Ok(rel) = point.strip_prefix(base) else {
         return false;
     };
+    if !fs::symlink_metadata(base).is_ok_and(|m| m.is_dir()) {
+        return false;
+    }
     let mut at = base.to_owned();
     let mut parts = rel.components().peekable();
     while let Some(part) = parts.next() {

@@ -386,3 +386,40 @@ fn without_namespaces_mounts_are_moved_in_and_out() {
     let refused = run_step(&spec, &mut Vec::new(), &mut Vec::new()).unwrap_err();
     assert!(refused.to_string().contains("--network=none"), "{refused}");
 }
+
+/// Without namespaces only what kiln moved in goes back: a step that moves a cache away and
+/// puts another directory (or a symlink) at its target does not get that taken for the cache.
+#[test]
+fn without_namespaces_only_the_moved_in_source_goes_back() {
+    use kiln_sandbox::{StepMount, StepMountKind};
+    for replace in ["mkdir /c", "ln -s /etc /c"] {
+        let (tmp, rootfs) = busybox_rootfs();
+        let cache = tmp.path().join("cache");
+        fs::create_dir(&cache).unwrap();
+        fs::write(cache.join("kept"), "cache content\n").unwrap();
+        let mut spec = sh(&rootfs, &format!("mv /c /elsewhere && {replace}"));
+        spec.namespaces = false;
+        spec.mounts = vec![StepMount {
+            target: "/c".into(),
+            kind: StepMountKind::Bind {
+                source: cache.clone(),
+                readonly: false,
+            },
+        }];
+        let (outcome, _, err) = run(&spec);
+        assert_eq!(outcome.status, StepStatus::Exited(0), "{err}");
+        assert!(
+            !cache.exists(),
+            "{replace}: the step's own directory was taken for the cache"
+        );
+        assert!(
+            !rootfs.join("c").exists(),
+            "{replace}: the step's stand-in is gone"
+        );
+        assert_eq!(
+            fs::read_to_string(rootfs.join("elsewhere/kept")).unwrap(),
+            "cache content\n",
+            "what the step moved stays where it put it"
+        );
+    }
+}

@@ -227,8 +227,8 @@ impl StageRun<'_> {
                 std::fs::canonicalize(root).map_err(BuildError::io("resolving", root))?;
             let mut kiln_touched = Vec::new();
             for point in outcome.created_mount_points.iter().rev() {
-                // Never through a symlink the step left on the way, and only while it is the
-                // empty point kiln made.
+                // Never through a symlink the step left on the way (a directory only when
+                // empty: what the step put in it is the step's).
                 kiln_sandbox::remove_mount_point(&canonical, point);
                 let Ok(rel) = point.strip_prefix(&canonical) else {
                     continue;

@@ -80,27 +80,14 @@ fn kept_flags(source: &Path) -> MountFlags {
     kept
 }
 
-/// Mount points made inside a mount's source (a cache, a copy) for a mount inside it: removed
-/// by the sandbox when the step ends, each walked from its source, never through a symlink.
-#[derive(Debug, Default)]
-pub(crate) struct PointsInSources(Vec<(PathBuf, PathBuf)>);
-
-impl PointsInSources {
-    /// Removes the points, last made first.
-    pub(crate) fn remove(&mut self) {
-        while let Some((base, point)) = self.0.pop() {
-            crate::rootfs::remove_mount_point(&base, &point);
-        }
-    }
-}
-
 /// Plans `mounts` for pid 1 of the namespaced backend, creating mount points that are missing
-/// (in the rootfs: pushed to `created`; inside an earlier mount's source: to `in_sources`).
+/// (those in the rootfs pushed to `created`). A point made inside an earlier mount's source (a
+/// cache, a copy) stays there, as BuildKit's do: a cache may be in use by another step with a
+/// mount on that very point, which removing it would take away.
 pub(crate) fn plan(
     rootfs: &Path,
     mounts: &[StepMount],
     created: &mut Vec<PathBuf>,
-    in_sources: &mut PointsInSources,
 ) -> Result<Vec<PlannedMount>, SandboxError> {
     let mut earlier: Vec<(String, StepMount)> = Vec::new();
     let mut planned = Vec::new();
@@ -125,11 +112,7 @@ pub(crate) fn plan(
                             ),
                         });
                     }
-                    let mut made = Vec::new();
-                    ensure(source, &rest, kind, &mut made)?;
-                    in_sources
-                        .0
-                        .extend(made.into_iter().map(|point| (source.clone(), point)));
+                    ensure(source, &rest, kind, &mut Vec::new())?;
                 }
                 StepMountKind::File { .. } => {
                     return Err(SandboxError::InvalidSpec {
@@ -196,14 +179,14 @@ pub(crate) fn plan(
 
 /// What [`MovedIn::restore`] undoes, in reverse order.
 enum Undo {
-    /// A bind's source (mount `index`) moved to `at`: moved back to `source`.
+    /// A bind's source moved to `at`: moved back to `source` if `at` is still that inode.
     Back {
-        index: usize,
         at: PathBuf,
         source: PathBuf,
+        inode: (u64, u64),
     },
-    /// A tmpfs stand-in (mount `index`): removed.
-    Remove { index: usize, at: PathBuf },
+    /// A tmpfs stand-in or a file kiln wrote: removed.
+    Remove { at: PathBuf },
     /// What the image had at the target, set aside: put back.
     Restore { aside: PathBuf, to: PathBuf },
 }
@@ -217,9 +200,6 @@ pub(crate) struct MovedIn {
     aside_dir: PathBuf,
     /// Host targets of the mounts moved in so far, by index.
     targets: Vec<PathBuf>,
-    /// Directories kiln made inside mount `index`'s source (for a later mount or the working
-    /// directory): removed before that source moves back, while they are still in it.
-    inner: Vec<Vec<PathBuf>>,
     /// Existing directories whose times changed (targets set aside, their parents).
     pub(crate) touched: Vec<PathBuf>,
     /// What could not be put back (a path the step replaced with a symlink on the way).
@@ -242,7 +222,6 @@ impl MovedIn {
             undo: Vec::new(),
             aside_dir: rootfs.with_file_name(format!(".{name}.mounts-aside")),
             targets: Vec::new(),
-            inner: Vec::new(),
             touched: Vec::new(),
             problems: Vec::new(),
         };
@@ -304,10 +283,13 @@ impl MovedIn {
                         source: io::Error::other(format!("{e}{hint}")),
                     }
                 })?;
+                let moved = std::fs::symlink_metadata(&target)
+                    .map_err(fail("look at the mount source moved to", &target))?;
+                use std::os::unix::fs::MetadataExt;
                 self.undo.push(Undo::Back {
-                    index,
                     at: target.clone(),
                     source: source.clone(),
+                    inode: (moved.dev(), moved.ino()),
                 });
             }
             StepMountKind::File {
@@ -318,28 +300,21 @@ impl MovedIn {
             } => {
                 write_file(&target, &content.0, *mode, (*uid, *gid))
                     .map_err(fail("write the file mounted at", &target))?;
-                self.undo.push(Undo::Remove {
-                    index,
-                    at: target.clone(),
-                });
+                self.undo.push(Undo::Remove { at: target.clone() });
             }
             StepMountKind::Tmpfs { .. } => {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::create_dir(&target).map_err(fail("create", &target))?;
                 let _ = std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o1777));
-                self.undo.push(Undo::Remove {
-                    index,
-                    at: target.clone(),
-                });
+                self.undo.push(Undo::Remove { at: target.clone() });
             }
         }
         self.targets.push(target);
-        self.inner.push(Vec::new());
         Ok(())
     }
 
     /// Makes the directory `rel` of the tree and its missing parents. One made inside a moved-in
-    /// source belongs to that source (removed before it moves back); the others are pushed to
+    /// source stays in that source (as in the namespaced backend); the others are pushed to
     /// `created` for the caller.
     pub(crate) fn ensure_dir(
         &mut self,
@@ -348,28 +323,13 @@ impl MovedIn {
     ) -> Result<PathBuf, SandboxError> {
         let mut made = Vec::new();
         let path = ensure(&self.rootfs, rel, Kind::Dir, &mut made)?;
-        for point in made {
-            match self
+        created.extend(made.into_iter().filter(|point| {
+            !self
                 .targets
                 .iter()
-                .rposition(|t| point.starts_with(t) && point != *t)
-            {
-                Some(index) => self.inner[index].push(point),
-                None => created.push(point),
-            }
-        }
+                .any(|t| point.starts_with(t) && point != t)
+        }));
         Ok(path)
-    }
-
-    /// Removes what kiln made inside mount `index`'s source, last made first.
-    fn remove_inner(&mut self, index: usize) {
-        let Some(points) = self.inner.get_mut(index) else {
-            return;
-        };
-        let base = self.targets[index].clone();
-        while let Some(point) = points.pop() {
-            crate::rootfs::remove_mount_point(&base, &point);
-        }
     }
 
     /// Undoes every move, last first. A path the step replaced with a symlink on the way is
@@ -378,34 +338,32 @@ impl MovedIn {
     pub(crate) fn restore(&mut self) {
         while let Some(undo) = self.undo.pop() {
             match undo {
-                Undo::Back { index, at, source } => {
-                    self.remove_inner(index);
-                    // Only what kiln moved in goes back: a directory for a directory, a file
-                    // for a file; a symlink the step left there is removed, never followed.
-                    let movable = match (
-                        std::fs::symlink_metadata(&at),
-                        std::fs::symlink_metadata(&source),
-                    ) {
-                        (Ok(now), _) if now.file_type().is_symlink() => false,
-                        (Ok(_), Ok(_)) => false,
-                        (Ok(_), Err(_)) => true,
-                        (Err(_), _) => false,
-                    };
-                    if self.safe(&at) {
-                        if movable {
-                            let _ = std::fs::rename(&at, &source);
-                        } else {
-                            let _ = remove_any(&at);
-                        }
-                    } else {
+                Undo::Back { at, source, inode } => {
+                    use std::os::unix::fs::MetadataExt;
+                    if !self.safe(&at) {
                         self.problems
                             .push(format!("{} (a mount target)", at.display()));
+                        continue;
+                    }
+                    // Only what kiln moved in goes back (the same inode, never a symlink or
+                    // another directory the step put there); anything else is removed and the
+                    // source is lost (a cache starts empty next time).
+                    let same =
+                        std::fs::symlink_metadata(&at).is_ok_and(|m| (m.dev(), m.ino()) == inode);
+                    let back = if same && std::fs::symlink_metadata(&source).is_err() {
+                        std::fs::rename(&at, &source)
+                    } else {
+                        remove_any(&at)
+                    };
+                    if let Err(e) = back {
+                        self.problems.push(format!("{} ({e})", at.display()));
                     }
                 }
-                Undo::Remove { index, at } => {
-                    self.remove_inner(index);
+                Undo::Remove { at } => {
                     if self.safe(&at) {
-                        let _ = remove_any(&at);
+                        if let Err(e) = remove_any(&at) {
+                            self.problems.push(format!("{} ({e})", at.display()));
+                        }
                     } else {
                         self.problems
                             .push(format!("{} (a mount target)", at.display()));
@@ -413,8 +371,10 @@ impl MovedIn {
                 }
                 Undo::Restore { aside, to } => {
                     if self.safe(&to) {
-                        let _ = remove_any(&to);
-                        let _ = std::fs::rename(&aside, &to);
+                        let put_back = remove_any(&to).and_then(|()| std::fs::rename(&aside, &to));
+                        if let Err(e) = put_back {
+                            self.problems.push(format!("{} ({e})", to.display()));
+                        }
                     } else {
                         self.problems.push(format!(
                             "{} (what the tree had there is kept in {})",

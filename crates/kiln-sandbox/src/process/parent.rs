@@ -14,7 +14,6 @@ use rustix::process::{Gid, Signal};
 use crate::error::{SandboxError, Stage};
 use crate::process::intermediate;
 use crate::process::message::{decode_all, Message};
-use crate::process::mounts::PointsInSources;
 use crate::process::plan::{cpath, cstr, dir_chain, Bind, Plan};
 use crate::rootfs::{ensure, resolve_rootfs, Kind};
 use crate::spec::{RunSpec, StepOutcome, StepStatus, DEFAULT_PATH};
@@ -38,10 +37,8 @@ pub(crate) fn step_command(spec: &RunSpec) -> Command {
 }
 
 /// Validates `spec`, creates missing mount points, and builds the plan. Returns it with the
-/// mount points made in the rootfs and those made inside mount sources.
-pub(crate) fn prepare(
-    spec: &RunSpec,
-) -> Result<(Plan, Vec<PathBuf>, PointsInSources), SandboxError> {
+/// mount points made in the rootfs.
+pub(crate) fn prepare(spec: &RunSpec) -> Result<(Plan, Vec<PathBuf>), SandboxError> {
     let rootfs = resolve_rootfs(&spec.rootfs)?;
     if spec.argv.is_empty() {
         return Err(SandboxError::InvalidSpec {
@@ -107,9 +104,7 @@ pub(crate) fn prepare(
             stage,
         });
     }
-    let mut in_sources = PointsInSources::default();
-    plan.mounts =
-        crate::process::mounts::plan(&rootfs, &spec.mounts, &mut created, &mut in_sources)?;
+    plan.mounts = crate::process::mounts::plan(&rootfs, &spec.mounts, &mut created)?;
     plan.new_network = !spec.network;
     plan.hostname = match &spec.hostname {
         Some(h) if h.is_empty() || h.len() > 64 || h.contains('\0') => {
@@ -127,7 +122,7 @@ pub(crate) fn prepare(
     plan.groups = spec.extra_gids.iter().map(|g| Gid::from_raw(*g)).collect();
     plan.gid = spec.gid;
     plan.uid = spec.uid;
-    Ok((plan, created, in_sources))
+    Ok((plan, created))
 }
 
 /// Runs one step in `spec.rootfs` with the chroot backend (see the crate docs).
@@ -142,12 +137,8 @@ pub fn run_step(
     if !spec.namespaces {
         return crate::process::plain::run_plain(spec, stdout, stderr);
     }
-    let (plan, created_mount_points, mut in_sources) = prepare(spec)?;
-    let plan = Arc::new(plan);
-    let result = spawn_and_wait(spec, &plan, created_mount_points, stdout, stderr);
-    // The step and its namespace are gone: the points made inside sources can go.
-    in_sources.remove();
-    result
+    let (plan, created_mount_points) = prepare(spec)?;
+    spawn_and_wait(spec, &Arc::new(plan), created_mount_points, stdout, stderr)
 }
 
 /// Runs the prepared step and waits for it and everything it started.
