@@ -120,9 +120,15 @@ impl StageRun<'_> {
                 .unwrap_or_else(|| default_cache_id(mount.target.as_deref().unwrap_or(&workdir)))
         };
         let mut first_use: BTreeMap<String, (String, &Mount)> = BTreeMap::new();
-        for mount in mounts.iter().filter(|m| m.kind == MountType::Cache) {
+        // Each cache mount's identity, by its index among `mounts`.
+        let mut identities = BTreeMap::new();
+        for (n, mount) in mounts.iter().enumerate() {
+            if mount.kind != MountType::Cache {
+                continue;
+            }
             let id = cache_id(mount);
             let identity = self.cache_identity(&id, mount);
+            identities.insert(n, identity.clone());
             if moved && first_use.contains_key(&identity) {
                 return Err(bad(format!(
                     "cache {id:?} is mounted twice: without namespaces a cache is moved to its \
@@ -145,7 +151,7 @@ impl StageRun<'_> {
             let owner = (mount.uid.unwrap_or(0), mount.gid.unwrap_or(0));
             match mount.kind {
                 MountType::Cache => {
-                    let mut source = caches[&self.cache_identity(&cache_id(mount), mount)].clone();
+                    let mut source = caches[&identities[&n]].clone();
                     if moved && mount.readonly {
                         // Without namespaces nothing is read-only: a copy keeps the step's
                         // writes out of the cache, as a read-only mount would.
