@@ -118,12 +118,22 @@ pub(crate) fn ensure(
 /// symlink to anywhere). A directory goes only when empty (what the step put in it is the
 /// step's); a symlink is never kiln's. Returns whether it was removed.
 pub fn remove_mount_point(base: &Path, point: &Path) -> bool {
-    let Ok(rel) = point.strip_prefix(base) else {
-        return false;
-    };
-    if !fs::symlink_metadata(base).is_ok_and(|m| m.is_dir()) {
+    if !fs::symlink_metadata(base).is_ok_and(|m| m.is_dir()) || !real_dirs_to(base, point) {
         return false;
     }
+    match fs::symlink_metadata(point) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir(point).is_ok(),
+        Ok(meta) if !meta.file_type().is_symlink() => fs::remove_file(point).is_ok(),
+        _ => false,
+    }
+}
+
+/// Whether `path` lies under `base` with every directory between them (not `path` itself) a
+/// real directory: nothing on the way is a symlink a step put there.
+pub(crate) fn real_dirs_to(base: &Path, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(base) else {
+        return false;
+    };
     let mut at = base.to_owned();
     let mut parts = rel.components().peekable();
     while let Some(part) = parts.next() {
@@ -131,14 +141,9 @@ pub fn remove_mount_point(base: &Path, point: &Path) -> bool {
             break;
         }
         at.push(part);
-        match fs::symlink_metadata(&at) {
-            Ok(meta) if meta.is_dir() => {}
-            _ => return false,
+        if !fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
+            return false;
         }
     }
-    match fs::symlink_metadata(point) {
-        Ok(meta) if meta.is_dir() => fs::remove_dir(point).is_ok(),
-        Ok(meta) if !meta.file_type().is_symlink() => fs::remove_file(point).is_ok(),
-        _ => false,
-    }
+    true
 }

@@ -390,22 +390,7 @@ impl MovedIn {
 
     /// Whether every directory between the rootfs and `path` is still a real directory.
     fn safe(&self, path: &Path) -> bool {
-        let Ok(rel) = path.strip_prefix(&self.rootfs) else {
-            return false;
-        };
-        let mut at = self.rootfs.clone();
-        let mut parts = rel.components().peekable();
-        while let Some(part) = parts.next() {
-            if parts.peek().is_none() {
-                break;
-            }
-            at.push(part);
-            match std::fs::symlink_metadata(&at) {
-                Ok(meta) if meta.is_dir() => {}
-                _ => return false,
-            }
-        }
-        true
+        crate::rootfs::real_dirs_to(&self.rootfs, path)
     }
 }
 
