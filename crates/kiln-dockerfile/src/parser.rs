@@ -326,7 +326,7 @@ pub fn parse(text: &str) -> Result<Ast, Located> {
             map.push(line.len(), next.offset);
             line.push_str(piece);
         }
-        map.resolve(&index);
+        map.resolve(&index, &line);
         let start = index.pos(start_offset);
         if empty_continuation {
             warnings.push(Warning {

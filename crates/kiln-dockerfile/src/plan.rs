@@ -249,6 +249,17 @@ impl crate::shell::EnvGetter for Env {
     }
 }
 
+/// The global ARGs (by name, `None` when declared without a value) as expansion sees them: a
+/// view of the planner's map, not a copy (a copy per ARG made thousands of global ARGs
+/// quadratic).
+struct MetaEnv<'a>(&'a BTreeMap<String, Option<String>>);
+
+impl crate::shell::EnvGetter for MetaEnv<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned().flatten()
+    }
+}
+
 /// Plans a build of `dockerfile` with `options`.
 pub fn plan(dockerfile: &Dockerfile, options: &PlanOptions) -> Result<Plan, Error> {
     Planner::new(dockerfile, options)
@@ -407,17 +418,6 @@ impl<'a> Planner<'a> {
         })
     }
 
-    fn meta_env(&self) -> Env {
-        Env {
-            vars: self
-                .meta
-                .iter()
-                .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
-                .collect(),
-            base_unknown: false,
-        }
-    }
-
     /// Global ARGs, each default expanded with the platform args and the global ARGs before it.
     fn global_args(&mut self) -> Result<Vec<ArgValue>, Located> {
         for (k, v) in platform_args(&self.options.target_platform, "TARGET")
@@ -438,7 +438,7 @@ impl<'a> Planner<'a> {
                 let (value, source) = if let Some(v) = self.options.build_args.get(&decl.name) {
                     (Some(v.clone()), ArgSource::BuildArg)
                 } else if let Some(default) = &decl.default {
-                    let env = self.meta_env();
+                    let env = MetaEnv(&self.meta);
                     let mut expander = Expander::new(self.escape, &env, false);
                     (
                         Some(expander.word(default, "ARG")?.value),
@@ -478,7 +478,7 @@ impl<'a> Planner<'a> {
         else {
             unreachable!("a stage starts with FROM");
         };
-        let env = self.meta_env();
+        let env = MetaEnv(&self.meta);
         let mut expander = Expander::new(self.escape, &env, false);
         let name = expander.word(image, "FROM")?;
         let platform = platform

@@ -366,3 +366,32 @@ fn platforms_normalise_like_containerd() {
     assert!(Platform::parse_flag("linux//amd64").is_err());
     assert!(Platform::parse_flag("a/b/c/d").is_err());
 }
+
+/// Thousands of global ARGs, each default using the one before: every value is right, and the
+/// planner does not copy the global ARGs per declaration (that was quadratic: 20,000 global ARGs
+/// took over a minute).
+#[test]
+fn thousands_of_chained_global_args_plan_in_linear_time() {
+    let n = 20_000;
+    let mut text = String::from("ARG A0=x\n");
+    for i in 1..n {
+        text.push_str(&format!("ARG A{i}=${{A{}}}\n", i - 1));
+    }
+    text.push_str(&format!(
+        "FROM scratch\nARG A{}\nENV LAST=$A{}\n",
+        n - 1,
+        n - 1
+    ));
+    let started = std::time::Instant::now();
+    let plan = planned(&text, &options(&[], None)).unwrap();
+    assert_eq!(plan.global_args.len(), n);
+    assert!(plan
+        .global_args
+        .iter()
+        .all(|a| a.value.as_deref() == Some("x")));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
