@@ -76,6 +76,13 @@ pub enum BuildError {
         #[source]
         source: kiln_sandbox::SandboxError,
     },
+    /// The build was told to stop (kiln's SIGTERM/SIGINT handling called
+    /// [`kiln_sandbox::stop::stop_all_steps`]); `at` names the instruction it stopped at.
+    #[error("{at}: stopped")]
+    Stopped {
+        /// Where.
+        at: String,
+    },
     /// A file system operation failed.
     #[error("{what} {}: {source}", path.display())]
     Io {

@@ -398,6 +398,13 @@ impl Clients {
                     .connect_timeout
                     .unwrap_or(Duration::from_secs(30)),
             )
+            // Per read, reset by every byte that arrives: a long download is fine, a stall
+            // is not.
+            .read_timeout(
+                self.options
+                    .read_timeout
+                    .unwrap_or(Duration::from_secs(120)),
+            )
             .pool_idle_timeout(Duration::from_secs(60))
             // Redirects to blob storage are followed; credentials are never forwarded.
             .redirect(reqwest::redirect::Policy::limited(10))

@@ -172,4 +172,8 @@ pub enum SandboxError {
     /// The sandbox ended without reporting the step's status (it was killed).
     #[error("sandbox process ended without reporting the step's status ({0})")]
     NoStatus(ExitStatus),
+    /// The build is stopping ([`crate::stop::stop_all_steps`]): the step was killed, or never
+    /// started.
+    #[error("stopped: the build was told to stop")]
+    Stopped,
 }

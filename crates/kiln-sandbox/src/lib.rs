@@ -36,6 +36,7 @@ pub mod overlay;
 mod process;
 mod rootfs;
 mod spec;
+pub mod stop;
 pub mod syscall;
 pub mod userns;
 

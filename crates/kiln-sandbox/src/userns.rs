@@ -110,18 +110,53 @@ pub fn run_in_user_namespace() -> Result<i32, SandboxError> {
         ))
     };
     if mapped.is_ok() {
+        forward_stop_signals(pid);
         let _ = go_w.write_all(b"1");
     }
     drop(go_w);
     let mut status = 0;
-    // SAFETY: waiting for the child forked above.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    // SAFETY: waiting for the child forked above (again when a forwarded signal interrupts).
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+    {}
     mapped?;
     Ok(if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else {
         128 + libc::WTERMSIG(status)
     })
+}
+
+/// The kiln running in the user namespace, to which SIGTERM and SIGINT are passed on.
+static FORWARD_TO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // A signal the kernel sent (Ctrl-C at a terminal) reaches the whole process group, the
+    // child too: only one sent by a process (`kill`, a container runtime) is passed on, so the
+    // child never gets it twice (a second one makes it stop without waiting).
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let sent_by_process = unsafe { (*info).si_code } <= 0;
+    let pid = FORWARD_TO.load(std::sync::atomic::Ordering::SeqCst);
+    if sent_by_process && pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
+/// Passes SIGTERM and SIGINT on to `child` (the kiln in the user namespace stops its build
+/// and exits; this process then exits with its status).
+fn forward_stop_signals(child: i32) {
+    FORWARD_TO.store(child, std::sync::atomic::Ordering::SeqCst);
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: installs a handler that only reads an atomic and calls kill.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = forward as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
 }
 
 fn pipe() -> Result<(std::fs::File, std::fs::File), SandboxError> {

@@ -250,6 +250,23 @@ impl Registry {
         Err(last_error.unwrap_or_else(|| Error::InvalidOptions("no start attempt made".into())))
     }
 
+    /// Kills the registry process (SIGKILL: a crash, not a clean shutdown), keeps it down for
+    /// `down`, then starts it again on the same port with the same config and storage and
+    /// waits until it answers: a registry restarted under its clients.
+    pub fn restart(&mut self, down: Duration) -> Result<()> {
+        let _ = self.process.0.kill();
+        let _ = self.process.0.wait();
+        std::thread::sleep(down);
+        self.process = ProcessGuard(spawn(&self.config_path, &self.log_path)?);
+        wait_ready(
+            &mut self.process.0,
+            self.addr,
+            self.tls.is_some(),
+            Duration::from_secs(30),
+            &self.log_path,
+        )
+    }
+
     /// The `127.0.0.1:PORT` the registry listens on.
     pub fn host(&self) -> String {
         self.addr.to_string()

@@ -8,6 +8,7 @@ mod outline;
 mod printer;
 mod prune;
 mod registry_flags;
+mod stop_signals;
 mod transfer;
 mod units;
 mod warm;
@@ -92,6 +93,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    stop_signals::watch();
     if program == "warmer" {
         // kaniko's `/kaniko/warmer --image …` is `kiln warm …`.
         argv.insert(1, "warm".into());
@@ -119,6 +121,16 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if stop_signals::received().is_some() => {
+            let signal = stop_signals::received().unwrap_or(libc::SIGTERM);
+            eprintln!(
+                "error: build stopped by {}: {}; RUN steps killed, this build's temporary \
+                 files removed",
+                stop_signals::name(signal),
+                error_chain(&e)
+            );
+            ExitCode::from(stop_signals::exit_code(signal))
+        }
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));
             ExitCode::from(EXIT_INPUT_ERROR)

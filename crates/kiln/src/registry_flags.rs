@@ -51,6 +51,10 @@ pub(crate) struct RegistryFlags {
     /// Retries of a failed pull request.
     #[arg(long, value_name = "N", default_value_t = 3)]
     image_download_retry: u32,
+    /// Longest wait for a registry's next bytes (a Go duration: 120s, 2m) before the request
+    /// is given up as stalled and retried.
+    #[arg(long, value_name = "DURATION", default_value = "120s")]
+    registry_read_timeout: String,
 }
 
 fn split_pair<'a>(flag: &str, value: &'a str) -> Result<(&'a str, &'a str)> {
@@ -133,6 +137,12 @@ impl RegistryFlags {
         }
         options.registry_map = maps;
         t.connect_timeout = Some(Duration::from_secs(30));
+        let read_timeout = crate::units::go_duration(&self.registry_read_timeout)
+            .with_context(|| format!("--registry-read-timeout {:?}", self.registry_read_timeout))?;
+        if read_timeout.is_zero() {
+            bail!("--registry-read-timeout 0: a registry must get some time to answer");
+        }
+        t.read_timeout = Some(read_timeout);
         Ok(options)
     }
 }

@@ -348,6 +348,11 @@ impl<'a> StageRun<'a> {
                 step: (i + 1, total),
                 text: self.shown(instruction),
             };
+            if kiln_sandbox::stop::stopping() {
+                return Err(BuildError::Stopped {
+                    at: format!("stage {}, step {}/{total}", self.label, i + 1),
+                });
+            }
             self.services.reporter.step_started(&info);
             let started = Instant::now();
             let cached = self.cached_or_run(instruction, &info, i + 1)?;

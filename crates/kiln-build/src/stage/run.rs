@@ -218,9 +218,14 @@ impl StageRun<'_> {
             };
             let outcome = kiln_sandbox::run_step(&spec, &mut out, &mut err);
             out.tail.extend_from_slice(&err.tail);
-            let outcome = outcome.map_err(|source| BuildError::Sandbox {
-                at: format!("{at}: RUN"),
-                source,
+            let outcome = outcome.map_err(|source| match source {
+                kiln_sandbox::SandboxError::Stopped => BuildError::Stopped {
+                    at: format!("{at}: RUN"),
+                },
+                source => BuildError::Sandbox {
+                    at: format!("{at}: RUN"),
+                    source,
+                },
             })?;
             // Mount points kiln made are not the step's: remove them before the snapshot.
             let canonical =

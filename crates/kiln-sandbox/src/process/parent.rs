@@ -134,6 +134,9 @@ pub fn run_step(
     stdout: &mut (dyn Write + Send),
     stderr: &mut (dyn Write + Send),
 ) -> Result<StepOutcome, SandboxError> {
+    if crate::stop::stopping() {
+        return Err(SandboxError::Stopped);
+    }
     if !spec.namespaces {
         return crate::process::plain::run_plain(spec, stdout, stderr);
     }
@@ -194,6 +197,7 @@ fn spawn_and_wait(
 
     drop(child.stdin.take());
     let pid = child.id() as i32;
+    let registered = crate::stop::register(crate::stop::Running::Intermediate(pid));
     let mut out_pipe = child.stdout.take();
     let mut err_pipe = child.stderr.take();
     let copy = |pipe: &mut Option<std::process::ChildStdout>, w: &mut (dyn Write + Send)| {
@@ -222,6 +226,10 @@ fn spawn_and_wait(
         r.and(out_r).map(drop)
     });
     let exit = child.wait().map_err(SandboxError::Wait)?;
+    drop(registered);
+    if crate::stop::stopping() {
+        return Err(SandboxError::Stopped);
+    }
     copied.map_err(SandboxError::Output)?;
     for m in read_messages(msg_file) {
         if let Message::StepExited { wait_status } = m {

@@ -149,6 +149,8 @@ fn run_moved_in(
     })?;
     drop(child.stdin.take());
     let pid = child.id() as i32;
+    // setsid made the step the leader of a process group with its pid.
+    let registered = crate::stop::register(crate::stop::Running::Group(pid));
     let mut out_pipe = child.stdout.take();
     let mut err_pipe = child.stderr.take();
     let status = std::thread::scope(|s| {
@@ -175,6 +177,10 @@ fn run_moved_in(
         (status, copied)
     });
     let (status, copied) = status;
+    drop(registered);
+    if crate::stop::stopping() {
+        return Err(SandboxError::Stopped);
+    }
     let status = status.map_err(SandboxError::Wait)?;
     copied.map_err(SandboxError::Output)?;
     use std::os::unix::process::ExitStatusExt;

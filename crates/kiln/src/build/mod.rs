@@ -30,7 +30,17 @@ fn run_build(mut args: BuildArgs, as_executor: bool, reporter: Arc<Printer>) -> 
         store_lock,
     } = options::translate(&mut args, as_executor, &reporter)?;
     let builder = Builder::new(options, reporter.clone())?;
+    crate::stop_signals::set_build_dir(Some(builder.build_dir().to_owned()));
     let result = build_and_write(&builder, &args, &destinations);
+    if result.is_err() && crate::stop_signals::received().is_some() {
+        // Told to stop: no cache pushes, no garbage collection; this build's files go.
+        let _ = builder.cleanup();
+        crate::stop_signals::set_build_dir(None);
+        drop(builder);
+        drop(store_lock);
+        drop(context);
+        return result.map(drop);
+    }
     // Cache entries of the steps that ran are pushed even when the build failed after them:
     // the next attempt needs them most. Only then may garbage collection look at the store.
     builder.finish_cache();

@@ -2,6 +2,8 @@
 //! independent readers of its output (umoci unpacks, skopeo inspects).
 #![allow(dead_code)]
 
+pub(crate) mod runners;
+
 use kiln_test::{BaseImage, ManifestFormat, PushOptions, Registry, RegistryOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
