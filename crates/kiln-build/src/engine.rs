@@ -233,9 +233,9 @@ impl Builder {
 
     /// Keeps the content store under `keep_bytes` (default: half of its file system), as the
     /// last thing a build does: when no other build holds the store, the least recently used
-    /// blobs, unpacked layers and cache entries are removed until it fits. Returns what was
-    /// removed, or `None` when nothing had to be or other builds still run (the last one to
-    /// finish collects).
+    /// blobs, unpacked layers and cache entries are removed until it fits. Before that, what
+    /// killed builds left half-written goes. Returns what was removed to fit, or `None` when
+    /// nothing had to be or other builds still run (the last one to finish collects).
     pub fn collect_garbage(
         &self,
         keep_bytes: Option<u64>,
@@ -248,16 +248,19 @@ impl Builder {
                 .take(),
         );
         let store = self.layers.store();
-        let (fs_size, fs_used) = kiln_fs::gc::file_system_bytes(store.root())?;
-        let keep = keep_bytes.unwrap_or(fs_size / 2);
-        // The store cannot take more than its file system has in use: nothing to measure.
-        if fs_used <= keep {
-            return Ok(None);
-        }
+        // The last build to finish (none other holds the store) removes what killed builds
+        // left half-written.
         let Some(lock) = store.try_lock_exclusive()? else {
             return Ok(None);
         };
-        if store.disk_usage() <= keep {
+        let removed = store.remove_temporaries(&lock);
+        if removed > 0 {
+            tracing::debug!("removed {removed} temporary files of builds that are gone");
+        }
+        let (fs_size, fs_used) = kiln_fs::gc::file_system_bytes(store.root())?;
+        let keep = keep_bytes.unwrap_or(fs_size / 2);
+        // The store cannot take more than its file system has in use: nothing to measure.
+        if fs_used <= keep || store.disk_usage() <= keep {
             return Ok(None);
         }
         let policy = kiln_fs::gc::PrunePolicy {

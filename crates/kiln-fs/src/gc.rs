@@ -312,6 +312,52 @@ impl ContentStore {
         items
     }
 
+    /// Removes what builds that are gone (killed, crashed) left half-written: blobs being
+    /// ingested, layers being unpacked, cache mounts being made, records and listings being
+    /// written (all under a `.tmp` name, or in `ingest/`). Only a few directories are read, so
+    /// this is cheap enough for the end of every build. Takes the exclusive lock as proof
+    /// that no live build owns one of them. Returns how many were removed.
+    pub fn remove_temporaries(&self, _exclusive: &StoreLock) -> usize {
+        let root = self.root();
+        let mut dirs = vec![
+            root.join("cache"),
+            root.join("listings/sha256"),
+            root.join("listings/sha512"),
+        ];
+        for parent in ["layers", "mounts"] {
+            if let Ok(entries) = fs::read_dir(root.join(parent)) {
+                dirs.extend(entries.flatten().map(|e| e.path()));
+            }
+        }
+        let is_temp = |dir: &Path, name: &str| dir.ends_with("ingest") || name.starts_with(".tmp");
+        let mut removed = 0;
+        dirs.push(root.join("ingest"));
+        for dir in dirs {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if !is_temp(&dir, &entry.file_name().to_string_lossy()) {
+                    continue;
+                }
+                let Ok(meta) = entry.file_type() else {
+                    continue;
+                };
+                let item = Item {
+                    path: entry.path(),
+                    marker: None,
+                    dir: meta.is_dir(),
+                    bytes: 0,
+                    used: SystemTime::UNIX_EPOCH,
+                };
+                if remove(&item).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
     /// Bytes the store takes on disk.
     pub fn disk_usage(&self) -> u64 {
         self.items().iter().map(|i| i.bytes).sum()
@@ -388,6 +434,54 @@ mod tests {
     fn age(path: &Path, secs: u64) {
         let when = SystemTime::now() - Duration::from_secs(secs);
         File::open(path).unwrap().set_modified(when).unwrap();
+    }
+
+    #[test]
+    fn temporaries_of_dead_builds_go_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path().join("store")).unwrap();
+        let content = vec![7u8; 1024];
+        let desc = Descriptor::for_bytes(media_type::OCI_LAYER_TAR, &content);
+        store.ingest(&content[..], Some(&desc)).unwrap();
+        let records = store.records().unwrap();
+        records.put("ab", "cd", b"entry").unwrap();
+        let root = store.root().to_owned();
+        let temps = [
+            "ingest/.ingest-abc",
+            "layers/overlay/.tmp-1234-xyz/usr/bin/tool",
+            "mounts/feed/.tmp-0-abc/file",
+            "cache/.tmp-record",
+            "listings/sha256/.tmpAbCdEf",
+        ];
+        for temp in temps {
+            let path = root.join(temp);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, b"half").unwrap();
+        }
+        let kept_tree = root.join("layers/overlay/sha256-kept/etc");
+        fs::create_dir_all(&kept_tree).unwrap();
+        let kept_mount = root.join("mounts/feed/0");
+        fs::create_dir_all(&kept_mount).unwrap();
+
+        let lock = store.try_lock_exclusive().unwrap().unwrap();
+        assert_eq!(store.remove_temporaries(&lock), temps.len());
+        for temp in temps {
+            let top: PathBuf = root
+                .join(temp)
+                .ancestors()
+                .find(|p| {
+                    p.file_name().is_some_and(|n| {
+                        n.to_string_lossy().starts_with(".tmp")
+                            || n.to_string_lossy().starts_with(".ingest")
+                    })
+                })
+                .unwrap()
+                .to_owned();
+            assert!(!top.exists(), "{temp} is left");
+        }
+        assert!(store.contains(&desc.digest));
+        assert_eq!(records.get("ab").unwrap().as_deref(), Some(&b"entry"[..]));
+        assert!(kept_tree.is_dir() && kept_mount.is_dir());
     }
 
     #[test]
