@@ -11,42 +11,15 @@
 
 mod common;
 
-use kiln_test::{BaseImage, Fault, FaultAction, FaultProxy, ManifestFormat, PushOptions, Registry};
+use kiln_test::{Fault, FaultAction, FaultProxy, Registry};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// Megabytes of incompressible data in the base image's second layer and in the built one.
 const BIG_MIB: usize = 12;
 
-/// A base image whose second layer is `BIG_MIB` of random bytes, pushed as `base:latest`.
 fn push_big_base(registry: &Registry) {
-    let mut random = vec![0u8; BIG_MIB << 20];
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    for chunk in random.chunks_mut(8) {
-        // xorshift: incompressible for gzip, the same every run.
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-    }
-    let big = kiln_test::LayerTar::new()
-        .file("big.bin", 0o644, (0, 0), &random)
-        .unwrap()
-        .finish()
-        .unwrap();
-    let busybox = kiln_test::busybox_layer().unwrap();
-    let image = BaseImage::build(
-        vec![busybox, big],
-        serde_json::json!({"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]}),
-    )
-    .unwrap();
-    image
-        .push(
-            registry,
-            "base:latest",
-            &PushOptions::new(ManifestFormat::V2s2),
-        )
-        .unwrap();
+    common::push_big_base(registry, "base:latest", BIG_MIB);
 }
 
 /// The Dockerfile: reads the base's big layer and writes a big layer of its own.

@@ -259,6 +259,14 @@ impl StageRun<'_> {
                         format!("was killed by signal {sig}")
                     }
                 };
+                // A step that ran out of space often says only "I/O error".
+                let status = match out_of_space(root) {
+                    Some(free) => format!(
+                        "{status}; the file system of the kiln dir is full ({free} bytes free): \
+                         free space or use a larger kiln dir"
+                    ),
+                    None => status,
+                };
                 return Err(BuildError::RunFailed {
                     at: at.clone(),
                     stage: label,
@@ -277,4 +285,12 @@ impl StageRun<'_> {
         })?;
         Ok(layer)
     }
+}
+
+/// The bytes left for the step's files under `root` when that is next to nothing (under
+/// 1 MiB), else `None`.
+fn out_of_space(root: &std::path::Path) -> Option<u64> {
+    let stats = rustix::fs::statvfs(root).ok()?;
+    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+    (free < 1 << 20).then_some(free)
 }

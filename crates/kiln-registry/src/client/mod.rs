@@ -34,6 +34,13 @@ application/vnd.docker.distribution.manifest.v2+json";
 /// Manifests larger than this are refused (the distribution spec's limit is 4 MiB).
 const MAX_MANIFEST_BYTES: usize = 4 << 20;
 
+/// Image configs larger than this are refused: they are held in memory, and real ones are a
+/// few KiB (a long history makes them some hundred).
+const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// How much of an error response's body is read for its message.
+const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
+
 /// Registry behaviour not tied to one host.
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {
@@ -318,6 +325,24 @@ impl Client {
     where
         F: Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     {
+        self.send_with(target, method, url, build, true).await
+    }
+
+    /// [`Client::send`], but a 429 or 5xx answer is returned at once when `retry_busy` is
+    /// false: a request to an upload session, which a registry that failed it may have
+    /// dropped (Distribution does, answering the same request again with 404
+    /// BLOB_UPLOAD_INVALID). The upload then starts over with a new session.
+    async fn send_with<F>(
+        &self,
+        target: &Target,
+        method: Method,
+        url: &url::Url,
+        build: F,
+        retry_busy: bool,
+    ) -> Result<reqwest::Response, RegistryError>
+    where
+        F: Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    {
         let client = self.clients.get(&target.host, target.direction)?;
         let credential = self.credential(&target.host).await?;
         let request_info = RequestInfo::new(&method, url);
@@ -366,8 +391,7 @@ impl Client {
                             .await?;
                         continue;
                     }
-                    let retryable = status == StatusCode::TOO_MANY_REQUESTS
-                        || matches!(status.as_u16(), 500 | 502 | 503 | 504);
+                    let retryable = retry_busy && is_busy(status.as_u16());
                     if !retryable || attempt >= retries {
                         if status == StatusCode::UNAUTHORIZED {
                             self.auth.invalidate(&target.host, &target.scope);
@@ -409,12 +433,36 @@ impl Client {
         self.url(&target.host, target.direction, path).await
     }
 
-    /// Reads an error response's body into an error.
-    async fn status_error(request: RequestInfo, response: reqwest::Response) -> RegistryError {
+    /// Reads an error response's body (its first 64 KiB) into an error.
+    async fn status_error(request: RequestInfo, mut response: reqwest::Response) -> RegistryError {
         let status = response.status().as_u16();
-        let body = response.bytes().await.unwrap_or_default();
+        let (body, _) = read_up_to(&mut response, MAX_ERROR_BODY_BYTES)
+            .await
+            .unwrap_or_default();
         RegistryError::from_status(request, status, &body)
     }
+}
+
+/// Reads at most `cap` bytes of a response body, and whether that was all of it. Reading stops
+/// at the cap, so a huge or endless body (a malicious registry's) costs no more than `cap`.
+pub(crate) async fn read_up_to(
+    response: &mut reqwest::Response,
+    cap: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > cap {
+            body.extend_from_slice(&chunk[..cap - body.len()]);
+            return Ok((body, false));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, true))
+}
+
+/// A status that says "try again later": 429 and the transient 5xx.
+pub(crate) fn is_busy(status: u16) -> bool {
+    matches!(status, 429 | 500 | 502 | 503 | 504)
 }
 
 /// Checks downloaded content against its descriptor.

@@ -126,14 +126,20 @@ impl Client {
                         .blob_done(&descriptor.digest, BlobOutcome::Uploaded);
                     return Ok(BlobOutcome::Uploaded);
                 }
-                // An interrupted upload restarts cleanly with a new session.
-                Err(e @ RegistryError::Connection { .. })
-                    if attempt < self.options.push_retries =>
-                {
+                // An interrupted or failed upload restarts cleanly with a new session.
+                Err(e) if attempt < self.options.push_retries && restarts_upload(&e) => {
                     attempt += 1;
                     let delay = self.backoff(attempt - 1, None);
-                    if let RegistryError::Connection { request, reason } = &e {
-                        self.reporter.retry(request, attempt, delay, reason);
+                    match &e {
+                        RegistryError::Connection { request, reason } => {
+                            self.reporter.retry(request, attempt, delay, reason)
+                        }
+                        RegistryError::Status {
+                            request, status, ..
+                        } => self
+                            .reporter
+                            .retry(request, attempt, delay, &status.to_string()),
+                        _ => {}
                     }
                     tokio::time::sleep(delay).await;
                 }
@@ -155,17 +161,23 @@ impl Client {
         let request = RequestInfo::new(&Method::PUT, &url);
         let reporter = self.reporter.clone();
         let response = self
-            .send(&target, Method::PUT, &url, |r| {
-                r.header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_LENGTH, descriptor.size.to_string())
-                    .body(file_body(
-                        path,
-                        0,
-                        descriptor.size,
-                        reporter.clone(),
-                        descriptor.digest.clone(),
-                    ))
-            })
+            .send_with(
+                &target,
+                Method::PUT,
+                &url,
+                |r| {
+                    r.header(CONTENT_TYPE, "application/octet-stream")
+                        .header(CONTENT_LENGTH, descriptor.size.to_string())
+                        .body(file_body(
+                            path,
+                            0,
+                            descriptor.size,
+                            reporter.clone(),
+                            descriptor.digest.clone(),
+                        ))
+                },
+                false,
+            )
             .await?;
         if response.status() != StatusCode::CREATED && !response.status().is_success() {
             return Err(Self::status_error(request, response).await);
@@ -189,18 +201,24 @@ impl Client {
             let start = offset;
             let reporter = self.reporter.clone();
             let response = self
-                .send(&target, Method::PATCH, &url, |r| {
-                    r.header(CONTENT_TYPE, "application/octet-stream")
-                        .header(CONTENT_LENGTH, len.to_string())
-                        .header("Content-Range", format!("{start}-{}", start + len - 1))
-                        .body(file_body(
-                            path,
-                            start,
-                            len,
-                            reporter.clone(),
-                            descriptor.digest.clone(),
-                        ))
-                })
+                .send_with(
+                    &target,
+                    Method::PATCH,
+                    &url,
+                    |r| {
+                        r.header(CONTENT_TYPE, "application/octet-stream")
+                            .header(CONTENT_LENGTH, len.to_string())
+                            .header("Content-Range", format!("{start}-{}", start + len - 1))
+                            .body(file_body(
+                                path,
+                                start,
+                                len,
+                                reporter.clone(),
+                                descriptor.digest.clone(),
+                            ))
+                    },
+                    false,
+                )
                 .await?;
             if response.status() != StatusCode::ACCEPTED {
                 return Err(Self::status_error(request, response).await);
@@ -212,9 +230,13 @@ impl Client {
             .append_pair("digest", &descriptor.digest.to_string());
         let request = RequestInfo::new(&Method::PUT, &url);
         let response = self
-            .send(&target, Method::PUT, &url, |r| {
-                r.header(CONTENT_LENGTH, "0")
-            })
+            .send_with(
+                &target,
+                Method::PUT,
+                &url,
+                |r| r.header(CONTENT_LENGTH, "0"),
+                false,
+            )
             .await?;
         if !response.status().is_success() {
             return Err(Self::status_error(request, response).await);
@@ -338,4 +360,14 @@ fn file_body(
 /// Whether a layer media type may be skipped when pushing (foreign layers live elsewhere).
 pub fn is_foreign(descriptor: &Descriptor) -> bool {
     media_type::is_foreign(&descriptor.media_type)
+}
+
+/// Whether a failed upload is worth starting over: the connection broke, or the registry
+/// was busy or failed (429, 5xx).
+fn restarts_upload(error: &RegistryError) -> bool {
+    match error {
+        RegistryError::Connection { .. } => true,
+        RegistryError::Status { status, .. } => super::is_busy(*status),
+        _ => false,
+    }
 }

@@ -43,6 +43,18 @@ impl World {
         }
     }
 
+    /// Pushes the busybox base image again (after the registry lost its storage).
+    pub(crate) fn registry_pushed_busybox_again(&self) {
+        BaseImage::busybox()
+            .expect("busybox image")
+            .push(
+                &self.registry,
+                "busybox:latest",
+                &PushOptions::new(ManifestFormat::V2s2),
+            )
+            .expect("push busybox");
+    }
+
     /// Pushes another base image as `repo_tag` and returns its full reference.
     pub(crate) fn push_base(&self, image: &BaseImage, repo_tag: &str) -> String {
         image
@@ -377,4 +389,32 @@ pub(crate) fn owned_tar() -> Vec<u8> {
         .unwrap()
         .finish()
         .unwrap()
+}
+
+/// Pushes `repo_tag` to `registry`: busybox plus a layer with `/big.bin`, `mib` MiB of
+/// incompressible bytes (the same every run).
+pub(crate) fn push_big_base(registry: &Registry, repo_tag: &str, mib: usize) {
+    let mut random = vec![0u8; mib << 20];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for chunk in random.chunks_mut(8) {
+        // xorshift: incompressible for gzip.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    let big = kiln_test::LayerTar::new()
+        .file("big.bin", 0o644, (0, 0), &random)
+        .unwrap()
+        .finish()
+        .unwrap();
+    let busybox = kiln_test::busybox_layer().unwrap();
+    let image = BaseImage::build(
+        vec![busybox, big],
+        serde_json::json!({"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]}),
+    )
+    .unwrap();
+    image
+        .push(registry, repo_tag, &PushOptions::new(ManifestFormat::V2s2))
+        .unwrap();
 }

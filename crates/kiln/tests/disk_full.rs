@@ -1,0 +1,237 @@
+//! A full disk. The kiln dir is a small tmpfs (mounted in a mount namespace of the test's
+//! own), sized so that a build runs out of space while unpacking its base image, during a
+//! RUN, or while writing a layer; and the registry's storage fills up while kiln pushes. Each
+//! such build must fail with an error that says what kiln was doing and that the disk is full,
+//! and must leave the kiln dir so that, once there is space again, the same build on it
+//! succeeds with an image byte-identical to a clean build's.
+
+mod common;
+
+use common::World;
+use std::path::Path;
+use std::process::Command;
+
+/// MiB of incompressible data in the big base image's second layer.
+const BIG_MIB: usize = 12;
+
+fn layout_digest(layout: &Path) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"][0]["digest"].as_str().unwrap().to_owned()
+}
+
+/// Builds `context` twice on a kiln dir that is a tmpfs of `mib` MiB, the second time after
+/// growing it to 1 GiB. Returns (first exit code, first stderr, second exit code, second
+/// stderr, the second build's layout).
+fn build_on_small_disk(
+    world: &World,
+    context: &Path,
+    mib: usize,
+    out: &Path,
+) -> (i32, String, i32, String) {
+    let kiln_dir = out.join("kiln");
+    std::fs::create_dir_all(&kiln_dir).unwrap();
+    let script = r#"
+        set -u
+        mount -t tmpfs -o size="$SIZE" tmpfs "$KILN_DIR" || exit 90
+        build() {
+            "$KILN" build --context "$CONTEXT" --no-push --reproducible \
+                --oci-layout-path "$OUT/layout$1" --build-arg "BASE=$BASE" \
+                --insecure-registry "$REGISTRY" --kiln-dir "$KILN_DIR" \
+                > "$OUT/$1.out" 2> "$OUT/$1.err"
+            echo $? > "$OUT/$1.rc"
+        }
+        build 1
+        mount -o remount,size=1g "$KILN_DIR" || exit 91
+        build 2
+    "#;
+    let status = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .env("SIZE", format!("{mib}m"))
+        .env("KILN_DIR", &kiln_dir)
+        .env("KILN", env!("CARGO_BIN_EXE_kiln"))
+        .env("CONTEXT", context)
+        .env("OUT", out)
+        .env("BASE", &world.base)
+        .env("REGISTRY", world.registry.host())
+        .env("DOCKER_CONFIG", world.docker_config.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the tmpfs script failed: {status}");
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap();
+    let code = |name: &str| read(name).trim().parse::<i32>().unwrap();
+    (code("1.rc"), read("1.err"), code("2.rc"), read("2.err"))
+}
+
+#[test]
+fn a_full_kiln_dir_fails_clearly_and_spoils_nothing() {
+    let world = World::new();
+    common::push_big_base(&world.registry, "big:latest", BIG_MIB);
+    let big = format!("{}/big:latest", world.registry.host());
+    // (name, base, Dockerfile after FROM, tmpfs MiB, what the error must say)
+    let cases: [(&str, &str, &str, usize, &[&str]); 3] = [
+        (
+            "unpacking the base image",
+            &big,
+            "RUN cat /big.bin > /dev/null\n",
+            BIG_MIB + 8,
+            &["No space left on device"],
+        ),
+        (
+            "a RUN",
+            &world.base,
+            "RUN head -c 40000000 /dev/zero > /fill\n",
+            24,
+            &[
+                "RUN",
+                "exited with status 1",
+                "the file system of the kiln dir is full",
+            ],
+        ),
+        (
+            "writing a layer",
+            &big,
+            "RUN cp /big.bin /copy && echo x >> /copy\n",
+            3 * BIG_MIB + 10,
+            &["writing the layer", "No space left on device"],
+        ),
+    ];
+    for (what, base, steps, mib, needles) in cases {
+        let dockerfile = format!("ARG BASE\nFROM {base}\n{steps}");
+        let context = common::context(&dockerfile, &[]);
+        let out = tempfile::tempdir().unwrap();
+        let (rc1, err1, rc2, err2) = build_on_small_disk(&world, context.path(), mib, out.path());
+        eprintln!(
+            "{what}: exit {rc1}: {}",
+            err1.lines().last().unwrap_or_default()
+        );
+        assert_ne!(rc1, 0, "{what}: the build on a full disk succeeded");
+        assert!(!err1.contains("panicked"), "{what}: {err1}");
+        for needle in needles {
+            assert!(err1.contains(needle), "{what}: no {needle:?} in:\n{err1}");
+        }
+        assert_eq!(
+            rc2, 0,
+            "{what}: the build after space was freed failed:\n{err2}"
+        );
+        let reference = world.build_in(context.path(), &["--reproducible"]);
+        reference.ok();
+        assert_eq!(
+            layout_digest(&out.path().join("layout2")),
+            layout_digest(&reference.layout),
+            "{what}: the build after space was freed differs from a clean one"
+        );
+    }
+}
+
+/// Mounts a tmpfs of `mib` MiB on the registry's storage in a mount namespace of its own and
+/// restarts the registry in it (the registry starts empty).
+fn registry_on_small_disk(registry: &mut kiln_test::Registry, mib: usize) {
+    let storage = std::ffi::CString::new(registry.storage_dir().to_str().unwrap()).unwrap();
+    let options = std::ffi::CString::new(format!("size={mib}m")).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: plain syscalls on valid C strings; the new mount namespace is this
+            // thread's (and the registry's it starts) only.
+            unsafe {
+                assert_eq!(libc::unshare(libc::CLONE_NEWNS), 0);
+                assert_eq!(
+                    libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ),
+                    0
+                );
+                assert_eq!(
+                    libc::mount(
+                        c"tmpfs".as_ptr(),
+                        storage.as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        0,
+                        options.as_ptr().cast(),
+                    ),
+                    0
+                );
+            }
+            registry.restart(std::time::Duration::ZERO).unwrap();
+        });
+    });
+}
+
+#[test]
+fn a_full_registry_fails_the_push_naming_it_and_pushes_no_manifest() {
+    let mut world = World::new();
+    registry_on_small_disk(&mut world.registry, 8);
+    world.registry_pushed_busybox_again();
+    let destination = format!("{}/out:latest", world.registry.host());
+    let context = common::context(
+        "ARG BASE\nFROM $BASE\nRUN head -c 12000000 /dev/urandom > /rand\n",
+        &[],
+    );
+    let push = |world: &World| {
+        world.kiln(&[
+            "build",
+            "--context",
+            context.path().to_str().unwrap(),
+            "--build-arg",
+            &format!("BASE={}", world.base),
+            "--destination",
+            &destination,
+        ])
+    };
+    let failed = push(&world);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        !failed.status.success(),
+        "the push to a full registry succeeded"
+    );
+    // Distribution answers 500 UNKNOWN and says why only in its log: kiln names the layer,
+    // the request and the status.
+    assert!(
+        world.registry.log().contains("no space left on device"),
+        "the registry's disk did not fill up"
+    );
+    for needle in ["pushing layer", "/blobs/uploads/", ": 500"] {
+        assert!(stderr.contains(needle), "no {needle:?} in:\n{stderr}");
+    }
+    let inspected = kiln_test::skopeo([
+        "inspect".to_string(),
+        "--tls-verify=false".to_string(),
+        format!("docker://{destination}"),
+    ]);
+    assert!(!inspected.status.success(), "a manifest was pushed");
+
+    // Space again (the registry's storage grows): the same build on the same kiln dir pushes.
+    let grown = Command::new("nsenter")
+        .arg(format!("--mount=/proc/{}/ns/mnt", world.registry.pid()))
+        .args(["mount", "-o", "remount,size=1g"])
+        .arg(world.registry.storage_dir())
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    let pushed = push(&world);
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let copied = tempfile::tempdir().unwrap();
+    let whole = kiln_test::skopeo([
+        "copy".to_string(),
+        "--src-tls-verify=false".to_string(),
+        format!("docker://{destination}"),
+        format!("oci:{}:x", copied.path().join("layout").display()),
+    ]);
+    assert!(whole.status.success(), "the pushed image is not whole");
+}
