@@ -111,7 +111,7 @@ pub fn copy(source: &Source<'_>, spec: &CopySpec<'_>, root: &Path) -> Result<Vec
             }
             found
         } else {
-            if !source.visible(&cleaned) {
+            if !source.visible(&cleaned) && !visible_through_links(source, &cleaned) {
                 return Err(format!(
                     "{pattern:?}: file not found in {}{}",
                     match source {
@@ -217,6 +217,32 @@ pub fn copy(source: &Source<'_>, spec: &CopySpec<'_>, root: &Path) -> Result<Vec
         }
     }
     w.finish()
+}
+
+/// Whether a context path reaches a file of the context through symlinks in it: BuildKit
+/// resolves a COPY source's links with the context as root (`inside/file` where `inside -> sub`
+/// copies `sub/file`). Every entry written on the path and what the links lead to must be in
+/// the context (not excluded); a link out of the context resolves inside it, where nothing is.
+fn visible_through_links(source: &Source<'_>, rel: &str) -> bool {
+    if !matches!(source, Source::Context(_)) {
+        return false;
+    }
+    let mut resolved = String::new();
+    for part in rel.split('/') {
+        let candidate = if resolved.is_empty() {
+            part.to_owned()
+        } else {
+            format!("{resolved}/{part}")
+        };
+        if !source.visible(&candidate) {
+            return false;
+        }
+        match resolve_in_root(source.root(), &candidate, true) {
+            Ok(r) => resolved = r,
+            Err(_) => return false,
+        }
+    }
+    source.visible(&resolved) && fs::symlink_metadata(host(source.root(), &resolved)).is_ok()
 }
 
 fn ignored_note(source: &Source<'_>, rel: Option<&str>) -> String {
@@ -876,6 +902,37 @@ mod tests {
         assert_eq!(apply_chmod(&sym("a=rX"), 0o600, true), 0o555);
         assert_eq!(apply_chmod(&sym("a=rX"), 0o600, false), 0o444);
         assert_eq!(apply_chmod(&sym("u+s"), 0o755, false), 0o4755);
+    }
+
+    /// A source path goes through links of the context, resolved with the context as root;
+    /// links out of it and excluded entries reach nothing.
+    #[test]
+    fn source_paths_follow_links_inside_the_context_only() {
+        let top = tempfile::tempdir().unwrap();
+        let outside = top.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("secret"), "out").unwrap();
+        let ctx = top.path().join("ctx");
+        fs::create_dir_all(ctx.join("sub")).unwrap();
+        fs::create_dir_all(ctx.join("hidden")).unwrap();
+        fs::write(ctx.join("sub/file"), "in").unwrap();
+        fs::write(ctx.join("hidden/file"), "in").unwrap();
+        fs::write(ctx.join(".dockerignore"), "hidden\nignored-link\n").unwrap();
+        symlink("sub", ctx.join("inside")).unwrap();
+        symlink("/sub", ctx.join("abs_inside")).unwrap();
+        symlink("sub", ctx.join("ignored-link")).unwrap();
+        symlink("hidden", ctx.join("to_hidden")).unwrap();
+        symlink("../outside", ctx.join("out")).unwrap();
+        symlink(&outside, ctx.join("abs_out")).unwrap();
+        let view = ContextView::scan(&ctx, None, None).unwrap();
+        let source = Source::Context(&view);
+        assert!(visible_through_links(&source, "inside/file"));
+        assert!(visible_through_links(&source, "abs_inside/file"));
+        assert!(!visible_through_links(&source, "ignored-link/file"));
+        assert!(!visible_through_links(&source, "to_hidden/file"));
+        assert!(!visible_through_links(&source, "out/secret"));
+        assert!(!visible_through_links(&source, "abs_out/secret"));
+        assert!(!visible_through_links(&source, "inside/absent"));
     }
 
     #[test]

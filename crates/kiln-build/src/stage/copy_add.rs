@@ -106,8 +106,9 @@ impl StageRun<'_> {
                 .services
                 .layers
                 .download(&url.value, &file, checksum.as_ref(), &at)?;
-            let name = got.file_name.unwrap_or_else(|| "download".into());
-            downloads.push((name, file, got.last_modified));
+            // Named from the URL as written, as BuildKit's Dockerfile frontend names it: never
+            // from the server's Content-Disposition or the URL it redirected to.
+            downloads.push((url_file_name(&url.value), file, got.last_modified));
         }
         // ADD of a git repository: cloned first; its files are copied like a directory's.
         let mut repos = Vec::new();
@@ -221,5 +222,77 @@ impl StageRun<'_> {
             self.services.layers.materialize(&layers, &dir)?;
         }
         Ok(SourceView::Dir(dir))
+    }
+}
+
+/// The name an `ADD URL DIR/` download gets, BuildKit's rule: the last element of the URL's
+/// decoded path (Go's `path.Base(url.Path)`), `__unnamed__` when that is `.` or `/` or the URL
+/// does not parse. A name of `..` (a path ending in `%2F..`) also becomes `__unnamed__`, so the
+/// file stays in the destination directory.
+fn url_file_name(url: &str) -> String {
+    const UNNAMED: &str = "__unnamed__";
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path_start = after_scheme
+        .find(['/', '?', '#'])
+        .unwrap_or(after_scheme.len());
+    let rest = &after_scheme[path_start..];
+    let path = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+    let Some(decoded) = percent_decode(path) else {
+        return UNNAMED.to_owned();
+    };
+    let trimmed = decoded.trim_end_matches('/');
+    let base = match trimmed.rsplit_once('/') {
+        Some((_, base)) => base,
+        None => trimmed,
+    };
+    if base.is_empty() || base == "." || base == ".." {
+        return UNNAMED.to_owned();
+    }
+    base.to_owned()
+}
+
+/// `%XX` escapes decoded (as Go's `url.Parse` does for a path); `None` for a bad escape.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_file_name;
+
+    #[test]
+    fn add_url_names_follow_buildkit_and_stay_in_the_destination() {
+        for (url, name) in [
+            ("https://example.com/files/tool.tar.gz", "tool.tar.gz"),
+            (
+                "https://example.com/files/tool.tar.gz?x=1#frag",
+                "tool.tar.gz",
+            ),
+            ("https://example.com/dir/", "dir"),
+            ("https://example.com/", "__unnamed__"),
+            ("https://example.com", "__unnamed__"),
+            ("https://example.com?x=/a/b", "__unnamed__"),
+            ("http://127.0.0.1:8080/a/..%2F..%2Fetc%2Fevil", "evil"),
+            ("http://127.0.0.1:8080/a/%2E%2E", "__unnamed__"),
+            ("http://127.0.0.1:8080/a/x%2F..", "__unnamed__"),
+            ("http://127.0.0.1:8080/a/%2e", "__unnamed__"),
+            ("http://127.0.0.1:8080/a/na%20me", "na me"),
+            ("http://127.0.0.1:8080/a/bad%zz", "__unnamed__"),
+        ] {
+            assert_eq!(url_file_name(url), name, "{url}");
+        }
     }
 }
