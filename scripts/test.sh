@@ -12,8 +12,9 @@ fi
 # Registry tests run the real Distribution registry and check images with skopeo and umoci;
 # htpasswd (apache2-utils) and openssl make their credentials and keys; podman loads archives;
 # busybox-static makes the rootfs the sandbox tests run steps in; git and python3 serve the git
-# repositories (git http-backend) and files over HTTP that context tests fetch.
-packages=(docker-registry skopeo umoci apache2-utils openssl podman runc uidmap busybox-static git python3)
+# repositories (git http-backend) and files over HTTP that context tests fetch; procps (pgrep)
+# looks for processes a stopped build must not leave.
+packages=(docker-registry skopeo umoci apache2-utils openssl podman runc uidmap busybox-static git python3 procps)
 sudo_cmd=""
 [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 missing=()
