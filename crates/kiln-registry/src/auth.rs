@@ -238,6 +238,9 @@ impl AuthCache {
     }
 }
 
+/// The most of a token server's reply kiln reads.
+const MAX_TOKEN_RESPONSE_BYTES: usize = 1 << 20;
+
 /// Asks the realm for a token: GET with basic credentials (or none), or the OAuth2 refresh
 /// grant for an identity token. Accepts both `token` and `access_token`.
 async fn fetch_token(
@@ -311,8 +314,9 @@ async fn fetch_token(
             _ => "anonymous",
         }
     );
-    let body = response
-        .bytes()
+    let mut response = response;
+    // Tokens are a few KiB: a reply that goes on past the cap (or never ends) is cut off there.
+    let (body, whole) = crate::client::read_up_to(&mut response, MAX_TOKEN_RESPONSE_BYTES)
         .await
         .map_err(|e| format!("token response from {shown} broke off: {}", without_url(&e)))?;
     if !status.is_success() {
@@ -332,13 +336,26 @@ async fn fetch_token(
         };
         return Err(format!("{detail}{hint}"));
     }
-    let parsed: TokenResponse = serde_json::from_slice(&body)
-        .map_err(|_| format!("the token endpoint {shown} did not answer with a JSON token"))?;
+    if !whole {
+        return Err(format!(
+            "the token endpoint {shown} sent more than {} MiB, which no token is",
+            MAX_TOKEN_RESPONSE_BYTES >> 20
+        ));
+    }
+    parse_token_response(&body).map_err(|reason| format!("the token endpoint {shown} {reason}"))
+}
+
+/// A token server's answer: its token (`token`, else `access_token`; empty ones do not count)
+/// and `expires_in`. Public for the fuzz target only.
+#[doc(hidden)]
+pub fn parse_token_response(body: &[u8]) -> Result<(String, Option<u64>), &'static str> {
+    let parsed: TokenResponse =
+        serde_json::from_slice(body).map_err(|_| "did not answer with a JSON token")?;
     let token = parsed
         .token
         .filter(|t| !t.is_empty())
         .or(parsed.access_token.filter(|t| !t.is_empty()))
-        .ok_or_else(|| format!("the token endpoint {shown} answered without a token"))?;
+        .ok_or("answered without a token")?;
     Ok((token, parsed.expires_in))
 }
 

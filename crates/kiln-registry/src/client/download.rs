@@ -52,9 +52,11 @@ impl Client {
             match client.get(parsed.clone()).send().await {
                 Ok(r) if r.status().is_success() => break r,
                 Ok(r) if r.status().is_server_error() && attempt < self.options.pull_retries => {}
-                Ok(r) => {
+                Ok(mut r) => {
                     let status = r.status().as_u16();
-                    let body = r.bytes().await.unwrap_or_default();
+                    let (body, _) = super::read_up_to(&mut r, super::MAX_ERROR_BODY_BYTES)
+                        .await
+                        .unwrap_or_default();
                     let text: String = String::from_utf8_lossy(&body).chars().take(200).collect();
                     return Err(RegistryError::Status {
                         request,

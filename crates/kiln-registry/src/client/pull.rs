@@ -2,8 +2,8 @@
 //! blobs streamed into a writer with size and digest checked.
 
 use super::{
-    check_content, BlobOutcome, Client, FetchedManifest, ResolvedImage, Target, MANIFEST_ACCEPT,
-    MAX_MANIFEST_BYTES,
+    check_content, read_up_to, BlobOutcome, Client, FetchedManifest, ResolvedImage, Target,
+    MANIFEST_ACCEPT, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES,
 };
 use crate::auth::without_url;
 use crate::error::{RegistryError, RequestInfo};
@@ -118,20 +118,23 @@ impl Client {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
-        let mut bytes = Vec::new();
+        let too_large = || RegistryError::Manifest {
+            reference: source.to_string(),
+            reason: format!("{request}: the manifest is larger than 4 MiB"),
+        };
         let mut response = response;
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| RegistryError::connection(request.clone(), &e))?
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_MANIFEST_BYTES as u64)
         {
-            bytes.extend_from_slice(&chunk);
-            if bytes.len() > MAX_MANIFEST_BYTES {
-                return Err(RegistryError::Manifest {
-                    reference: source.to_string(),
-                    reason: "the manifest is larger than 4 MiB".into(),
-                });
-            }
+            return Err(too_large());
+        }
+        // Streamed up to the cap: a registry that sends more (or never stops) is cut off there.
+        let (bytes, whole) = read_up_to(&mut response, MAX_MANIFEST_BYTES)
+            .await
+            .map_err(|e| RegistryError::connection(request.clone(), &e))?;
+        if !whole {
+            return Err(too_large());
         }
         let digest = match source.digest.as_deref() {
             Some(d) => {
@@ -214,18 +217,20 @@ impl Client {
         format!("/v2/{}/blobs/{digest}", reference.repository)
     }
 
-    /// Fetches a small blob (a config) into memory, verified.
+    /// Fetches a small blob (a config, at most 16 MiB) into memory, verified.
     pub async fn fetch_blob_bytes(
         &self,
         source: &Reference,
         descriptor: &Descriptor,
     ) -> Result<Vec<u8>, RegistryError> {
-        if descriptor.size > MAX_MANIFEST_BYTES as u64 * 4 {
+        if descriptor.size > MAX_CONFIG_BYTES {
             return Err(RegistryError::Manifest {
                 reference: source.to_string(),
                 reason: format!(
-                    "blob {} of {} bytes is too large to hold in memory",
-                    descriptor.digest, descriptor.size
+                    "the config blob {} is {} bytes, more than the {} MiB kiln holds in memory",
+                    descriptor.digest,
+                    descriptor.size,
+                    MAX_CONFIG_BYTES >> 20
                 ),
             });
         }
@@ -238,17 +243,26 @@ impl Client {
         if !response.status().is_success() {
             return Err(Self::status_error(request, response).await);
         }
-        let bytes = response
-            .bytes()
+        // No more than the descriptor's size is read: a registry sending more is cut off.
+        let mut response = response;
+        let (bytes, whole) = read_up_to(&mut response, descriptor.size as usize)
             .await
             .map_err(|e| RegistryError::connection(request.clone(), &e))?;
+        if !whole {
+            return Err(RegistryError::Mismatch {
+                request,
+                what: "size",
+                expected: descriptor.size.to_string(),
+                actual: format!("more than {}", descriptor.size),
+            });
+        }
         check_content(
             &request,
             descriptor,
             bytes.len() as u64,
             Digest::of_with(descriptor.digest.algorithm(), &bytes),
         )?;
-        Ok(bytes.to_vec())
+        Ok(bytes)
     }
 
     /// Downloads a blob to `dest`, streamed and verified; `dest` appears only when complete and
