@@ -401,6 +401,26 @@ mod tests {
     }
 
     #[test]
+    fn token_replies() {
+        assert_eq!(
+            parse_token_response(br#"{"token":"t","expires_in":300}"#),
+            Ok(("t".into(), Some(300)))
+        );
+        assert_eq!(
+            parse_token_response(br#"{"token":"","access_token":"a"}"#),
+            Ok(("a".into(), None))
+        );
+        assert_eq!(
+            parse_token_response(br#"{"token":""}"#),
+            Err("answered without a token")
+        );
+        assert_eq!(
+            parse_token_response(b"<html>"),
+            Err("did not answer with a JSON token")
+        );
+    }
+
+    #[test]
     fn headers_never_show_secrets() {
         let h = basic_header("u", &Secret::new("hunter2"));
         assert_eq!(h.value(), "Basic dTpodW50ZXIy");
