@@ -2,6 +2,8 @@
 # Builds kiln's images with kiln itself and pushes them:
 #   REGISTRY/REPO:TAG        the executor image (static kiln at /kiln/kiln and /kaniko/executor)
 #   REGISTRY/REPO:TAG-debug  the same with busybox at /busybox and /bin/sh
+#   REGISTRY/REPO:TAG-rootless  the debug image for non-root pods: user kiln (1000) with
+#                               subordinate ids, newuidmap/newgidmap with file capabilities
 #
 #   bash scripts/images.sh REGISTRY/REPO [TAG] [-- extra kiln build flags, e.g. --insecure-registry HOST]
 #
@@ -64,10 +66,12 @@ if ldd "$bin" >/dev/null 2>&1; then
     done
 fi
 
+bash scripts/lib/rootless-files.sh "$context/rootless"
+
 # The freshly built kiln builds its own images.
-for variant in kiln debug; do
+for variant in kiln debug rootless; do
     suffix=""
-    [ "$variant" = debug ] && suffix="-debug"
+    [ "$variant" != kiln ] && suffix="-$variant"
     "$builder" build --context "$context" --target "$variant" \
         --destination "$repo:$tag$suffix" \
         --label "org.opencontainers.image.title=kiln$suffix" \

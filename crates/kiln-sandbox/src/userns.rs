@@ -181,7 +181,10 @@ fn map_ids(helper: &str, pid: i32, own: u32, sub: SubIds) -> Result<(), SandboxE
         })?;
     if !out.status.success() {
         return Err(rootless_err(format!(
-            "{helper} failed: {}",
+            "{helper} failed: {} ({helper} needs CAP_SETUID/CAP_SETGID of its own: set-user-ID \
+             root on a host, file capabilities (`setcap cap_setuid+ep newuidmap`, \
+             `cap_setgid+ep newgidmap`) in a container, which must keep SETUID and SETGID and \
+             allow privilege escalation; see docs/kubernetes.md)",
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }

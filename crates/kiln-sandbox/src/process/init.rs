@@ -182,5 +182,7 @@ pub(crate) fn run(plan: &Plan, sys: &dyn Syscall, msg: BorrowedFd<'_>) -> std::i
         }
         .send(msg);
         std::io::Error::from(errno)
-    })
+    })?;
+    crate::process::plan::close_on_exec_above_stderr();
+    Ok(())
 }

@@ -140,6 +140,7 @@ fn run_moved_in(
                 rustix::process::Uid::from_raw(uid),
             )
             .map_err(io::Error::from)?;
+            crate::process::plan::close_on_exec_above_stderr();
             Ok(())
         });
     }

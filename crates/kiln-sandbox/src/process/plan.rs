@@ -98,6 +98,27 @@ pub(crate) struct Plan {
     pub(crate) uid: u32,
 }
 
+/// Marks every descriptor above stderr close-on-exec, just before the step's command is
+/// exec'd: whatever kiln was started with (a CI agent's open files, a pipe of its parent) and
+/// whatever it opened itself without the flag never reaches a step. Raw syscalls only (it runs
+/// between fork and exec); the status pipe, which must close at exec too, is among them.
+pub(crate) fn close_on_exec_above_stderr() {
+    // SAFETY: close_range only changes descriptor flags of this process.
+    let ranged = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32) } == 0;
+    if ranged {
+        return;
+    }
+    // Before Linux 5.11 (no CLOSE_RANGE_CLOEXEC, 4 above): one descriptor at a time.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1024)
+        .min(65536) as i32;
+    for fd in 3..limit {
+        // SAFETY: F_SETFD on a descriptor number; an unused one fails with EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
+
 pub(crate) fn cstr(bytes: &[u8]) -> Result<CString, SandboxError> {
     // The bytes are not shown: they may be an environment value, which may be a secret.
     CString::new(bytes).map_err(|_| SandboxError::InvalidSpec {
