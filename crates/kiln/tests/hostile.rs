@@ -12,7 +12,8 @@
 
 mod common;
 
-use common::World;
+use common::runners::{open_dir, open_tree, Harness, Runner, RUNNERS};
+use common::{contains, files_containing, layout_blobs, processes_matching};
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -20,49 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// How kiln runs its RUN steps in a test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Runner {
-    Overlay,
-    Chroot,
-    /// Root without CAP_SYS_ADMIN: no namespaces (setpriv drops the capability).
-    ChrootNoNamespaces,
-    /// `nobody` in a user namespace of its own (kiln picks overlay or chroot there).
-    Rootless,
-}
-
-const RUNNERS: [Runner; 4] = [
-    Runner::Overlay,
-    Runner::Chroot,
-    Runner::ChrootNoNamespaces,
-    Runner::Rootless,
-];
-
 /// A build must end within this (a hang guard: each takes seconds).
 const BUILD_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// A directory anyone may use (the rootless runner is `nobody`).
-fn open_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    dir
-}
-
-/// Makes `dir` and everything under it readable (and dirs enterable) by anyone.
-fn open_tree(dir: &Path) {
-    let status = Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(dir)
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-struct Harness {
-    world: World,
-    /// A copy of kiln `nobody` can run, and subordinate ids for it.
-    tools: tempfile::TempDir,
-}
 
 /// What one build is given besides its context.
 #[derive(Default)]
@@ -86,114 +46,50 @@ struct Finished {
     _out_dir: tempfile::TempDir,
 }
 
-impl Harness {
-    fn new() -> Harness {
-        let world = World::new();
-        let tools = open_dir();
-        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), tools.path().join("kiln")).unwrap();
-        std::fs::write(tools.path().join("subids"), "nobody:300000:65536\n").unwrap();
-        Harness { world, tools }
+/// `kiln build` of `context` into an OCI layout, with a fresh kiln dir (unless `run` names
+/// one), `--verbosity trace`, under `runner`, with only the environment `run` gives.
+fn build(harness: &Harness, runner: Runner, context: &Path, run: &Run<'_>) -> Finished {
+    let fresh_kiln_dir = open_dir();
+    let kiln_dir = run.kiln_dir.unwrap_or(fresh_kiln_dir.path()).to_owned();
+    let out_dir = open_dir();
+    let layout = out_dir.path().join("layout");
+    let extra: Vec<&str> = run.extra.iter().map(String::as_str).collect();
+    let mut cmd = harness.command(runner, context, &kiln_dir, &layout, &extra, &[]);
+    cmd.env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("HOME", harness.world.docker_config.path())
+        .env(
+            "DOCKER_CONFIG",
+            run.docker_config
+                .unwrap_or_else(|| harness.world.docker_config.path()),
+        );
+    for (k, v) in &run.envs {
+        cmd.env(k, v);
     }
-
-    /// `kiln build` of `context` into an OCI layout, with a fresh kiln dir, `--verbosity
-    /// trace`, under `runner`.
-    fn build(&self, runner: Runner, context: &Path, run: &Run<'_>) -> Finished {
-        let fresh_kiln_dir = open_dir();
-        let kiln_dir = run.kiln_dir.unwrap_or(fresh_kiln_dir.path()).to_owned();
-        let out_dir = open_dir();
-        let layout = out_dir.path().join("layout");
-        let isolation = match runner {
-            Runner::Overlay => "overlay",
-            Runner::Rootless => "auto",
-            Runner::Chroot | Runner::ChrootNoNamespaces => "chroot",
-        };
-        let mut args: Vec<String> = [
-            "build",
-            "--context",
-            context.to_str().unwrap(),
-            "--no-push",
-            "--oci-layout-path",
-            layout.to_str().unwrap(),
-            "--build-arg",
-            &format!("BASE={}", self.world.base),
-            "--isolation",
-            isolation,
-            "--insecure-registry",
-            &self.world.registry.host(),
-            "--kiln-dir",
-            kiln_dir.to_str().unwrap(),
-            "--verbosity",
-            "trace",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(run.extra.iter().cloned());
-        let kiln = env!("CARGO_BIN_EXE_kiln");
-        let mut cmd = match runner {
-            Runner::Overlay | Runner::Chroot => {
-                let mut c = Command::new(kiln);
-                c.args(&args);
-                c
-            }
-            Runner::ChrootNoNamespaces => {
-                let mut c = Command::new("setpriv");
-                c.args(["--bounding-set", "-sys_admin", "--", kiln])
-                    .args(&args);
-                c
-            }
-            Runner::Rootless => {
-                open_tree(context);
-                let script = format!(
-                    "mount --bind {ids} /etc/subuid && mount --bind {ids} /etc/subgid && \
-                     exec setpriv --reuid 65534 --regid 65534 --clear-groups -- {kiln} \"$@\"",
-                    ids = self.tools.path().join("subids").display(),
-                    kiln = self.tools.path().join("kiln").display(),
-                );
-                let mut c = Command::new("unshare");
-                c.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
-                    .arg(script)
-                    .arg("sh")
-                    .args(&args);
-                c
-            }
-        };
-        cmd.env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .env("HOME", self.world.docker_config.path())
-            .env(
-                "DOCKER_CONFIG",
-                run.docker_config
-                    .unwrap_or_else(|| self.world.docker_config.path()),
-            );
-        for (k, v) in &run.envs {
-            cmd.env(k, v);
+    let inherited = run.fd7.map(|p| std::fs::File::open(p).unwrap());
+    if let Some(file) = &inherited {
+        let raw = std::os::fd::AsRawFd::as_raw_fd(file);
+        // SAFETY: dup2 and fcntl only, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(raw, 7) < 0 || libc::fcntl(7, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
-        let inherited = run.fd7.map(|p| std::fs::File::open(p).unwrap());
-        if let Some(file) = &inherited {
-            let raw = std::os::fd::AsRawFd::as_raw_fd(file);
-            // SAFETY: dup2 and fcntl only, between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::dup2(raw, 7) < 0 || libc::fcntl(7, libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let out = output_within(cmd, BUILD_TIMEOUT, &format!("{runner:?} build"));
-        drop(inherited);
-        Finished {
-            out,
-            layout,
-            kiln_dir,
-            _fresh_kiln_dir: fresh_kiln_dir,
-            _out_dir: out_dir,
-        }
+    }
+    let out = output_within(cmd, BUILD_TIMEOUT, &format!("{runner:?} build"));
+    drop(inherited);
+    Finished {
+        out,
+        layout,
+        kiln_dir,
+        _fresh_kiln_dir: fresh_kiln_dir,
+        _out_dir: out_dir,
     }
 }
 
@@ -240,70 +136,6 @@ fn assert_ok(out: &Output, what: &str) {
         "{what}: kiln failed:\n{}",
         stderr(out)
     );
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// Every blob of an OCI layout (manifests, config, layers), gzip layers decompressed.
-fn layout_blobs(layout: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut blobs = Vec::new();
-    for entry in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
-        let path = entry.unwrap().path();
-        let bytes = std::fs::read(&path).unwrap();
-        let plain = if bytes.starts_with(&[0x1f, 0x8b]) {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&bytes[..])
-                .read_to_end(&mut out)
-                .unwrap();
-            out
-        } else {
-            bytes
-        };
-        blobs.push((path.display().to_string(), plain));
-    }
-    assert!(blobs.len() >= 3, "a manifest, a config and layers");
-    blobs
-}
-
-/// Every regular file under `dir` whose content holds `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                stack.push(path);
-            } else if kind.is_file() {
-                if let Ok(bytes) = std::fs::read(&path) {
-                    if contains(&bytes, needle) {
-                        found.push(path);
-                    }
-                }
-            }
-        }
-    }
-    found
-}
-
-/// The processes whose command line holds `pattern` (`pgrep -f`).
-fn processes_matching(pattern: &str) -> Vec<String> {
-    let out = Command::new("pgrep")
-        .args(["-a", "-f", pattern])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -419,7 +251,7 @@ fn a_run_step_sees_nothing_of_kiln() {
             fd7: Some(&fd_file),
             kiln_dir: Some(kiln_dir.path()),
         };
-        let built = harness.build(runner, context.path(), &run);
+        let built = build(&harness, runner, context.path(), &run);
         assert_ok(&built.out, &what);
         let fs = common::unpack(&built.layout);
 
@@ -520,7 +352,7 @@ fn a_run_step_inherits_no_descriptor_from_kiln() {
             fd7: Some(&fd_file),
             ..Run::default()
         };
-        let built = harness.build(runner, context.path(), &run);
+        let built = build(&harness, runner, context.path(), &run);
         assert_ok(&built.out, &what);
         let fs = common::unpack(&built.layout);
         let open: Vec<String> = fs.read("/fds-open").lines().map(str::to_owned).collect();
@@ -625,7 +457,8 @@ fn context_symlinks_never_bring_outside_files_in() {
     for (runner, dockerfile) in cases {
         let what = format!("{runner:?}");
         let ctx = LinkedContext::new(&dockerfile);
-        let built = harness.build(
+        let built = build(
+            &harness,
             runner.unwrap_or(Runner::Chroot),
             &ctx.context(),
             &Run::default(),
@@ -682,7 +515,7 @@ fn context_symlinks_never_bring_outside_files_in() {
             let ctx = LinkedContext::new(&format!(
                 "ARG BASE\nFROM $BASE\nRUN true\nCOPY {source} /x\n"
             ));
-            let built = harness.build(runner, &ctx.context(), &Run::default());
+            let built = build(&harness, runner, &ctx.context(), &Run::default());
             if !built.out.status.success() {
                 let err = stderr(&built.out);
                 let line = err
@@ -1065,7 +898,7 @@ fn add_of_a_url_names_the_file_inside_its_destination() {
     let context = common::context(&dockerfile, &[]);
     for runner in RUNNERS {
         let what = format!("{runner:?}");
-        let built = harness.build(runner, context.path(), &Run::default());
+        let built = build(&harness, runner, context.path(), &Run::default());
         assert_ok(&built.out, &what);
         let fs = common::unpack(&built.layout);
         for (path, body) in expected {

@@ -8,7 +8,7 @@
 mod common;
 
 use common::runners::{open_dir, Harness, Runner, RUNNERS};
-use std::io::Read;
+use common::{contains, files_containing, layout_blobs};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -65,57 +65,6 @@ fn assert_refused(out: &Output, needles: &[&str], what: &str) {
         !err.contains("STEP 1/"),
         "{what}: refused before any step: {err}"
     );
-}
-
-/// Every file under `dir` whose content holds `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                stack.push(path);
-            } else if kind.is_file() {
-                if let Ok(bytes) = std::fs::read(&path) {
-                    if contains(&bytes, needle) {
-                        found.push(path);
-                    }
-                }
-            }
-        }
-    }
-    found
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// Every blob of an OCI layout, gzip layers decompressed.
-fn layout_blobs(layout: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut blobs = Vec::new();
-    for entry in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
-        let path = entry.unwrap().path();
-        let bytes = std::fs::read(&path).unwrap();
-        let plain = if bytes.starts_with(&[0x1f, 0x8b]) {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&bytes[..])
-                .read_to_end(&mut out)
-                .unwrap();
-            out
-        } else {
-            bytes
-        };
-        blobs.push((path.display().to_string(), plain));
-    }
-    blobs
 }
 
 /// Asserts `secret` appears in no output of a build: the image's blobs, the log, the kiln dir.

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::processes_matching;
 use common::runners::{open_dir, Harness, Runner, RUNNERS};
 use kiln_test::{Fault, FaultAction, FaultProxy};
 use std::path::Path;
@@ -46,18 +47,6 @@ fn signal_and_wait(child: &mut Child, signal: &str, what: &str) -> (ExitStatus, 
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Processes whose command line contains `pattern`.
-fn processes_matching(pattern: &str) -> Vec<String> {
-    let out = Command::new("pgrep")
-        .args(["-a", "-f", pattern])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// What of a stopped build may not be left: its directory under `builds/`, mounts under the

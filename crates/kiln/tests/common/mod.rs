@@ -418,3 +418,67 @@ pub(crate) fn push_big_base(registry: &Registry, repo_tag: &str, mib: usize) {
         .push(registry, repo_tag, &PushOptions::new(ManifestFormat::V2s2))
         .unwrap();
 }
+
+/// Every regular file under `dir` whose content holds `needle`.
+pub(crate) fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() {
+                if let Ok(bytes) = std::fs::read(&path) {
+                    if contains(&bytes, needle) {
+                        found.push(path);
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every blob of an OCI layout (manifests, config, layers), gzip layers decompressed.
+pub(crate) fn layout_blobs(layout: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut blobs = Vec::new();
+    for entry in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let plain = if bytes.starts_with(&[0x1f, 0x8b]) {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out)
+                .unwrap();
+            out
+        } else {
+            bytes
+        };
+        blobs.push((path.display().to_string(), plain));
+    }
+    assert!(blobs.len() >= 3, "a manifest, a config and layers");
+    blobs
+}
+
+/// The processes whose command line holds `pattern` (`pgrep -f`).
+pub(crate) fn processes_matching(pattern: &str) -> Vec<String> {
+    let out = Command::new("pgrep")
+        .args(["-a", "-f", pattern])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
