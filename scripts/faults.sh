@@ -19,7 +19,7 @@ run() {
     cargo test --locked -p kiln --test "$1" -- --nocapture --test-threads=1 >"$log" 2>&1 || status=$?
     # Each test's report lines (the rest is cargo's).
     # (libtest prints a test's own lines right after its "test NAME ... ").
-    grep -oE "(fault matrix|crash recovery|load|test result): .*|[A-Za-z ]+: exit [0-9]+: .*" "$log" || true
+    grep -oE "(fault matrix|crash recovery|load|decompression bomb|test result): .*|[A-Za-z ]+: exit [0-9]+: .*" "$log" || true
     if [ "$status" -ne 0 ]; then
         cat "$log" >&2
         echo "FAILED: tests/$1.rs" >&2

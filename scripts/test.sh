@@ -14,8 +14,8 @@ fi
 # busybox-static makes the rootfs the sandbox tests run steps in; git and python3 serve the git
 # repositories (git http-backend) and files over HTTP that context tests fetch; procps (pgrep)
 # looks for processes a stopped build must not leave; libcap2-bin (setcap) gives newuidmap and
-# newgidmap the file capabilities of the rootless image.
-packages=(docker-registry skopeo umoci apache2-utils openssl podman runc uidmap busybox-static git python3 procps libcap2-bin)
+# newgidmap the file capabilities of the rootless image; time (/usr/bin/time) measures peak memory.
+packages=(docker-registry skopeo umoci apache2-utils openssl podman runc uidmap busybox-static git python3 procps libcap2-bin time)
 sudo_cmd=""
 [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 missing=()

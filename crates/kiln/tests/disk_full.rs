@@ -22,14 +22,15 @@ fn layout_digest(layout: &Path) -> String {
     index["manifests"][0]["digest"].as_str().unwrap().to_owned()
 }
 
-/// Builds `context` twice on a kiln dir that is a tmpfs of `mib` MiB, the second time after
-/// growing it to 1 GiB. Returns (first exit code, first stderr, second exit code, second
-/// stderr, the second build's layout).
+/// Builds `context` on a kiln dir that is a tmpfs of `mib` MiB and then, with `again`, once
+/// more after growing it to 1 GiB (into `out/layout2`). Returns (first exit code, first
+/// stderr, second exit code, second stderr); the first build's peak RSS is in `out/1.rss`.
 fn build_on_small_disk(
     world: &World,
     context: &Path,
     mib: usize,
     out: &Path,
+    again: bool,
 ) -> (i32, String, i32, String) {
     let kiln_dir = out.join("kiln");
     std::fs::create_dir_all(&kiln_dir).unwrap();
@@ -37,6 +38,7 @@ fn build_on_small_disk(
         set -u
         mount -t tmpfs -o size="$SIZE" tmpfs "$KILN_DIR" || exit 90
         build() {
+            /usr/bin/time -f %M -o "$OUT/$1.rss" \
             "$KILN" build --context "$CONTEXT" --no-push --reproducible \
                 --oci-layout-path "$OUT/layout$1" --build-arg "BASE=$BASE" \
                 --insecure-registry "$REGISTRY" --kiln-dir "$KILN_DIR" \
@@ -44,6 +46,7 @@ fn build_on_small_disk(
             echo $? > "$OUT/$1.rc"
         }
         build 1
+        [ "$AGAIN" = 1 ] || exit 0
         mount -o remount,size=1g "$KILN_DIR" || exit 91
         build 2
     "#;
@@ -58,6 +61,7 @@ fn build_on_small_disk(
             script,
         ])
         .env("SIZE", format!("{mib}m"))
+        .env("AGAIN", if again { "1" } else { "0" })
         .env("KILN_DIR", &kiln_dir)
         .env("KILN", env!("CARGO_BIN_EXE_kiln"))
         .env("CONTEXT", context)
@@ -68,8 +72,8 @@ fn build_on_small_disk(
         .status()
         .unwrap();
     assert!(status.success(), "the tmpfs script failed: {status}");
-    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap();
-    let code = |name: &str| read(name).trim().parse::<i32>().unwrap();
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap_or_default();
+    let code = |name: &str| read(name).trim().parse::<i32>().unwrap_or(-1);
     (code("1.rc"), read("1.err"), code("2.rc"), read("2.err"))
 }
 
@@ -110,7 +114,8 @@ fn a_full_kiln_dir_fails_clearly_and_spoils_nothing() {
         let dockerfile = format!("ARG BASE\nFROM {base}\n{steps}");
         let context = common::context(&dockerfile, &[]);
         let out = tempfile::tempdir().unwrap();
-        let (rc1, err1, rc2, err2) = build_on_small_disk(&world, context.path(), mib, out.path());
+        let (rc1, err1, rc2, err2) =
+            build_on_small_disk(&world, context.path(), mib, out.path(), true);
         eprintln!(
             "{what}: exit {rc1}: {}",
             err1.lines().last().unwrap_or_default()
@@ -132,6 +137,47 @@ fn a_full_kiln_dir_fails_clearly_and_spoils_nothing() {
             "{what}: the build after space was freed differs from a clean one"
         );
     }
+}
+
+/// A decompression bomb: `ADD bomb.tar.gz` whose 256 MiB file of zeros compresses to about
+/// 250 KiB (1000:1), into a 32 MiB kiln dir. kiln streams it to disk, so the build fails when the
+/// disk is full, saying so, and its memory stays small.
+#[test]
+fn a_decompression_bomb_is_bounded_by_the_disk_not_memory() {
+    let world = World::new();
+    let context = common::context("ARG BASE\nFROM $BASE\nADD bomb.tar.gz /bomb/\n", &[]);
+    let made = Command::new("sh")
+        .arg("-c")
+        .arg("truncate -s 256M zeros && tar -cf - zeros | gzip -9 > bomb.tar.gz && rm zeros")
+        .current_dir(context.path())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let compressed = std::fs::metadata(context.path().join("bomb.tar.gz"))
+        .unwrap()
+        .len();
+    assert!(compressed < 1 << 20, "the bomb is {compressed} bytes");
+    let out = tempfile::tempdir().unwrap();
+    let (rc, err, _, _) = build_on_small_disk(&world, context.path(), 32, out.path(), false);
+    eprintln!(
+        "decompression bomb: exit {rc}: {}",
+        err.lines().last().unwrap_or_default()
+    );
+    assert_ne!(rc, 0, "the bomb fit in 32 MiB");
+    for needle in ["Dockerfile:3:1", "No space left on device"] {
+        assert!(err.contains(needle), "no {needle:?} in:\n{err}");
+    }
+    // time(1) writes "Command exited with non-zero status 1" first.
+    let rss_kib: u64 = std::fs::read_to_string(out.path().join("1.rss"))
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!("decompression bomb: peak RSS {} MiB", rss_kib / 1024);
+    assert!(rss_kib < 256 * 1024, "kiln's peak RSS was {rss_kib} KiB");
 }
 
 /// Mounts a tmpfs of `mib` MiB on the registry's storage in a mount namespace of its own and
