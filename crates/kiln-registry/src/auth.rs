@@ -363,6 +363,8 @@ pub fn parse_token_response(body: &[u8]) -> Result<(String, Option<u64>), &'stat
 pub(crate) fn without_url(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     if let Some(url) = e.url() {
+        // Every caller names the request already: reqwest's "for url (…)" would say it twice.
+        text = text.replace(&format!(" for url ({})", url.as_str()), "");
         text = text.replace(url.as_str(), &display_url(url));
     }
     crate::error::with_causes(text, e)
