@@ -355,6 +355,19 @@ mod tests {
     /// a small image, with the fields kiln does not model.
     const DOCKER_CONFIG: &str = r##"{"architecture":"amd64","config":{"Hostname":"","Domainname":"","User":"app","AttachStdin":false,"AttachStdout":false,"AttachStderr":false,"ExposedPorts":{"8080/tcp":{}},"Tty":false,"OpenStdin":false,"StdinOnce":false,"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","APP_HOME=/srv"],"Cmd":["serve","--port","8080"],"Healthcheck":{"Test":["CMD-SHELL","wget -q -O- localhost:8080/health || exit 1"],"Interval":30000000000,"Timeout":5000000000,"StartPeriod":10000000000,"StartInterval":1000000000,"Retries":3},"ArgsEscaped":true,"Image":"sha256:9c6f0724472873bb50a2ae67a9e7adcb57673a183cea8b06eb778dca859181b5","Volumes":{"/data":{}},"WorkingDir":"/srv","Entrypoint":null,"OnBuild":null,"Labels":{"maintainer":"ops@example.com","org.opencontainers.image.source":"https://example.com/app"},"StopSignal":"SIGTERM","StopTimeout":20,"Shell":["/bin/sh","-c"]},"container":"3f6c1b2a9d8e","container_config":{"Hostname":"3f6c1b2a9d8e","Domainname":"","User":"app","AttachStdin":false,"AttachStdout":false,"AttachStderr":false,"Tty":false,"OpenStdin":false,"StdinOnce":false,"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["/bin/sh","-c","#(nop) ","CMD [\"serve\" \"--port\" \"8080\"]"],"Image":"sha256:9c6f0724472873bb50a2ae67a9e7adcb57673a183cea8b06eb778dca859181b5","Volumes":null,"WorkingDir":"/srv","Entrypoint":null,"OnBuild":null,"Labels":{}},"created":"2023-02-11T04:46:42.558343068Z","docker_version":"20.10.23","history":[{"created":"2023-02-11T04:46:42.449083344Z","created_by":"/bin/sh -c #(nop) ADD file:40887ab7c06977737e63c215c9bd297c0c74de8d12d16ebdf1c3d40ac392f62d in / "},{"created":"2023-02-11T04:46:42.558343068Z","created_by":"/bin/sh -c #(nop)  CMD [\"serve\"]","empty_layer":true},{"created":"2023-02-12T10:00:00Z","created_by":"RUN /bin/sh -c make # buildkit","comment":"buildkit.dockerfile.v0","author":"someone"}],"os":"linux","os.features":["x"],"variant":"v2","rootfs":{"type":"layers","diff_ids":["sha256:7cd52847ad775a5ddc4b58326cf884beee34544296402c6292ed76474c686d39","sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"]},"moby.buildkit.buildinfo.v1":"eyJmcm9udGVuZCI6ImRvY2tlcmZpbGUudjAifQ=="}"##;
 
+    /// Found by the `registry` fuzz target: a number in an unknown field that only a float
+    /// holds was read one ulp off, so the canonical JSON of the parsed config did not parse
+    /// back to it, and each pass gave other bytes (and another digest).
+    #[test]
+    fn canonical_json_of_unknown_numbers_is_stable() {
+        let bytes = br#"{"architecture":"amd64","os":"linux","config":{"Healthcheck":{"Retries":3,"Inrtleav":300000000500000000000000000000000000}},"x":[0.30000000000000004,1e-320,-0.0,18446744073709551616]}"#;
+        let parsed = ImageConfig::parse(bytes).unwrap();
+        let canonical = parsed.to_canonical_json().unwrap();
+        let again = ImageConfig::parse(&canonical).unwrap();
+        assert_eq!(again, parsed);
+        assert_eq!(again.to_canonical_json().unwrap(), canonical);
+    }
+
     #[test]
     fn docker_config_round_trips_with_unknown_fields_and_nulls() {
         let config = ImageConfig::parse(DOCKER_CONFIG.as_bytes()).unwrap();
