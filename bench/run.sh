@@ -99,9 +99,10 @@ one() {
             [ "$mode" = kiln-warm ] && kd=$WORK/kiln-dir-$peer
             [ "$mode" = kiln-chroot ] && isolation=(--isolation chroot)
             # A warm kiln dir here means its store (base layers pulled and unpacked), with
-            # every step run: the layer cache's figures are bench/cache.sh's. An older
-            # binary (KILN_PREV) without the flag has no cache to skip.
-            [ "$mode" = kiln-warm ] && [ "$bin" = "$KILN" ] && isolation+=(--no-cache)
+            # every step run: the layer cache's figures are bench/cache.sh's. KILN_PREV gets
+            # --no-cache too (it used not to, when earlier binaries had no cache: a prev with
+            # a cache then took every step from it and looked 10x faster warm).
+            [ "$mode" = kiln-warm ] && isolation+=(--no-cache)
             [ "$mode" = kiln-warm ] || { rm -rf "$kd"; sync; }
             local perf=()
             [ -n "${KILN_BENCH_PERF:-}" ] && mkdir -p "$KILN_BENCH_PERF" \
