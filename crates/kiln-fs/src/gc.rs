@@ -4,7 +4,7 @@
 //! Builds hold a shared lock on the store ([`ContentStore::lock_shared`]) for as long as they
 //! run; pruning takes it exclusively ([`ContentStore::try_lock_exclusive`]), so nothing a
 //! running build uses is ever removed. Under the exclusive lock the store's temporary files
-//! (`ingest/`, `.tmp-*`) belong to no live build and are removed too.
+//! (`ingest/`, `.tmp*`) belong to no live build and are removed too.
 //!
 //! "Last used" is a file's (or an unpacked layer directory's) modification time: unpacked
 //! layers are touched when a build uses them ([`touch`]), cache records when they are read. A
@@ -68,6 +68,12 @@ struct Item {
     dir: bool,
     bytes: u64,
     used: SystemTime,
+}
+
+/// Whether `name` in the store directory `dir` is something being written: everything in
+/// `ingest/`, and `.tmp*` names (kiln-fs's own `.tmp-*` and tempfile's default `.tmpXXXXXX`).
+fn is_temporary(dir: &Path, name: &str) -> bool {
+    dir.ends_with("ingest") || name.starts_with(".tmp")
 }
 
 /// Marks a file or directory as used now (best effort: a read-only kiln dir still works).
@@ -223,7 +229,7 @@ impl ContentStore {
             for entry in entries.flatten() {
                 let Ok(meta) = entry.metadata() else { continue };
                 let name = entry.file_name();
-                let temp = name.to_string_lossy().starts_with(".tmp-") || dir.ends_with("ingest");
+                let temp = is_temporary(&dir, &name.to_string_lossy());
                 if !meta.is_file() || (dir.ends_with("cache") && !temp) {
                     continue;
                 }
@@ -266,7 +272,7 @@ impl ContentStore {
                     if name.ends_with(".lock") {
                         continue;
                     }
-                    let temp = name.starts_with(".tmp-");
+                    let temp = is_temporary(&id.path(), &name);
                     let marker = id.path().join(format!("{name}.lock"));
                     let used = if temp {
                         SystemTime::UNIX_EPOCH
@@ -294,7 +300,7 @@ impl ContentStore {
                 };
                 for tree in trees.flatten() {
                     let Ok(meta) = tree.metadata() else { continue };
-                    let temp = tree.file_name().to_string_lossy().starts_with(".tmp-");
+                    let temp = is_temporary(&format.path(), &tree.file_name().to_string_lossy());
                     items.push(Item {
                         path: tree.path(),
                         marker: None,
@@ -329,7 +335,6 @@ impl ContentStore {
                 dirs.extend(entries.flatten().map(|e| e.path()));
             }
         }
-        let is_temp = |dir: &Path, name: &str| dir.ends_with("ingest") || name.starts_with(".tmp");
         let mut removed = 0;
         dirs.push(root.join("ingest"));
         for dir in dirs {
@@ -337,7 +342,7 @@ impl ContentStore {
                 continue;
             };
             for entry in entries.flatten() {
-                if !is_temp(&dir, &entry.file_name().to_string_lossy()) {
+                if !is_temporary(&dir, &entry.file_name().to_string_lossy()) {
                     continue;
                 }
                 let Ok(meta) = entry.file_type() else {
