@@ -119,10 +119,9 @@ fn main() -> ExitCode {
             Ok(())
         }
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if stop_signals::received().is_some() => {
-            let signal = stop_signals::received().unwrap_or(libc::SIGTERM);
+    match (result, stop_signals::received()) {
+        (Ok(()), _) => ExitCode::SUCCESS,
+        (Err(e), Some(signal)) => {
             eprintln!(
                 "error: build stopped by {}: {}; RUN steps killed, this build's temporary \
                  files removed",
@@ -131,7 +130,7 @@ fn main() -> ExitCode {
             );
             ExitCode::from(stop_signals::exit_code(signal))
         }
-        Err(e) => {
+        (Err(e), None) => {
             eprintln!("error: {}", error_chain(&e));
             ExitCode::from(EXIT_INPUT_ERROR)
         }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::World;
+use common::{layout_digest, World};
 use std::path::Path;
 
 /// The file-changing steps that ran, and those taken from the cache, each named by its
@@ -73,13 +73,6 @@ const ALL: [&str; 5] = [
 
 fn names(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
-}
-
-/// The manifest digest an OCI layout's index names.
-fn layout_digest(layout: &Path) -> String {
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    index["manifests"][0]["digest"].as_str().unwrap().to_owned()
 }
 
 fn write(dir: &Path, name: &str, content: &str) {

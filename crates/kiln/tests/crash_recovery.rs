@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::World;
+use common::{layout_digest, World};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,13 +24,6 @@ FROM $BASE
 COPY --from=build /out /out
 RUN ls /out | wc -l > /count && md5sum /out/big > /sum
 ";
-
-/// The manifest digest an OCI layout's index names.
-fn layout_digest(layout: &Path) -> String {
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    index["manifests"][0]["digest"].as_str().unwrap().to_owned()
-}
 
 /// Files and directories in the store with a temporary's name.
 fn store_temporaries(store: &Path) -> Vec<String> {

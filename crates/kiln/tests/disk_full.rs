@@ -9,18 +9,12 @@
 
 mod common;
 
-use common::World;
+use common::{layout_digest, World};
 use std::path::Path;
 use std::process::Command;
 
 /// MiB of incompressible data in the big base image's second layer.
 const BIG_MIB: usize = 12;
-
-fn layout_digest(layout: &Path) -> String {
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    index["manifests"][0]["digest"].as_str().unwrap().to_owned()
-}
 
 /// Builds `context` on a kiln dir that is a tmpfs of `mib` MiB and then, with `again`, once
 /// more after growing it to 1 GiB (into `out/layout2`). Returns (first exit code, first

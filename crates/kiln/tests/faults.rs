@@ -71,6 +71,20 @@ fn copied_whole(image: &str) -> Option<String> {
     Some(digest.trim().to_owned())
 }
 
+/// Pushes the big base image to `registry`, builds without faults, and returns the manifest
+/// digest of that clean image (copied whole): what every build that survives its faults must
+/// push too.
+fn clean_reference(registry: &Registry) -> String {
+    push_big_base(registry);
+    let (clean, clean_dest) = build(&registry.host(), "clean", &[]);
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    copied_whole(&clean_dest).expect("the clean image copies whole")
+}
+
 fn manifest_puts(proxy: &FaultProxy) -> usize {
     proxy
         .requests()
@@ -91,14 +105,7 @@ struct Case {
 #[test]
 fn whole_builds_survive_registry_faults_or_fail_naming_the_request() {
     let registry = Registry::start(kiln_test::RegistryOptions::plain()).unwrap();
-    push_big_base(&registry);
-    let (clean, clean_dest) = build(&registry.host(), "clean", &[]);
-    assert!(
-        clean.status.success(),
-        "{}",
-        String::from_utf8_lossy(&clean.stderr)
-    );
-    let reference = copied_whole(&clean_dest).expect("the clean image copies whole");
+    let reference = clean_reference(&registry);
 
     let big = (BIG_MIB as u64) << 20;
     let cases = vec![
@@ -246,14 +253,7 @@ struct Tally {
 #[test]
 fn a_registry_restarted_mid_build_is_survived() {
     let mut registry = Registry::start(kiln_test::RegistryOptions::plain()).unwrap();
-    push_big_base(&registry);
-    let (clean, clean_dest) = build(&registry.host(), "clean", &[]);
-    assert!(
-        clean.status.success(),
-        "{}",
-        String::from_utf8_lossy(&clean.stderr)
-    );
-    let reference = copied_whole(&clean_dest).unwrap();
+    let reference = clean_reference(&registry);
     for (n, (method, path)) in [("GET", "/blobs/sha256:"), ("PUT", "/blobs/uploads/")]
         .into_iter()
         .enumerate()

@@ -101,6 +101,19 @@ fn container_root() -> tempfile::TempDir {
     root
 }
 
+/// The rootless pod's settings (examples/kubernetes/build-pod-rootless.yaml): SETUID and SETGID
+/// only, an unmasked /proc (`procMount: Unmasked`), no seccomp filter.
+const ROOTLESS_POD: [&str; 8] = [
+    "--cap-drop",
+    "ALL",
+    "--cap-add",
+    "SETUID,SETGID",
+    "--security-opt",
+    "unmask=ALL",
+    "--security-opt",
+    "seccomp=unconfined",
+];
+
 /// How the container's command becomes uid 1000 as in a Kubernetes pod with `runAsUser: 1000`:
 /// no capability in its effective, permitted, inheritable or ambient sets, the pod's
 /// capabilities only in the bounding set (where file capabilities can draw on them). podman's
@@ -223,16 +236,7 @@ fn each_backend_builds_with_its_least_privilege() {
         ),
         (
             "uid 1000, SETUID and SETGID only, unmasked /proc, no seccomp filter",
-            vec![
-                "--cap-drop",
-                "ALL",
-                "--cap-add",
-                "SETUID,SETGID",
-                "--security-opt",
-                "unmask=ALL",
-                "--security-opt",
-                "seccomp=unconfined",
-            ],
+            ROOTLESS_POD.to_vec(),
             "RUN isolation: ",
             true,
         ),
@@ -265,18 +269,7 @@ fn a_non_root_user_without_privilege_escalation_is_told_why_it_cannot_build() {
     let out = build_in_container(
         root.path(),
         podman_dir.path(),
-        &[
-            "--cap-drop",
-            "ALL",
-            "--cap-add",
-            "SETUID,SETGID",
-            "--security-opt",
-            "unmask=ALL",
-            "--security-opt",
-            "seccomp=unconfined",
-            "--security-opt",
-            "no-new-privileges",
-        ],
+        &[&ROOTLESS_POD[..], &["--security-opt", "no-new-privileges"]].concat(),
         true,
     );
     let stderr = String::from_utf8_lossy(&out.stderr);

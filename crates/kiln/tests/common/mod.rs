@@ -211,6 +211,13 @@ fn blob(layout: &Path, digest: &str) -> Vec<u8> {
     std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()
 }
 
+/// The manifest digest an OCI layout's index names.
+pub(crate) fn layout_digest(layout: &Path) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"][0]["digest"].as_str().unwrap().to_owned()
+}
+
 pub(crate) fn read_manifest(layout: &Path) -> serde_json::Value {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
