@@ -68,6 +68,10 @@ impl kiln_registry::Reporter for BlobLines {
     ) {
         self.0.warn(&request.retry_message(attempt, delay, reason));
     }
+
+    fn note(&self, message: &str) {
+        self.0.warn(message);
+    }
 }
 
 /// Fetched blobs go into the store. The registry client hashes every byte it fetches and checks

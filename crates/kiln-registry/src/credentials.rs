@@ -2,15 +2,22 @@
 //! `credHelpers`, `credsStore`) found in `$DOCKER_CONFIG`, `/kaniko/.docker/` or `~/.docker/`,
 //! and `docker-credential-*` helpers speaking docker's stdin/stdout protocol.
 //!
+//! Credentials from elsewhere (the clouds' registries, built into the binary) come through a
+//! [`CredentialProvider`] attached with [`DockerConfig::with_provider`]: it is asked when the
+//! config names a helper that is not installed, and when the config has nothing for a registry.
+//!
 //! Secret values live in [`Secret`], whose `Debug` and `Display` never show them.
 
 use base64::Engine;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 /// A secret string: shown as `<redacted>` by `Debug` and `Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -79,6 +86,28 @@ pub enum CredentialError {
         /// What is wrong (never includes secret values).
         reason: String,
     },
+    /// A credential helper named by the config is not installed (no `docker-credential-NAME`
+    /// on `PATH`).
+    #[error(
+        "credential helper docker-credential-{helper} (named by the docker config for {registry}) \
+         is not installed, and kiln has no built-in provider in its place"
+    )]
+    HelperNotFound {
+        /// The helper's name (after `docker-credential-`).
+        helper: String,
+        /// The registry asked for.
+        registry: String,
+    },
+    /// A built-in credential provider (a cloud's) could not give credentials.
+    #[error("registry {registry}: {provider} credentials: {reason}")]
+    Provider {
+        /// The provider, as users know it (`Amazon ECR`, `Google`, `Azure Container Registry`).
+        provider: String,
+        /// The registry asked for.
+        registry: String,
+        /// What it lacked and what to set (never a secret).
+        reason: String,
+    },
     /// A credential helper failed.
     #[error("credential helper docker-credential-{helper} failed for {registry}: {reason}")]
     Helper {
@@ -123,13 +152,61 @@ impl fmt::Debug for AuthEntry {
     }
 }
 
+/// A boxed future of a [`CredentialProvider`].
+pub type ProviderFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Credential>, CredentialError>> + Send + 'a>>;
+
+/// Credentials that do not come from the docker config: the built-in providers of the clouds'
+/// registries. kiln-registry only asks; what a provider reads is its own business.
+pub trait CredentialProvider: Send + Sync {
+    /// Credentials for `registry` (a host, with its port if any). `helper` is the name of a
+    /// helper a `credHelpers` entry names for this registry but that is not installed: a
+    /// provider that stands in for that helper answers for the registry whatever its name.
+    /// With `helper` `None`, a provider answers only for the registries it knows by name.
+    /// `Ok(None)`: not one of its registries, or not a helper it stands in for.
+    fn credential<'a>(&'a self, registry: &'a str, helper: Option<&'a str>) -> ProviderFuture<'a>;
+
+    /// Whether it stands in for the credential helper `docker-credential-<helper>`.
+    fn replaces_helper(&self, helper: &str) -> bool;
+}
+
+/// What the docker config says about one registry.
+#[derive(Debug)]
+pub enum ConfigAnswer {
+    /// A credential (possibly [`Credential::Anonymous`] from an empty entry or a helper that
+    /// had none).
+    Found(Credential),
+    /// The config names a helper that is not installed.
+    MissingHelper {
+        /// The helper's name (after `docker-credential-`).
+        helper: String,
+        /// Whether a `credHelpers` entry named it for this registry (else it is the
+        /// `credsStore`, named for every registry).
+        for_this_registry: bool,
+    },
+    /// The config has no entry for the registry.
+    NoEntry,
+}
+
 /// A loaded docker `config.json`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct DockerConfig {
     /// Where it was read from (`None`: no config file found).
     pub path: Option<PathBuf>,
     file: ConfigFile,
     helper_dir: Option<PathBuf>,
+    provider: Option<Arc<dyn CredentialProvider>>,
+}
+
+impl fmt::Debug for DockerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DockerConfig")
+            .field("path", &self.path)
+            .field("file", &self.file)
+            .field("helper_dir", &self.helper_dir)
+            .field("provider", &self.provider.is_some())
+            .finish()
+    }
 }
 
 /// The places docker config files are looked for, in order: `$DOCKER_CONFIG/config.json`,
@@ -215,7 +292,19 @@ impl DockerConfig {
             path: Some(path.to_path_buf()),
             file,
             helper_dir: None,
+            provider: None,
         })
+    }
+
+    /// Asks `provider` for what the config does not give (see [`CredentialProvider`]).
+    pub fn with_provider(mut self, provider: Arc<dyn CredentialProvider>) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+
+    /// The provider attached with [`DockerConfig::with_provider`].
+    pub fn provider(&self) -> Option<&Arc<dyn CredentialProvider>> {
+        self.provider.as_ref()
     }
 
     /// Looks credential helpers up in `dir` instead of `PATH` (tests).
@@ -262,41 +351,73 @@ impl DockerConfig {
 
     /// The credential for `registry` (a host, `docker.io` for Docker Hub), with docker's
     /// precedence: its `credHelpers` entry, else the `credsStore`, else `auths`, else anonymous.
+    /// A helper that is not installed is an error here; [`DockerConfig::lookup`] tells it apart.
     pub fn credential_for(&self, registry: &str) -> Result<Credential, CredentialError> {
-        if let Some(helper) = self.helper_for(registry) {
-            return self.run_helper(helper, registry);
+        match self.lookup(registry)? {
+            ConfigAnswer::Found(credential) => Ok(credential),
+            ConfigAnswer::NoEntry => Ok(Credential::Anonymous),
+            ConfigAnswer::MissingHelper { helper, .. } => Err(CredentialError::HelperNotFound {
+                helper,
+                registry: registry.to_string(),
+            }),
         }
-        if let Some(store) = &self.file.creds_store {
-            return self.run_helper(store, registry);
+    }
+
+    /// What the config says about `registry`, with docker's precedence (see
+    /// [`DockerConfig::credential_for`]); a named helper that is not installed is
+    /// [`ConfigAnswer::MissingHelper`], for a [`CredentialProvider`] to stand in for.
+    pub fn lookup(&self, registry: &str) -> Result<ConfigAnswer, CredentialError> {
+        let helper = match self.helper_for(registry) {
+            Some(helper) => Some((helper, true)),
+            None => self.file.creds_store.as_deref().map(|store| (store, false)),
+        };
+        if let Some((helper, for_this_registry)) = helper {
+            return match self.run_helper(helper, registry)? {
+                Some(credential) => Ok(ConfigAnswer::Found(credential)),
+                None => Ok(ConfigAnswer::MissingHelper {
+                    helper: helper.to_string(),
+                    for_this_registry,
+                }),
+            };
         }
-        if let Some(entry) = self.auth_entry(registry) {
-            if let Some(token) = entry.registrytoken.as_deref().filter(|t| !t.is_empty()) {
-                return Ok(Credential::RegistryToken(Secret::new(token)));
-            }
-            if let Some(token) = entry.identitytoken.as_deref().filter(|t| !t.is_empty()) {
-                return Ok(Credential::IdentityToken(Secret::new(token)));
-            }
-            if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
-                // Checked when the file was loaded.
-                if let Ok((username, password)) = decode_auth(auth) {
-                    return Ok(Credential::Basic {
-                        username,
-                        password: Secret::new(password),
-                    });
-                }
-            }
-            if let (Some(username), Some(password)) = (&entry.username, &entry.password) {
-                return Ok(Credential::Basic {
-                    username: username.clone(),
-                    password: Secret::new(password.clone()),
-                });
+        Ok(match self.auth_entry(registry) {
+            Some(entry) => ConfigAnswer::Found(Self::entry_credential(entry)),
+            None => ConfigAnswer::NoEntry,
+        })
+    }
+
+    fn entry_credential(entry: &AuthEntry) -> Credential {
+        if let Some(token) = entry.registrytoken.as_deref().filter(|t| !t.is_empty()) {
+            return Credential::RegistryToken(Secret::new(token));
+        }
+        if let Some(token) = entry.identitytoken.as_deref().filter(|t| !t.is_empty()) {
+            return Credential::IdentityToken(Secret::new(token));
+        }
+        if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
+            // Checked when the file was loaded.
+            if let Ok((username, password)) = decode_auth(auth) {
+                return Credential::Basic {
+                    username,
+                    password: Secret::new(password),
+                };
             }
         }
-        Ok(Credential::Anonymous)
+        if let (Some(username), Some(password)) = (&entry.username, &entry.password) {
+            return Credential::Basic {
+                username: username.clone(),
+                password: Secret::new(password.clone()),
+            };
+        }
+        Credential::Anonymous
     }
 
     /// Runs `docker-credential-<helper> get` with the server URL on stdin, as docker does.
-    fn run_helper(&self, helper: &str, registry: &str) -> Result<Credential, CredentialError> {
+    /// `None`: the helper is not installed.
+    fn run_helper(
+        &self,
+        helper: &str,
+        registry: &str,
+    ) -> Result<Option<Credential>, CredentialError> {
         let program = format!("docker-credential-{helper}");
         let program = match &self.helper_dir {
             Some(dir) => dir.join(&program),
@@ -312,13 +433,17 @@ impl DockerConfig {
             registry: registry.to_string(),
             reason,
         };
-        let mut child = Command::new(&program)
+        let mut child = match Command::new(&program)
             .arg("get")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| fail(format!("cannot run {}: {e}", program.display())))?;
+        {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(fail(format!("cannot run {}: {e}", program.display()))),
+        };
         if let Some(mut stdin) = child.stdin.take() {
             // A helper may exit without reading (e.g. "credentials not found"): its exit status
             // and output decide, not a broken pipe here.
@@ -337,7 +462,7 @@ impl DockerConfig {
             // docker treats "credentials not found" as anonymous access.
             if stderr.contains("credentials not found") || stdout.contains("credentials not found")
             {
-                return Ok(Credential::Anonymous);
+                return Ok(Some(Credential::Anonymous));
             }
             return Err(fail(format!("{} ({})", stderr.trim(), output.status)));
         }
@@ -351,14 +476,14 @@ impl DockerConfig {
         let parsed: HelperOutput = serde_json::from_slice(&output.stdout).map_err(|_| {
             fail("its output is not docker's JSON ({\"Username\":…,\"Secret\":…})".into())
         })?;
-        Ok(match (parsed.username.as_str(), parsed.secret) {
+        Ok(Some(match (parsed.username.as_str(), parsed.secret) {
             (_, secret) if secret.is_empty() => Credential::Anonymous,
             ("<token>", secret) => Credential::IdentityToken(Secret::new(secret)),
             (username, secret) => Credential::Basic {
                 username: username.to_string(),
                 password: Secret::new(secret),
             },
-        })
+        }))
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(rustdoc::broken_intra_doc_links)]
 
 mod build;
+mod cloud_context;
 mod outline;
 mod printer;
 mod prune;

@@ -262,6 +262,10 @@ impl kiln_registry::Reporter for Printer {
     ) {
         tracing::warn!(target: "kiln", "{}", request.retry_message(attempt, delay, reason));
     }
+
+    fn note(&self, message: &str) {
+        tracing::warn!(target: "kiln", "{message}");
+    }
 }
 
 /// A step's snapshot cost for its log line: `[, index 0.40s], snapshot 0.41s, layer 9.8 → 0.8

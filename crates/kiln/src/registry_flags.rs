@@ -2,10 +2,12 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Args};
+use kiln_cloud::{CloudCredentials, ProviderSet};
 use kiln_registry::credentials::default_config_paths;
 use kiln_registry::{DockerConfig, RegistryOptions};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Booleans take kaniko's `--flag`, `--flag=true` and `--flag=false`.
@@ -148,7 +150,19 @@ impl RegistryFlags {
 }
 
 /// The docker config kiln uses: `$DOCKER_CONFIG/config.json`, `/kaniko/.docker/config.json`,
-/// `~/.docker/config.json`, the first that exists. A malformed file stops kiln before any work.
-pub(crate) fn docker_config() -> Result<DockerConfig> {
-    DockerConfig::locate(&default_config_paths()).context("reading registry credentials")
+/// `~/.docker/config.json`, the first that exists, with `providers` (the clouds' built-in
+/// credentials) for what it does not give. A malformed file stops kiln before any work.
+pub(crate) fn docker_config(providers: Arc<CloudCredentials>) -> Result<DockerConfig> {
+    Ok(DockerConfig::locate(&default_config_paths())
+        .context("reading registry credentials")?
+        .with_provider(providers))
+}
+
+/// The clouds' built-in credential providers in `enabled`, reaching the clouds with
+/// `registry`'s TLS settings.
+pub(crate) fn cloud_credentials(
+    enabled: ProviderSet,
+    registry: &RegistryOptions,
+) -> Arc<CloudCredentials> {
+    Arc::new(CloudCredentials::new(enabled, registry.transport.clone()))
 }

@@ -3,9 +3,10 @@
 
 use crate::build::{LogFormat, Verbosity};
 use crate::printer::Printer;
-use crate::registry_flags::{docker_config, RegistryFlags};
+use crate::registry_flags::{cloud_credentials, docker_config, RegistryFlags};
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use kiln_cloud::ProviderSet;
 use kiln_oci::{media_type, DockerArchiveWriter, Manifest, OciLayout, OciLayoutWriter, Platform};
 use kiln_registry::{Client, Reference};
 use std::path::PathBuf;
@@ -75,7 +76,9 @@ pub(crate) fn pull(args: PullArgs) -> Result<()> {
         Some(p) => Platform::parse_flag(p).map_err(|e| anyhow::anyhow!("--platform: {e}"))?,
         None => Platform::host(),
     };
-    let client = Client::new(args.registry.options()?, docker_config()?).with_reporter(printer());
+    let options = args.registry.options()?;
+    let providers = cloud_credentials(ProviderSet::default(), &options);
+    let client = Client::new(options, docker_config(providers)?).with_reporter(printer());
     for path in args.oci_layout_path.iter().chain(&args.tar_path) {
         let parent = parent_dir(path);
         if !parent.is_dir() {
@@ -164,7 +167,9 @@ pub(crate) fn push(args: PushArgs) -> Result<()> {
         .with_context(|| format!("--oci-layout-path {}", args.oci_layout_path.display()))?;
     let entry = layout.manifest(args.name.as_deref())?.clone();
     let manifests = manifest_tree(&layout, &entry)?;
-    let client = Client::new(args.registry.options()?, docker_config()?).with_reporter(printer());
+    let options = args.registry.options()?;
+    let providers = cloud_credentials(ProviderSet::default(), &options);
+    let client = Client::new(options, docker_config(providers)?).with_reporter(printer());
     runtime()?.block_on(async {
         if !args.skip_push_permission_check {
             for destination in &destinations {

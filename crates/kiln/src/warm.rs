@@ -3,9 +3,10 @@
 
 use crate::build::{build_args, LogFormat, Verbosity};
 use crate::printer::Printer;
-use crate::registry_flags::{docker_config, RegistryFlags};
+use crate::registry_flags::{cloud_credentials, docker_config, RegistryFlags};
 use anyhow::{Context, Result};
 use clap::{ArgAction, Args};
+use kiln_cloud::ProviderSet;
 use kiln_oci::Platform;
 use std::path::PathBuf;
 
@@ -58,6 +59,7 @@ fn warm(args: WarmArgs, printer: &Printer) -> Result<()> {
     };
     let dir = std::path::absolute(&args.cache_dir)
         .with_context(|| format!("--cache-dir {}", args.cache_dir.display()))?;
+    let registry = args.registry.options()?;
     let (fetched, present) = kiln_build::warm::warm(
         kiln_build::warm::WarmOptions {
             dir: dir.clone(),
@@ -66,8 +68,8 @@ fn warm(args: WarmArgs, printer: &Printer) -> Result<()> {
             build_args: build_args(&args.build_args)?,
             platform,
             force: args.force,
-            registry: args.registry.options()?,
-            docker_config: docker_config()?,
+            docker_config: docker_config(cloud_credentials(ProviderSet::default(), &registry))?,
+            registry,
         },
         printer,
     )?;

@@ -15,7 +15,7 @@ pub use pull::BlobSink;
 pub use push::is_foreign;
 
 use crate::auth::{without_url, AuthCache};
-use crate::credentials::{Credential, DockerConfig};
+use crate::credentials::{ConfigAnswer, Credential, CredentialError, DockerConfig};
 use crate::error::{RegistryError, RequestInfo};
 use crate::reference::Reference;
 use crate::transport::{Clients, Direction, TransportOptions};
@@ -115,6 +115,9 @@ pub trait Reporter: Send + Sync {
     fn blob_done(&self, _digest: &Digest, _outcome: BlobOutcome) {}
     /// A request failed and is tried again after `delay`.
     fn retry(&self, _request: &RequestInfo, _attempt: u32, _delay: Duration, _reason: &str) {}
+    /// Something the user should know that does not stop the work (a cloud's credentials
+    /// could not be had, so a registry is tried without them).
+    fn note(&self, _message: &str) {}
 }
 
 /// A reporter that ignores everything.
@@ -244,17 +247,73 @@ impl Client {
         let config = self.docker_config.clone();
         let host = registry.to_string();
         // Credential helpers are processes: keep them off the async threads.
-        let credential = tokio::task::spawn_blocking(move || config.credential_for(&host))
+        let answer = tokio::task::spawn_blocking(move || config.lookup(&host))
             .await
             .map_err(|e| RegistryError::Auth {
                 registry: registry.to_string(),
                 reason: format!("credential lookup failed: {e}"),
             })??;
-        self.credentials
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(registry.to_string(), credential.clone());
+        let from_config = matches!(answer, ConfigAnswer::Found(_));
+        let credential = self.beyond_config(registry, answer).await?;
+        // A provider's credentials expire (an hour for Google's): it keeps them as long as
+        // they are good, so ask it again each time.
+        if from_config {
+            self.credentials
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(registry.to_string(), credential.clone());
+        }
         Ok(credential)
+    }
+
+    /// The config's answer, or a built-in provider's where the config names a helper that is
+    /// not installed or has nothing for `registry` (kaniko's keychain order: the docker config
+    /// first, then the clouds' keychains).
+    async fn beyond_config(
+        &self,
+        registry: &str,
+        answer: ConfigAnswer,
+    ) -> Result<Credential, CredentialError> {
+        let provider = self.docker_config.provider();
+        let by_name = match answer {
+            ConfigAnswer::Found(credential) => return Ok(credential),
+            ConfigAnswer::MissingHelper {
+                helper,
+                for_this_registry,
+            } => match provider {
+                // Named for this registry: the built-in provider must answer.
+                Some(p) if for_this_registry && p.replaces_helper(&helper) => {
+                    return Ok(p
+                        .credential(registry, Some(&helper))
+                        .await?
+                        .unwrap_or_default())
+                }
+                // The credsStore, named for every registry: as its helper would, the provider
+                // answers for its own registries only.
+                Some(p) if p.replaces_helper(&helper) => p.credential(registry, None).await,
+                _ => {
+                    return Err(CredentialError::HelperNotFound {
+                        helper,
+                        registry: registry.to_string(),
+                    })
+                }
+            },
+            ConfigAnswer::NoEntry => match provider {
+                Some(p) => p.credential(registry, None).await,
+                None => return Ok(Credential::Anonymous),
+            },
+        };
+        match by_name {
+            Ok(credential) => Ok(credential.unwrap_or_default()),
+            // Asked only because of the registry's name: public images of a cloud's registry
+            // need no credentials (kaniko's keychains fall back to anonymous too). Say why, for
+            // when the registry then wants them.
+            Err(e) => {
+                self.reporter
+                    .note(&format!("{e}; going on without credentials"));
+                Ok(Credential::Anonymous)
+            }
+        }
     }
 
     /// `https` unless the registry may use plain HTTP and does not answer HTTPS.

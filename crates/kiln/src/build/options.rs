@@ -4,13 +4,14 @@
 
 use super::args::{BuildArgs, CompressionFlag, FormatFlag, IsolationFlag};
 use crate::printer::Printer;
-use crate::registry_flags::docker_config;
+use crate::registry_flags::{cloud_credentials, docker_config};
 use anyhow::{bail, Context, Result};
 use kiln_build::context::PreparedContext;
 use kiln_build::{
     BuildOptions, CacheOptions, ImageFormat, Isolation, RegistryCacheOptions, Reporter,
     SecretSource, SshSource,
 };
+use kiln_cloud::ProviderSet;
 use kiln_fs::compress::Encoding;
 use kiln_oci::Platform;
 use kiln_registry::Reference;
@@ -66,12 +67,6 @@ pub(super) fn translate(
             "--push-ignore-immutable-tag-errors is not supported yet: a refused tag fails the push",
         );
     }
-    if let Some(bucket) = &args.bucket {
-        bail!(
-            "--bucket {bucket}: object-store contexts are not supported yet: download the \
-             context and pass the directory (or tar://FILE) with --context"
-        );
-    }
     if let Some(url) = args
         .digest_file
         .as_ref()
@@ -87,14 +82,8 @@ pub(super) fn translate(
     if args.pre_cleanup.as_deref().is_some_and(|v| v != "false") {
         reporter.info("--pre-cleanup: nothing to clean, kiln never unpacks images over /");
     }
-    for name in &args.credential_helpers {
-        if !name.is_empty() {
-            reporter.warn(&format!(
-                "--credential-helpers {name}: kiln has no built-in cloud credential helpers yet; \
-                 it uses the docker config's credHelpers and credsStore"
-            ));
-        }
-    }
+    let cloud_providers =
+        ProviderSet::from_flag_values(&args.credential_helpers).context("--credential-helpers")?;
     let mut secrets = BTreeMap::new();
     for secret in &args.secrets {
         let (id, source) = parse_secret(secret)?;
@@ -213,7 +202,8 @@ pub(super) fn translate(
             _ => None,
         };
     let registry = args.registry.options()?;
-    let credentials = docker_config()?;
+    let providers = cloud_credentials(cloud_providers, &registry);
+    let credentials = docker_config(providers.clone())?;
     let kiln_dir = absolute("kiln-dir", &kiln_dir(args.kiln_dir.as_ref())?)?;
     std::fs::create_dir_all(&kiln_dir)
         .with_context(|| format!("--kiln-dir {}: cannot create it", kiln_dir.display()))?;
@@ -222,14 +212,15 @@ pub(super) fn translate(
         .with_context(|| format!("--kiln-dir {}", kiln_dir.display()))?;
     // The context (a tarball URL is downloaded, a git repository cloned) and the Dockerfile.
     let contexts = kiln_dir.join("contexts");
-    let context = kiln_build::context::prepare(
+    let context = crate::cloud_context::prepare(
         &args.context,
+        args.bucket.as_deref(),
         args.context_sub_path.as_deref(),
         &contexts,
         &git,
         &registry,
-    )
-    .with_context(|| format!("--context {}", args.context))?;
+        &providers,
+    )?;
     let dockerfile =
         kiln_build::context::read_dockerfile(&args.dockerfile, &context.dir, &registry, &contexts)
             .with_context(|| format!("--dockerfile {}", args.dockerfile))?;
