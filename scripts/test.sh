@@ -15,7 +15,7 @@ fi
 # repositories (git http-backend) and files over HTTP that context tests fetch; procps (pgrep)
 # looks for processes a stopped build must not leave; libcap2-bin (setcap) gives newuidmap and
 # newgidmap the file capabilities of the rootless image; time (/usr/bin/time) measures peak memory.
-packages=(docker-registry skopeo umoci apache2-utils openssl podman runc uidmap busybox-static git python3 procps libcap2-bin time)
+packages=(docker-registry skopeo umoci apache2-utils openssl podman runc uidmap busybox-static git python3 python3-venv procps libcap2-bin time)
 sudo_cmd=""
 [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 missing=()
@@ -25,6 +25,27 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
+fi
+
+# moto's server emulates AWS (S3, STS, ECR) for the cloud tests; Debian has no package of it, so
+# pip puts it in a venv outside the repository (kiln-test's MOTO_SERVER_BIN), once.
+moto_venv=/opt/kiln-test/moto
+if [ ! -x "$moto_venv/bin/moto_server" ]; then
+    $sudo_cmd python3 -m venv "$moto_venv"
+    $sudo_cmd "$moto_venv/bin/pip" install -q 'moto[server]==5.2.6'
+fi
+
+# Azurite, Microsoft's Azure Storage emulator, serves the Azure Blob contexts of the cloud tests
+# (kiln-test's Azurite, run with Node.js); npm puts it in a prefix outside the repository, once
+# (about 15 s). 3.35.0 is the last release that supports Node.js before 21 (Debian 12 has 18).
+azurite_dir=/opt/kiln-test/azurite
+if [ ! -f "$azurite_dir/node_modules/azurite/dist/src/blob/main.js" ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+        $sudo_cmd apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq nodejs npm
+    fi
+    $sudo_cmd mkdir -p "$azurite_dir"
+    $sudo_cmd npm install --prefix "$azurite_dir" --no-audit --no-fund --silent azurite@3.35.0
 fi
 
 # A static kiln for the images the Jenkins agent test builds (scripts/images.sh), when the musl

@@ -309,6 +309,9 @@ async fn open(
             let store = object_store::gcp::GoogleCloudStorageBuilder::new()
                 .with_bucket_name(bucket)
                 .with_base_url(&base)
+                .with_client_options(
+                    object_store::ClientOptions::new().with_allow_http(base.starts_with("http://")),
+                )
                 .with_credentials(Arc::new(GoogleChain(providers.clone())))
                 .with_http_connector(KilnHttp(providers.http_for(&base)?))
                 .build()

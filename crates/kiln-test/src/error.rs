@@ -70,6 +70,14 @@ pub enum Error {
     /// A peer spoke HTTP we could not parse.
     #[error("malformed HTTP: {0}")]
     Http(String),
+    /// A service answered a request, but not as expected (status or body).
+    #[error("{what}: unexpected answer: {detail}")]
+    UnexpectedResponse {
+        /// The request, e.g. "moto PUT /bucket".
+        what: String,
+        /// The status and body, or what was missing from it.
+        detail: String,
+    },
 }
 
 /// The crate's result type.

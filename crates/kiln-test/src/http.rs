@@ -388,7 +388,7 @@ pub fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resul
     http_request(addr, "GET", path, headers, &[])
 }
 
-fn dechunk(raw: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn dechunk(raw: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut reader = raw;
     loop {

@@ -15,6 +15,8 @@ starts and stops those services so that each test stays short:
   failures into chosen requests: cut connections, 503, 429, delays.
 - [`TestImage`] writes a tiny OCI layout by hand and [`skopeo`] pushes it, as
   OCI or Docker v2s2, single- or multi-platform.
+- [`Moto`] runs moto's AWS emulator (`moto_server`: S3, STS, ECR on one
+  port) and documents what its ECR token and STS web identity return.
 
 Every process is started with a known PID and killed and reaped on drop;
 every thread is joined on drop.
@@ -37,9 +39,11 @@ kiln crate (it sits below all of them, so any of them may use it in tests).
 
 mod base;
 mod certs;
+mod cloud_emulators;
 mod error;
 mod http;
 mod image;
+mod moto;
 mod proxy;
 mod registry;
 mod skopeo;
@@ -51,9 +55,20 @@ pub use base::{
     busybox_layer, write_docker_config, BaseImage, LayerTar, BUSYBOX_BIN, GROUP, PASSWD,
 };
 pub use certs::{CertUse, IssuedCert, KeyAlgorithm, TestCa};
+pub use cloud_emulators::{
+    azurite_dir, generate_account_key, https_request, shared_key_authorization,
+    verify_self_signed_jwt, AcrExchange, AcrFront, AcrRequest, Azurite, AzuriteOptions,
+    EntraAccessToken, EntraApp, EntraClientAuth, EntraId, EntraOptions, EntraRequest,
+    GoogleAccessToken, GoogleCloud, GoogleEndpoint, GoogleOptions, GoogleRequest,
+    GoogleTokenSource, ServiceAccountKey, ACR_REFRESH_TOKEN_USER, ACR_TOKEN_AUDIENCES,
+    AZURE_STORAGE_VERSION, AZURITE_DEV_ACCOUNT, AZURITE_DEV_KEY, AZURITE_DIR, AZURITE_DIR_ENV,
+    CLIENT_ASSERTION_TYPE, CLOUD_PLATFORM_SCOPE, FEDERATED_TOKEN_AUDIENCE, GOOGLE_REGISTRY_USER,
+    JWT_BEARER_GRANT,
+};
 pub use error::{Error, Result};
 pub use http::{http_get, http_request, HttpResponse};
 pub use image::{ImageBlobs, Platform, TestImage};
+pub use moto::{AwsCredentials, EcrAuthorization, Moto, MOTO_SERVER_BIN};
 pub use proxy::{Fault, FaultAction, FaultProxy, SeenRequest};
 pub use registry::{Registry, RegistryOptions, TlsMode, REGISTRY_BIN};
 pub use skopeo::{skopeo, skopeo_checked, ManifestFormat, PushOptions, SKOPEO_BIN};

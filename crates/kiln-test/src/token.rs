@@ -197,10 +197,17 @@ pub struct TokenRequest {
     pub status: u16,
 }
 
+/// Decides whether a password (or refresh token) is valid for one user name;
+/// added at run time with [`TokenServer::accept_passwords`].
+type PasswordCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 #[derive(Default)]
 struct State {
     requests: Vec<TokenRequest>,
     refresh_tokens: HashMap<String, String>,
+    /// Users whose passwords another service issues (a cloud's access
+    /// tokens, ACR refresh tokens), checked by these closures; they may push.
+    checked_users: Vec<(String, PasswordCheck)>,
 }
 
 enum SigningKey {
@@ -397,10 +404,29 @@ impl TokenServer {
     /// Mints a token directly, as if `user` (or anonymous) had asked for
     /// `scopes` (e.g. `repository:foo:pull,push`); grants follow the options.
     pub fn mint_token(&self, user: Option<&str>, scopes: &[&str]) -> Result<String> {
-        let user = user.and_then(|u| self.inner.options.users.iter().find(|x| x.name == u));
+        let user = user.and_then(|u| self.inner.find_user(u));
         let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
-        let (token, _) = self.inner.issue(user, &scopes)?;
+        let (token, _) = self.inner.issue(user.as_ref(), &scopes)?;
         Ok(token)
+    }
+}
+
+impl TokenServer {
+    /// Accepts, from now on, any password of user `user` for which `check`
+    /// returns true, with pull, push and delete rights; the same check
+    /// accepts such a password presented as an OAuth2 refresh token (a
+    /// `refresh_token` grant). This is how a registry login with a cloud's
+    /// credential is emulated: Google's `oauth2accesstoken` with an access
+    /// token, ACR's `00000000-0000-0000-0000-000000000000` with a refresh
+    /// token (see `GoogleCloud::link_token_server` and `AcrFront`).
+    pub fn accept_passwords(
+        &self,
+        user: &str,
+        check: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) {
+        lock(&self.inner.state)
+            .checked_users
+            .push((user.to_string(), Arc::new(check)));
     }
 }
 
@@ -553,11 +579,51 @@ fn unauthorized(message: &str) -> Reply {
 }
 
 impl Inner {
-    fn authenticate(&self, user: &str, password: &str) -> Option<&TokenUser> {
-        self.options
+    fn authenticate(&self, user: &str, password: &str) -> Option<TokenUser> {
+        if let Some(found) = self
+            .options
             .users
             .iter()
             .find(|u| u.name == user && u.password == password)
+        {
+            return Some(found.clone());
+        }
+        // Clone the checks out: a check may take its own locks.
+        let checks: Vec<PasswordCheck> = lock(&self.state)
+            .checked_users
+            .iter()
+            .filter(|(name, _)| name == user)
+            .map(|(_, check)| Arc::clone(check))
+            .collect();
+        checks
+            .iter()
+            .any(|check| check(password))
+            .then(|| checked_user(user))
+    }
+
+    /// The user called `name`: a configured one, or one with checked passwords.
+    fn find_user(&self, name: &str) -> Option<TokenUser> {
+        if let Some(found) = self.options.users.iter().find(|u| u.name == name) {
+            return Some(found.clone());
+        }
+        lock(&self.state)
+            .checked_users
+            .iter()
+            .any(|(user, _)| user == name)
+            .then(|| checked_user(name))
+    }
+
+    /// The checked user whose check accepts `secret` as a refresh token.
+    fn refresh_token_owner(&self, secret: &str) -> Option<TokenUser> {
+        let checks: Vec<(String, PasswordCheck)> = lock(&self.state)
+            .checked_users
+            .iter()
+            .map(|(name, check)| (name.clone(), Arc::clone(check)))
+            .collect();
+        checks
+            .into_iter()
+            .find(|(_, check)| check(secret))
+            .map(|(name, _)| checked_user(&name))
     }
 
     fn get_token(
@@ -575,10 +641,10 @@ impl Inner {
             },
             None => None,
         };
-        record.user = user.map(|u| u.name.clone());
+        record.user = user.as_ref().map(|u| u.name.clone());
         let offline = params(query, "offline_token").any(|v| v == "true");
-        let refresh = (offline && user.is_some()).then(|| self.new_refresh_token(user));
-        self.token_reply(user, record, refresh.flatten())
+        let refresh = (offline && user.is_some()).then(|| self.new_refresh_token(user.as_ref()));
+        self.token_reply(user.as_ref(), record, refresh.flatten())
     }
 
     fn post_token(&self, form: &[(String, String)], record: &mut TokenRequest) -> Reply {
@@ -595,20 +661,21 @@ impl Inner {
                     return unauthorized("incorrect username or password");
                 };
                 record.user = Some(user.name.clone());
-                let refresh = self.new_refresh_token(Some(user));
-                self.token_reply(Some(user), record, refresh)
+                let refresh = self.new_refresh_token(Some(&user));
+                self.token_reply(Some(&user), record, refresh)
             }
             "refresh_token" => {
                 record.refresh_token_sent = true;
                 let presented = params(form, "refresh_token").next().unwrap_or("");
                 let owner = lock(&self.state).refresh_tokens.get(presented).cloned();
-                let Some(user) =
-                    owner.and_then(|o| self.options.users.iter().find(|u| u.name == o))
+                let Some(user) = owner
+                    .and_then(|o| self.find_user(&o))
+                    .or_else(|| self.refresh_token_owner(presented))
                 else {
                     return unauthorized("invalid refresh token");
                 };
                 record.user = Some(user.name.clone());
-                self.token_reply(Some(user), record, Some(presented.to_string()))
+                self.token_reply(Some(&user), record, Some(presented.to_string()))
             }
             other => Reply {
                 status: 400,
@@ -714,6 +781,15 @@ impl Inner {
             ("registry", Some(_)) => name == "catalog" && action == "*",
             _ => false,
         }
+    }
+}
+
+/// A user whose password a [`PasswordCheck`] accepted: full rights.
+fn checked_user(name: &str) -> TokenUser {
+    TokenUser {
+        name: name.to_string(),
+        password: String::new(),
+        can_push: true,
     }
 }
 

@@ -254,7 +254,23 @@ impl Client {
                 reason: format!("credential lookup failed: {e}"),
             })??;
         let from_config = matches!(answer, ConfigAnswer::Found(_));
+        let source = match &answer {
+            ConfigAnswer::Found(_) => "the docker config".to_string(),
+            ConfigAnswer::MissingHelper { helper, .. } => {
+                format!("kiln's built-in provider in place of docker-credential-{helper}")
+            }
+            ConfigAnswer::NoEntry => "kiln's built-in providers (no docker config entry)".into(),
+        };
         let credential = self.beyond_config(registry, answer).await?;
+        tracing::debug!(
+            "credentials for {registry}: {} from {source}",
+            match credential {
+                Credential::Anonymous => "none",
+                Credential::Basic { .. } => "a user name and password",
+                Credential::IdentityToken(_) => "an identity token",
+                Credential::RegistryToken(_) => "a registry token",
+            }
+        );
         // A provider's credentials expire (an hour for Google's): it keeps them as long as
         // they are good, so ask it again each time.
         if from_config {

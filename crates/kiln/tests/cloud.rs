@@ -1,0 +1,728 @@
+//! The clouds' built-in credentials and object-store contexts, end to end: the kiln binary gets
+//! credentials from a cloud's emulator (moto for STS, ECR and S3; local servers that follow
+//! Google's and Microsoft's documented protocols), and the real Distribution registry, with
+//! token auth over TLS, must accept the push. skopeo then reads the image back with the same
+//! credentials. No credential may appear in kiln's output at debug verbosity.
+
+mod common;
+
+use common::{assert_success, context, unpack};
+use kiln_test::{
+    generate_account_key, AcrFront, Azurite, AzuriteOptions, BaseImage, EntraId, EntraOptions,
+    GoogleCloud, GoogleEndpoint, GoogleOptions, LayerTar, ManifestFormat, Moto, PushOptions,
+    Registry, RegistryOptions, TestCa, TokenAuthOptions, JWT_BEARER_GRANT,
+};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A TLS registry with token auth that admits exactly one user (and anyone to pull
+/// `busybox`), holding the busybox base image.
+struct CloudRegistry {
+    registry: Registry,
+    dir: tempfile::TempDir,
+}
+
+impl CloudRegistry {
+    fn start(user: &str, password: &str) -> CloudRegistry {
+        let registry = Registry::start(
+            RegistryOptions::plain().tls().token_auth(
+                TokenAuthOptions::new()
+                    .user(user, password)
+                    .public_repository("busybox"),
+            ),
+        )
+        .expect("registry starts");
+        BaseImage::busybox()
+            .unwrap()
+            .push(
+                &registry,
+                "busybox:latest",
+                &PushOptions::new(ManifestFormat::V2s2).creds(user, password),
+            )
+            .expect("push busybox");
+        CloudRegistry {
+            registry,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn host(&self) -> String {
+        self.registry.host()
+    }
+
+    /// A docker config holding `json` (`{}`: nothing), as the build's `DOCKER_CONFIG`.
+    fn docker_config(&self, json: &str) -> PathBuf {
+        let dir = self.dir.path().join("docker");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), json).unwrap();
+        dir
+    }
+
+    /// `kiln build` of a one-file context pushed to `HOST/app:TAG`, with `env` and the
+    /// registry's CA trusted through `SSL_CERT_FILE` (as a pod would mount it).
+    fn build_and_push(&self, tag: &str, config_json: &str, env: &[(&str, String)]) -> Output {
+        let ctx = context(
+            &format!(
+                "FROM {}/busybox:latest\nCOPY hello.txt /hello.txt\n",
+                self.host()
+            ),
+            &[("hello.txt", tag)],
+        );
+        let destination = format!("{}/app:{tag}", self.host());
+        let kiln_dir = self.dir.path().join("kiln");
+        let mut command = kiln_command(&self.docker_config(config_json), env);
+        command
+            .env("SSL_CERT_FILE", self.registry.ca_pem_path().unwrap())
+            .args(["build", "--context"])
+            .arg(ctx.path())
+            .args(["--destination", &destination, "--verbosity", "debug"])
+            .arg("--kiln-dir")
+            .arg(&kiln_dir);
+        command.output().expect("kiln runs")
+    }
+
+    /// skopeo's view of `HOST/app:TAG`, read with `user`/`password`.
+    fn inspect(&self, tag: &str, user: &str, password: &str) -> serde_json::Value {
+        common::inspect_remote(
+            &format!("{}/app:{tag}", self.host()),
+            self.registry.cert_dir().unwrap(),
+            user,
+            password,
+        )
+    }
+}
+
+/// The kiln binary with a clean environment of cloud variables: only `env`, so nothing of the
+/// test runner's (or this machine's) credentials leaks in, and no SDK reaches for a real
+/// metadata endpoint.
+fn kiln_command(docker_config: &Path, env: &[(&str, String)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    for (name, _) in std::env::vars() {
+        if [
+            "AWS_",
+            "AZURE_",
+            "GOOGLE_",
+            "GCE_",
+            "CI_",
+            "S3_",
+            "CLOUDSDK_",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+        {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("DOCKER_CONFIG", docker_config)
+        .env("HOME", docker_config)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("GCE_METADATA_HOST", "127.0.0.1:9")
+        .env_remove("SOURCE_DATE_EPOCH");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts none of `secrets` is in the output.
+fn assert_no_secret(out: &Output, secrets: &[&str]) {
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for secret in secrets {
+        assert!(
+            !all.contains(secret),
+            "a secret is in kiln's output:\n{all}"
+        );
+    }
+}
+
+/// A web identity token file, as EKS mounts it for IRSA.
+fn web_identity_file(dir: &Path) -> PathBuf {
+    let path = dir.join("eks-token");
+    std::fs::write(
+        &path,
+        Moto::web_identity_token("system:serviceaccount:ci:kiln"),
+    )
+    .unwrap();
+    path
+}
+
+/// IRSA: the web identity token is exchanged at STS (moto) for a role's keys, those at ECR
+/// for a registry password, and the registry takes it. The config names `ecr-login` for the
+/// registry (a non-ECR host name here), and no helper binary exists.
+#[test]
+fn ecr_credentials_from_web_identity_push() {
+    let account = "111122223333";
+    let password = Moto::ecr_password(account);
+    let registry = CloudRegistry::start("AWS", &password);
+    let moto = Moto::start().unwrap();
+    let token_file = web_identity_file(registry.dir.path());
+    let config = format!(
+        r#"{{"credHelpers": {{"{}": "ecr-login"}}}}"#,
+        registry.host()
+    );
+    let env = [
+        (
+            "AWS_ROLE_ARN",
+            format!("arn:aws:iam::{account}:role/kiln-push"),
+        ),
+        (
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            token_file.display().to_string(),
+        ),
+        ("AWS_REGION", "eu-west-1".to_string()),
+        ("AWS_ENDPOINT_URL", moto.endpoint_url()),
+    ];
+    let out = registry.build_and_push("ecr", &config, &env);
+    assert_success(&out);
+    assert_no_secret(&out, &[&password]);
+    let inspected = registry.inspect("ecr", "AWS", &password);
+    assert_eq!(inspected["Layers"].as_array().unwrap().len(), 2);
+    // moto saw the web identity exchange and the token request.
+    let log = moto.log();
+    assert!(
+        log.contains("AssumeRoleWithWebIdentity") || log.contains("POST / HTTP"),
+        "{log}"
+    );
+
+    // The same without any AWS credentials: a clear error naming the provider and what to
+    // set, and nothing pushed.
+    let out = registry.build_and_push(
+        "ecr-none",
+        &config,
+        &[("AWS_REGION", "eu-west-1".to_string())],
+    );
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("Amazon ECR credentials") && err.contains("AWS_WEB_IDENTITY_TOKEN_FILE"),
+        "{err}"
+    );
+    let missing = kiln_test::skopeo([
+        "inspect".to_string(),
+        format!(
+            "--cert-dir={}",
+            registry.registry.cert_dir().unwrap().display()
+        ),
+        format!("--creds=AWS:{password}"),
+        format!("docker://{}/app:ecr-none", registry.host()),
+    ]);
+    assert!(!missing.status.success(), "nothing was pushed");
+}
+
+/// Static keys from the environment, and `--credential-helpers` turning the built-in off.
+#[test]
+fn ecr_static_keys_and_credential_helpers_flag() {
+    let password = Moto::ecr_password(Moto::DEFAULT_ACCOUNT);
+    let registry = CloudRegistry::start("AWS", &password);
+    let moto = Moto::start().unwrap();
+    let config = format!(
+        r#"{{"credHelpers": {{"{}": "ecr-login"}}}}"#,
+        registry.host()
+    );
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "AKIAKILNTESTKEY00001".to_string()),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "kiln-test-secret-access-key".to_string(),
+        ),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL", moto.endpoint_url()),
+    ];
+    let out = registry.build_and_push("keys", &config, &env);
+    assert_success(&out);
+    assert_no_secret(&out, &[&password, "kiln-test-secret-access-key"]);
+    registry.inspect("keys", "AWS", &password);
+
+    // Turned off: the config's helper is then a binary that does not exist.
+    let mut off = env.to_vec();
+    off.push(("KILN_UNUSED", String::new()));
+    let ctx = context("FROM scratch\n", &[]);
+    let out = kiln_command(&registry.docker_config(&config), &off)
+        .env("SSL_CERT_FILE", registry.registry.ca_pem_path().unwrap())
+        .args(["build", "--credential-helpers", "gcr", "--context"])
+        .arg(ctx.path())
+        .args(["--destination", &format!("{}/app:off", registry.host())])
+        .arg("--kiln-dir")
+        .arg(registry.dir.path().join("kiln"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("docker-credential-ecr-login"), "{err}");
+
+    // An unknown name is refused, naming the flag.
+    let out = kiln_command(&registry.docker_config("{}"), &[])
+        .args(["build", "--credential-helpers", "ecr,docker", "--no-push"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.contains("--credential-helpers") && err.contains("docker"),
+        "{err}"
+    );
+}
+
+/// GitLab CI: the job's registry from `CI_REGISTRY`, with the job token or the registry user,
+/// and no config.json at all.
+#[test]
+fn gitlab_ci_variables_push() {
+    let token = "glcbt-kiln-job-token-0123456789";
+    let registry = CloudRegistry::start("gitlab-ci-token", token);
+    let env = [
+        ("CI_REGISTRY", registry.host()),
+        ("CI_JOB_TOKEN", token.to_string()),
+    ];
+    let out = registry.build_and_push("job", "{}", &env);
+    assert_success(&out);
+    assert_no_secret(&out, &[token]);
+    registry.inspect("job", "gitlab-ci-token", token);
+
+    // CI_REGISTRY_USER/PASSWORD win over the job token.
+    let other = CloudRegistry::start("deployer", "deploy-password-42");
+    let env = [
+        ("CI_REGISTRY", format!("https://{}", other.host())),
+        ("CI_REGISTRY_USER", "deployer".to_string()),
+        ("CI_REGISTRY_PASSWORD", "deploy-password-42".to_string()),
+        ("CI_JOB_TOKEN", token.to_string()),
+    ];
+    let out = other.build_and_push("user", "{}", &env);
+    assert_success(&out);
+    assert_no_secret(&out, &["deploy-password-42", token]);
+    other.inspect("user", "deployer", "deploy-password-42");
+
+    // Another registry is not the job's: no credentials go there, so the push is refused.
+    let env = [
+        ("CI_REGISTRY", "gitlab.example.com:5050".to_string()),
+        ("CI_JOB_TOKEN", token.to_string()),
+    ];
+    let out = registry.build_and_push("elsewhere", "{}", &env);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert_no_secret(&out, &[token]);
+}
+
+/// A tar.gz context in moto's S3, with kaniko's `S3_ENDPOINT`/`S3_FORCE_PATH_STYLE`; a
+/// missing object fails naming it.
+#[test]
+fn s3_context() {
+    let moto = Moto::start().unwrap();
+    moto.create_bucket("contexts").unwrap();
+    let tarball = context_tarball(
+        "FROM scratch\nCOPY app/ /app/\n",
+        &[("app/main.txt", "from s3\n")],
+    );
+    moto.put_object("contexts", "team/app.tar.gz", &tarball)
+        .unwrap();
+    moto.put_object("contexts", "context.tar.gz", &tarball)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("docker");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("config.json"), "{}").unwrap();
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "AKIAKILNTESTKEY00002".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "s3-secret-never-shown".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("S3_ENDPOINT", moto.endpoint_url()),
+        ("S3_FORCE_PATH_STYLE", "true".to_string()),
+    ];
+    for spec in ["s3://contexts/team/app.tar.gz", "s3://contexts"] {
+        let layout = dir.path().join("layout");
+        let _ = std::fs::remove_dir_all(&layout);
+        let out = kiln_command(&config, &env)
+            .args(["build", "--context", spec, "--no-push", "--oci-layout-path"])
+            .arg(&layout)
+            .arg("--kiln-dir")
+            .arg(dir.path().join("kiln"))
+            .args(["--verbosity", "debug"])
+            .output()
+            .unwrap();
+        assert_success(&out);
+        assert_no_secret(&out, &["s3-secret-never-shown"]);
+        assert_eq!(unpack(&layout).read("app/main.txt"), "from s3\n", "{spec}");
+    }
+    // Nothing of the download is left in the kiln dir.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("kiln/contexts"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let out = kiln_command(&config, &env)
+        .args([
+            "build",
+            "--context",
+            "s3://contexts/nope.tar.gz",
+            "--no-push",
+        ])
+        .arg("--kiln-dir")
+        .arg(dir.path().join("kiln"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.contains("s3://contexts/nope.tar.gz"),
+        "{err}"
+    );
+}
+
+/// A gzipped tar of a Dockerfile and files.
+fn context_tarball(dockerfile: &str, files: &[(&str, &str)]) -> Vec<u8> {
+    let mut tar = LayerTar::new()
+        .file("Dockerfile", 0o644, (0, 0), dockerfile.as_bytes())
+        .unwrap();
+    let mut dirs = std::collections::BTreeSet::new();
+    for (name, _) in files {
+        if let Some((dir, _)) = name.rsplit_once('/') {
+            dirs.insert(dir.to_string());
+        }
+    }
+    for dir in dirs {
+        tar = tar.dir(&dir, 0o755, (0, 0)).unwrap();
+    }
+    for (name, content) in files {
+        tar = tar.file(name, 0o644, (0, 0), content.as_bytes()).unwrap();
+    }
+    let raw = tar.finish().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &raw).unwrap();
+    gz.finish().unwrap()
+}
+
+/// A token-auth registry over plain HTTP (for the ACR front) or TLS, admitting `user` to push
+/// and anyone to pull `busybox`, which it holds.
+fn token_registry(tls: bool, user: &str, password: &str) -> Registry {
+    let options = RegistryOptions::plain();
+    let options = if tls { options.tls() } else { options };
+    let registry = Registry::start(
+        options.token_auth(
+            TokenAuthOptions::new()
+                .user(user, password)
+                .public_repository("busybox"),
+        ),
+    )
+    .expect("registry starts");
+    BaseImage::busybox()
+        .unwrap()
+        .push(
+            &registry,
+            "busybox:latest",
+            &PushOptions::new(ManifestFormat::V2s2).creds(user, password),
+        )
+        .expect("push busybox");
+    registry
+}
+
+/// GKE Workload Identity: the metadata server's token, as `oauth2accesstoken`; then a
+/// service-account key (`GOOGLE_APPLICATION_CREDENTIALS`) exchanged at its `token_uri`. The
+/// config names `gcr` for the registry, and no helper binary exists.
+#[test]
+fn google_credentials_from_metadata_server_and_key_file() {
+    let google = GoogleCloud::start(GoogleOptions::new()).unwrap();
+    let registry = CloudRegistry::start("pusher", "pusher-password");
+    google.link_token_server(registry.registry.token_server().unwrap());
+    let config = format!(r#"{{"credHelpers": {{"{}": "gcr"}}}}"#, registry.host());
+
+    let out = registry.build_and_push(
+        "gke",
+        &config,
+        &[("GCE_METADATA_HOST", google.metadata_host())],
+    );
+    assert_success(&out);
+    let metadata: Vec<_> = google
+        .requests()
+        .into_iter()
+        .filter(|r| r.endpoint == GoogleEndpoint::Metadata)
+        .collect();
+    assert!(
+        !metadata.is_empty() && metadata.iter().all(|r| r.metadata_flavor),
+        "{metadata:?}"
+    );
+    let tokens: Vec<String> = google
+        .access_tokens()
+        .into_iter()
+        .map(|t| t.token)
+        .collect();
+    assert!(!tokens.is_empty());
+    assert_no_secret(&out, &tokens.iter().map(String::as_str).collect::<Vec<_>>());
+    registry.inspect("gke", "pusher", "pusher-password");
+
+    // A service-account key: the JWT-bearer grant at the key's token_uri.
+    let key = google
+        .service_account("kiln-builder@kiln-test-project.iam.gserviceaccount.com")
+        .unwrap();
+    let key_file = registry.dir.path().join("key.json");
+    key.write(&key_file).unwrap();
+    google.clear_requests();
+    let out = registry.build_and_push(
+        "key",
+        &config,
+        &[(
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            key_file.display().to_string(),
+        )],
+    );
+    assert_success(&out);
+    let grants: Vec<_> = google
+        .requests()
+        .into_iter()
+        .filter(|r| r.endpoint == GoogleEndpoint::Token)
+        .collect();
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert_eq!(grants[0].grant_type.as_deref(), Some(JWT_BEARER_GRANT));
+    let tokens: Vec<String> = google
+        .access_tokens()
+        .into_iter()
+        .map(|t| t.token)
+        .collect();
+    assert_no_secret(&out, &tokens.iter().map(String::as_str).collect::<Vec<_>>());
+    registry.inspect("key", "pusher", "pusher-password");
+
+    // No credentials and no metadata server: the error names the provider and what to set.
+    let out = registry.build_and_push("none", &config, &[]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("Google credentials") && err.contains("GOOGLE_APPLICATION_CREDENTIALS"),
+        "{err}"
+    );
+}
+
+/// A `gs://` context (and kaniko's `--bucket`) read with the metadata server's token.
+#[test]
+fn gcs_context() {
+    let google = GoogleCloud::start(GoogleOptions::new()).unwrap();
+    google.create_bucket("kiln-contexts");
+    let tarball = context_tarball(
+        "FROM scratch\nCOPY app/ /app/\n",
+        &[("app/main.txt", "from gcs\n")],
+    );
+    google.put_object("kiln-contexts", "team/app.tar.gz", &tarball);
+    google.put_object("kiln-contexts", "context.tar.gz", &tarball);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("docker");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("config.json"), "{}").unwrap();
+    let env = [
+        ("GCE_METADATA_HOST", google.metadata_host()),
+        ("GOOGLE_BASE_URL", google.gcs_base_url()),
+    ];
+    for args in [
+        &["--context", "gs://kiln-contexts/team/app.tar.gz"][..],
+        &["--bucket", "kiln-contexts"][..],
+    ] {
+        let layout = dir.path().join("layout");
+        let _ = std::fs::remove_dir_all(&layout);
+        let out = kiln_command(&config, &env)
+            .arg("build")
+            .args(args)
+            .args(["--no-push", "--oci-layout-path"])
+            .arg(&layout)
+            .arg("--kiln-dir")
+            .arg(dir.path().join("kiln"))
+            .output()
+            .unwrap();
+        assert_success(&out);
+        assert_eq!(
+            unpack(&layout).read("app/main.txt"),
+            "from gcs\n",
+            "{args:?}"
+        );
+    }
+    let storage: Vec<_> = google
+        .requests()
+        .into_iter()
+        .filter(|r| r.endpoint == GoogleEndpoint::Storage)
+        .collect();
+    assert!(storage.iter().all(|r| r.bearer.is_some()), "{storage:?}");
+}
+
+/// AKS workload identity: the federated token file is exchanged at Entra (TLS) for a token,
+/// that at the registry's `/oauth2/exchange` for an ACR refresh token, which the registry's
+/// token service takes. Then a service principal's client secret.
+#[test]
+fn acr_credentials_from_workload_identity_and_client_secret() {
+    let ca = TestCa::new("kiln cloud test CA").unwrap();
+    let client_id = "6f3c2a9e-0b7d-4d51-9c1e-2f8a7b4c5d6e";
+    let subject = "system:serviceaccount:ci:kiln";
+    let secret = "entra-client-secret-never-shown";
+    let entra = EntraId::start(
+        EntraOptions::new()
+            .workload_identity(client_id, subject)
+            .client_secret(client_id, secret),
+        &ca,
+    )
+    .unwrap();
+    let registry = token_registry(false, "pusher", "pusher-password");
+    let front = AcrFront::start(&registry, &entra, &ca).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let token_file = dir.path().join("azure-identity-token");
+    entra
+        .write_federated_token_file(&token_file, subject)
+        .unwrap();
+    let docker = dir.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"credHelpers": {{"{}": "acr-env"}}}}"#, front.host()),
+    )
+    .unwrap();
+    let push = |tag: &str, env: &[(&str, String)]| {
+        let ctx = context(
+            &format!(
+                "FROM {}/busybox:latest\nCOPY hello.txt /hello.txt\n",
+                front.host()
+            ),
+            &[("hello.txt", tag)],
+        );
+        let mut all = vec![
+            ("AZURE_AUTHORITY_HOST", entra.authority_host()),
+            ("AZURE_TENANT_ID", entra.tenant_id().to_string()),
+            ("AZURE_CLIENT_ID", client_id.to_string()),
+            ("SSL_CERT_FILE", ca_file.display().to_string()),
+        ];
+        all.extend(env.iter().cloned());
+        kiln_command(&docker, &all)
+            .args(["build", "--context"])
+            .arg(ctx.path())
+            .args(["--destination", &format!("{}/app:{tag}", front.host())])
+            .args(["--verbosity", "debug", "--kiln-dir"])
+            .arg(dir.path().join("kiln"))
+            .output()
+            .unwrap()
+    };
+    let secrets = |extra: &[&str]| {
+        let mut all: Vec<String> = entra.access_tokens().into_iter().map(|t| t.token).collect();
+        all.extend(
+            front
+                .exchanges()
+                .into_iter()
+                .filter_map(|e| e.refresh_token),
+        );
+        all.extend(extra.iter().map(|s| s.to_string()));
+        all
+    };
+
+    let out = push(
+        "workload",
+        &[(
+            "AZURE_FEDERATED_TOKEN_FILE",
+            token_file.display().to_string(),
+        )],
+    );
+    assert_success(&out);
+    let exchanges = front.exchanges();
+    assert!(
+        !exchanges.is_empty() && exchanges.iter().all(|e| e.access_token_valid),
+        "{exchanges:?}"
+    );
+    assert_eq!(exchanges[0].tenant.as_deref(), Some(entra.tenant_id()));
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let all = secrets(&[token.as_str()]);
+    assert_no_secret(&out, &all.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let out = push("secret", &[("AZURE_CLIENT_SECRET", secret.to_string())]);
+    assert_success(&out);
+    let all = secrets(&[secret]);
+    assert_no_secret(&out, &all.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // Both images, read back from the registry itself by skopeo.
+    for tag in ["workload", "secret"] {
+        let inspected = kiln_test::skopeo_checked([
+            "inspect".to_string(),
+            "--tls-verify=false".to_string(),
+            "--creds=pusher:pusher-password".to_string(),
+            format!("docker://{}/app:{tag}", registry.host()),
+        ])
+        .unwrap();
+        assert!(inspected.contains("Layers"), "{inspected}");
+    }
+
+    // A wrong secret: Entra's refusal, named, and nothing of the secret.
+    let out = push(
+        "wrong",
+        &[("AZURE_CLIENT_SECRET", "not-the-secret-123".to_string())],
+    );
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("Azure Container Registry credentials"),
+        "{err}"
+    );
+    assert_no_secret(&out, &["not-the-secret-123"]);
+}
+
+/// An Azure Blob context (`https://ACCOUNT.blob.core.windows.net/…`) read from Azurite with
+/// kaniko's `AZURE_STORAGE_ACCESS_KEY`.
+#[test]
+fn azure_blob_context() {
+    let key = generate_account_key();
+    let azurite = Azurite::start(AzuriteOptions::new().account("kilnctx", &key)).unwrap();
+    let tarball = context_tarball(
+        "FROM scratch\nCOPY app/ /app/\n",
+        &[("app/main.txt", "from azure\n")],
+    );
+    azurite
+        .put_blob("kilnctx", "contexts", "team/app.tar.gz", &tarball)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("docker");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("config.json"), "{}").unwrap();
+    let env = [
+        ("AZURE_STORAGE_USE_EMULATOR", "true".to_string()),
+        ("AZURITE_BLOB_STORAGE_URL", azurite.blob_endpoint()),
+        ("AZURE_STORAGE_ACCESS_KEY", key.clone()),
+    ];
+    let layout = dir.path().join("layout");
+    let out = kiln_command(&config, &env)
+        .args([
+            "build",
+            "--context",
+            "https://kilnctx.blob.core.windows.net/contexts/team/app.tar.gz",
+            "--no-push",
+            "--verbosity",
+            "debug",
+            "--oci-layout-path",
+        ])
+        .arg(&layout)
+        .arg("--kiln-dir")
+        .arg(dir.path().join("kiln"))
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_no_secret(&out, &[&key]);
+    assert_eq!(unpack(&layout).read("app/main.txt"), "from azure\n");
+
+    // A wrong key: the store's refusal, with the URL.
+    let wrong = generate_account_key();
+    let mut env = env.to_vec();
+    env[2] = ("AZURE_STORAGE_ACCESS_KEY", wrong.clone());
+    let out = kiln_command(&config, &env)
+        .args([
+            "build",
+            "--context",
+            "https://kilnctx.blob.core.windows.net/contexts/team/app.tar.gz",
+            "--no-push",
+        ])
+        .arg("--kiln-dir")
+        .arg(dir.path().join("kiln"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(
+        !out.status.success()
+            && err.contains("kilnctx.blob.core.windows.net/contexts/team/app.tar.gz"),
+        "{err}"
+    );
+    assert_no_secret(&out, &[&wrong]);
+}
