@@ -74,13 +74,17 @@ pub fn prepare(
         let checkout = temp.path().join("repo");
         let dir = clone_git(spec, &checkout, false, git)?;
         (dir, Some(temp))
-    } else if let Some(scheme) = ["s3://", "gs://", "az://"]
-        .iter()
-        .find(|s| spec.starts_with(**s))
-    {
+    } else if spec.starts_with("az://") {
+        return Err(err(
+            "az:// contexts are not supported: give the blob's URL, \
+             https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH, as kaniko takes it"
+                .to_string(),
+        ));
+    } else if let Some(scheme) = ["s3://", "gs://"].iter().find(|s| spec.starts_with(**s)) {
+        // The kiln binary downloads these (kiln-cloud) and passes `tar://FILE`.
         return Err(err(format!(
-            "{scheme} contexts (object stores) are not supported yet: download it first and pass \
-             the directory (or tar://FILE); an http(s) URL of a tarball and git repositories work"
+            "{scheme} contexts (object stores) are downloaded by the kiln binary, not by \
+             kiln-build: download it first and pass tar://FILE"
         )));
     } else {
         let path = spec.strip_prefix("dir://").unwrap_or(spec);

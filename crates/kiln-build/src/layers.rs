@@ -70,7 +70,7 @@ impl kiln_registry::Reporter for BlobLines {
     }
 
     fn note(&self, message: &str) {
-        self.0.warn(message);
+        self.0.info(message);
     }
 }
 

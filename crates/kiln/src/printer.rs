@@ -264,7 +264,7 @@ impl kiln_registry::Reporter for Printer {
     }
 
     fn note(&self, message: &str) {
-        tracing::warn!(target: "kiln", "{message}");
+        tracing::info!(target: "kiln", "{message}");
     }
 }
 

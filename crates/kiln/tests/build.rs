@@ -766,17 +766,18 @@ fn contexts_from_a_tarball_url_stdin_and_a_sub_path() {
         common::unpack(&layout).read("/etc/passwd"),
         kiln_test::PASSWD
     );
-    // An object-store context is refused clearly (and nothing is fetched).
+    // An az:// context is refused clearly, pointing at the https form (and nothing is
+    // fetched); s3://, gs:// and Azure Blob URLs are tested in cloud.rs.
     let out = world.kiln(&[
         "build",
         "--context",
-        "s3://bucket/context.tar.gz",
+        "az://container/context.tar.gz",
         "--no-push",
     ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("s3://") && err.contains("not supported yet"),
+        err.contains("az://") && err.contains("blob.core.windows.net"),
         "{err}"
     );
 }

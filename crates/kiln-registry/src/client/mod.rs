@@ -272,8 +272,9 @@ impl Client {
             }
         );
         // A provider's credentials expire (an hour for Google's): it keeps them as long as
-        // they are good, so ask it again each time.
-        if from_config {
+        // they are good, so ask it again each time. Having none is kept: a provider that failed
+        // is not asked (and its failure not told) again.
+        if from_config || credential == Credential::Anonymous {
             self.credentials
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
