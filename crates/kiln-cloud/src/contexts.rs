@@ -4,7 +4,7 @@
 //! [`download`] streams it to a file; kiln then unpacks that like any tarball context.
 
 use crate::providers::{
-    aws_config, describe_sdk_error, entra_token, google_token, CloudCredentials,
+    aws_config, describe_sdk_error, entra_token, env, google_token, CloudCredentials,
 };
 use aws_credential_types::provider::ProvideCredentials;
 use futures_util::StreamExt;
@@ -171,11 +171,6 @@ impl ObjectStoreContext {
             } => format!("https://{host}/{container}/{path}"),
         }
     }
-}
-
-/// The environment variable `name`, if set and not empty.
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// Lets object_store use kiln's HTTP client (its TLS roots and CAs).

@@ -1,6 +1,8 @@
-//! Just enough HTTP/1.1 for the token server, the fault proxy and readiness
-//! checks: message heads, body framing (Content-Length and chunked), form and
-//! query decoding, and a one-shot plain-text client.
+//! Just enough HTTP/1.1 for the token server, the fault proxy, the cloud
+//! emulators and readiness checks: message heads, body framing
+//! (Content-Length and chunked), form and query decoding and percent-encoding,
+//! and a one-shot plain-text client (whose request and response handling the
+//! emulators' HTTPS client and forwarder share).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,13 +22,18 @@ pub(crate) struct Head {
     pub(crate) headers: Vec<(String, String)>,
 }
 
+/// The first value of header `name` in `headers` (case-insensitive).
+pub(crate) fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 impl Head {
     /// The first value of header `name` (case-insensitive).
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 
     /// Whether header `name` lists `token` (comma-separated, case-insensitive).
@@ -285,11 +292,19 @@ pub(crate) fn percent_decode(s: &str) -> String {
 }
 
 /// Percent-encodes a query or form value (unreserved characters kept).
-#[cfg(test)]
 pub(crate) fn percent_encode(s: &str) -> String {
+    percent_encode_keeping(s, b"")
+}
+
+/// Percent-encodes a URL path (unreserved characters and `/` kept).
+pub(crate) fn percent_encode_path(s: &str) -> String {
+    percent_encode_keeping(s, b"/")
+}
+
+fn percent_encode_keeping(s: &str, keep: &[u8]) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || keep.contains(&b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -312,10 +327,7 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 
     /// The body as (lossy) UTF-8.
@@ -348,29 +360,59 @@ pub(crate) fn request_with_timeout(
     body: &[u8],
     timeout: Duration,
 ) -> Result<HttpResponse> {
-    let what = || format!("{method} http://{addr}{path}");
-    let stream = TcpStream::connect_timeout(&addr, timeout).context(what)?;
-    stream.set_read_timeout(Some(timeout)).context(what)?;
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let what = format!("{method} http://{addr}{path}");
+    let stream = TcpStream::connect_timeout(&addr, timeout).context(|| what.clone())?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .context(|| what.clone())?;
+    let head = request_head(addr, method, path, headers, body);
+    exchange(&stream, &head, body, method, &what)
+}
+
+/// The head of a one-shot request to `addr`: `Host` and `Connection: close`,
+/// then `headers`, then `Content-Length` when there is a body or the method
+/// is `POST` or `PUT`.
+pub(crate) fn request_head(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> String {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     if !body.is_empty() || method == "POST" || method == "PUT" {
-        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
-    request.push_str("\r\n");
-    let mut writer = &stream;
-    writer.write_all(request.as_bytes()).context(what)?;
-    writer.write_all(body).context(what)?;
-    let mut reader = BufReader::new(&stream);
+    head.push_str("\r\n");
+    head
+}
+
+/// Writes a request (`head`, then `body`) to `stream` and reads the whole
+/// response to it (a `method` request), chunked bodies decoded; `what` names
+/// the request in errors.
+pub(crate) fn exchange<S: Read + Write>(
+    mut stream: S,
+    head: &str,
+    body: &[u8],
+    method: &str,
+    what: &str,
+) -> Result<HttpResponse> {
+    let context = || what.to_string();
+    stream.write_all(head.as_bytes()).context(context)?;
+    stream.write_all(body).context(context)?;
+    stream.flush().context(context)?;
+    let mut reader = BufReader::new(stream);
     let head = read_head(&mut reader)?
-        .ok_or_else(|| Error::Http(format!("{}: closed without a response", what())))?;
+        .ok_or_else(|| Error::Http(format!("{what}: closed without a response")))?;
     let status = head
         .status()
         .ok_or_else(|| Error::Http(format!("bad status line {:?}", head.start_line)))?;
     let framing = head.response_framing(method)?;
     let mut raw = Vec::new();
-    copy_body(&mut reader, &mut raw, framing).context(what)?;
+    copy_body(&mut reader, &mut raw, framing).context(context)?;
     let body = if framing == Framing::Chunked {
         dechunk(&raw)?
     } else {
@@ -428,6 +470,14 @@ mod tests {
         );
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
+        assert_eq!(
+            percent_encode("arn:aws:iam::1:role/x"),
+            "arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fx"
+        );
+        assert_eq!(
+            percent_encode_path("dir/a b+c.tar.gz"),
+            "dir/a%20b%2Bc.tar.gz"
+        );
     }
 
     #[test]

@@ -43,6 +43,7 @@ mod cloud_emulators;
 mod error;
 mod http;
 mod image;
+mod listener;
 mod moto;
 mod proxy;
 mod registry;

@@ -102,7 +102,7 @@ use serde_json::Value;
 
 use crate::error::{Error, IoContext, Result};
 use crate::free_port;
-use crate::http::{request_with_timeout, HttpResponse};
+use crate::http::{percent_encode, percent_encode_path, request_with_timeout, HttpResponse};
 
 /// Where `scripts/test.sh` installs moto's server (a venv outside the repository).
 pub const MOTO_SERVER_BIN: &str = "/opt/kiln-test/moto/bin/moto_server";
@@ -318,51 +318,20 @@ impl Moto {
     /// `CreateBucket` (path style, scoped `us-east-1`, no location constraint).
     /// Creating a bucket that exists succeeds.
     pub fn create_bucket(&self, bucket: &str) -> Result<()> {
-        let path = format!("/{}", uri_encode(bucket));
-        let auth = sigv4_stub(DUMMY_ACCESS_KEY, Self::REGION, "s3");
-        self.expect_ok(
-            "PUT",
-            &path,
-            &[
-                ("Authorization", auth.as_str()),
-                ("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
-            ],
-            &[],
-        )
-        .map(drop)
+        self.s3("PUT", bucket, None, &[], &[]).map(drop)
     }
 
     /// `PutObject` of `bytes` at `bucket/key` (path style, `application/octet-stream`).
     pub fn put_object(&self, bucket: &str, key: &str, bytes: &[u8]) -> Result<()> {
-        let path = format!("/{}/{}", uri_encode(bucket), uri_encode(key));
-        let auth = sigv4_stub(DUMMY_ACCESS_KEY, Self::REGION, "s3");
-        self.expect_ok(
-            "PUT",
-            &path,
-            &[
-                ("Authorization", auth.as_str()),
-                ("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
-                ("Content-Type", "application/octet-stream"),
-            ],
-            bytes,
-        )
-        .map(drop)
+        let content_type = ("Content-Type", "application/octet-stream");
+        self.s3("PUT", bucket, Some(key), &[content_type], bytes)
+            .map(drop)
     }
 
     /// `GetObject` of `bucket/key` (path style, signed-looking), the whole body.
     pub fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>> {
-        let path = format!("/{}/{}", uri_encode(bucket), uri_encode(key));
-        let auth = sigv4_stub(DUMMY_ACCESS_KEY, Self::REGION, "s3");
-        self.expect_ok(
-            "GET",
-            &path,
-            &[
-                ("Authorization", auth.as_str()),
-                ("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
-            ],
-            &[],
-        )
-        .map(|response| response.body)
+        self.s3("GET", bucket, Some(key), &[], &[])
+            .map(|response| response.body)
     }
 
     /// ECR `GetAuthorizationToken` (awsJson 1.1, body `{}`) as a caller with
@@ -433,9 +402,9 @@ impl Moto {
         let body = format!(
             "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn={}\
              &RoleSessionName={}&WebIdentityToken={}",
-            form_encode(role_arn),
-            form_encode(session_name),
-            form_encode(web_identity_token),
+            percent_encode(role_arn),
+            percent_encode(session_name),
+            percent_encode(web_identity_token),
         );
         let response = self.expect_ok(
             "POST",
@@ -465,6 +434,31 @@ impl Moto {
     pub fn reset(&self) -> Result<()> {
         self.expect_ok("POST", "/moto-api/reset", &[], &[])
             .map(drop)
+    }
+
+    /// Sends one S3 request for `bucket` or, with a `key`, an object in it
+    /// (path style, percent-encoded with `/` kept), signed-looking for
+    /// [`DUMMY_ACCESS_KEY`] in [`Moto::REGION`] (an unsigned payload), with
+    /// `headers` added; requires a 2xx answer.
+    fn s3(
+        &self,
+        method: &str,
+        bucket: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<HttpResponse> {
+        let mut path = format!("/{}", percent_encode_path(bucket));
+        if let Some(key) = key {
+            path = format!("{path}/{}", percent_encode_path(key));
+        }
+        let auth = sigv4_stub(DUMMY_ACCESS_KEY, Self::REGION, "s3");
+        let mut all = vec![
+            ("Authorization", auth.as_str()),
+            ("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
+        ];
+        all.extend_from_slice(headers);
+        self.expect_ok(method, &path, &all, body)
     }
 
     /// Sends one request and requires a 2xx answer.
@@ -505,25 +499,6 @@ fn unexpected(what: &str, detail: String) -> Error {
         what: what.to_string(),
         detail,
     }
-}
-
-/// Percent-encodes a path segment list the way S3 expects (`/` kept).
-fn uri_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Percent-encodes a form value (nothing but unreserved characters kept, so
-/// moto's `=`/`&` splitting of the body cannot be confused).
-fn form_encode(s: &str) -> String {
-    uri_encode(s).replace('/', "%2F")
 }
 
 /// The text of the first `<tag>…</tag>` (no attributes, no nesting of the same tag).
@@ -623,12 +598,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn encoders_and_xml_helpers() {
-        assert_eq!(uri_encode("dir/a b+c.tar.gz"), "dir/a%20b%2Bc.tar.gz");
-        assert_eq!(
-            form_encode("arn:aws:iam::1:role/x"),
-            "arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fx"
-        );
+    fn xml_helpers() {
         let xml = "<R><Arn>a&amp;b</Arn><Other/></R>";
         assert_eq!(
             xml_element(xml, "Arn").map(xml_unescape),

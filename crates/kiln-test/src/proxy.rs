@@ -6,14 +6,13 @@
 //! requests are counted and matched one request at a time.
 
 use std::io::{self, BufReader, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, IoContext, Result};
 use crate::http::{copy_body, drain_body, read_head, Framing, Head};
+use crate::listener::{Connections, Listener};
 
 /// What a [`Fault`] does to a matching request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,43 +105,31 @@ struct State {
     seen: Vec<SeenRequest>,
 }
 
-struct Shared {
+struct Proxy {
     upstream: SocketAddr,
     state: Mutex<State>,
-    stop: AtomicBool,
-    /// Clones of every socket, so drop can shut them down and unblock threads.
-    sockets: Mutex<Vec<TcpStream>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl Shared {
+impl Proxy {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
-
-    fn track(&self, stream: &TcpStream) {
-        if let Ok(clone) = stream.try_clone() {
-            self.sockets
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(clone);
-        }
-    }
 }
+
+/// What every connection thread sees: the proxy, its stop flag and its sockets.
+type Shared = Connections<Proxy>;
 
 /// A fault-injecting proxy on a free `127.0.0.1` port. Plain TCP only.
 /// Dropping it closes every connection and joins every thread.
 pub struct FaultProxy {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    accept_thread: Option<JoinHandle<()>>,
+    listener: Listener<Proxy>,
 }
 
 impl std::fmt::Debug for FaultProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FaultProxy")
-            .field("addr", &self.addr)
-            .field("upstream", &self.shared.upstream)
+            .field("addr", &self.addr())
+            .field("upstream", &self.shared().upstream)
             .finish_non_exhaustive()
     }
 }
@@ -156,13 +143,8 @@ impl FaultProxy {
                 "FaultProxy only forwards to loopback addresses, not {upstream}"
             )));
         }
-        let listener =
-            TcpListener::bind("127.0.0.1:0").context(|| "bind fault proxy on 127.0.0.1".into())?;
-        let addr = listener
-            .local_addr()
-            .context(|| "fault proxy address".into())?;
         let n = faults.len();
-        let shared = Arc::new(Shared {
+        let proxy = Proxy {
             upstream,
             state: Mutex::new(State {
                 faults,
@@ -170,108 +152,63 @@ impl FaultProxy {
                 applied: vec![0; n],
                 seen: Vec::new(),
             }),
-            stop: AtomicBool::new(false),
-            sockets: Mutex::new(Vec::new()),
-            threads: Mutex::new(Vec::new()),
-        });
-        let accept_thread = {
-            let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name("kiln-test-proxy-accept".into())
-                .spawn(move || accept_loop(listener, shared))
-                .context(|| "spawn fault proxy thread".into())?
         };
-        Ok(Self {
-            addr,
-            shared,
-            accept_thread: Some(accept_thread),
-        })
+        let listener = Listener::start(
+            "fault proxy",
+            "kiln-test-proxy-accept".into(),
+            "kiln-test-proxy-conn",
+            proxy,
+            |client, shared| {
+                // Errors end only this connection, like a real proxy.
+                let _ = serve_connection(&client, shared);
+                let _ = client.shutdown(Shutdown::Both);
+            },
+        )?;
+        Ok(Self { listener })
     }
 
     /// The proxy's address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.listener.addr()
     }
 
     /// `127.0.0.1:PORT` of the proxy.
     pub fn host(&self) -> String {
-        self.addr.to_string()
+        self.addr().to_string()
     }
 
     /// `http://127.0.0.1:PORT` of the proxy.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.addr())
     }
 
     /// How many requests fault `index` acted on (at most its `times`).
     pub fn applied(&self, index: usize) -> usize {
-        self.shared.state().applied.get(index).copied().unwrap_or(0)
+        self.shared()
+            .state()
+            .applied
+            .get(index)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// How many requests matched fault `index`, including those after it ran out.
     pub fn matched(&self, index: usize) -> usize {
-        self.shared.state().matched.get(index).copied().unwrap_or(0)
+        self.shared()
+            .state()
+            .matched
+            .get(index)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Every request seen so far, in arrival order.
     pub fn requests(&self) -> Vec<SeenRequest> {
-        self.shared.state().seen.clone()
+        self.shared().state().seen.clone()
     }
-}
 
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(thread) = self.accept_thread.take() {
-            let _ = thread.join();
-        }
-        for socket in self
-            .shared
-            .sockets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            let _ = socket.shutdown(Shutdown::Both);
-        }
-        let threads: Vec<_> = self
-            .shared
-            .threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .collect();
-        for thread in threads {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    for conn in listener.incoming() {
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(client) = conn else { continue };
-        shared.track(&client);
-        let worker = {
-            let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name("kiln-test-proxy-conn".into())
-                .spawn(move || {
-                    // Errors end only this connection, like a real proxy.
-                    let _ = serve_connection(&client, &shared);
-                    let _ = client.shutdown(Shutdown::Both);
-                })
-        };
-        if let Ok(handle) = worker {
-            shared
-                .threads
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(handle);
-        }
+    fn shared(&self) -> &Shared {
+        self.listener.shared()
     }
 }
 
@@ -352,7 +289,7 @@ fn serve_connection(client: &TcpStream, shared: &Shared) -> Result<()> {
                 )?
             }
         };
-        if next == Next::Close || client_close || shared.stop.load(Ordering::SeqCst) {
+        if next == Next::Close || client_close || shared.stopping() {
             return Ok(());
         }
     }
@@ -381,7 +318,7 @@ fn choose_fault(shared: &Shared, method: &str, target: &str) -> Option<FaultActi
 
 fn sleep_unless_stopped(shared: &Shared, delay: Duration) {
     let end = Instant::now() + delay;
-    while Instant::now() < end && !shared.stop.load(Ordering::SeqCst) {
+    while Instant::now() < end && !shared.stopping() {
         std::thread::sleep(Duration::from_millis(10).min(end - Instant::now()));
     }
 }

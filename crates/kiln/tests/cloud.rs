@@ -24,24 +24,8 @@ struct CloudRegistry {
 
 impl CloudRegistry {
     fn start(user: &str, password: &str) -> CloudRegistry {
-        let registry = Registry::start(
-            RegistryOptions::plain().tls().token_auth(
-                TokenAuthOptions::new()
-                    .user(user, password)
-                    .public_repository("busybox"),
-            ),
-        )
-        .expect("registry starts");
-        BaseImage::busybox()
-            .unwrap()
-            .push(
-                &registry,
-                "busybox:latest",
-                &PushOptions::new(ManifestFormat::V2s2).creds(user, password),
-            )
-            .expect("push busybox");
         CloudRegistry {
-            registry,
+            registry: token_registry(true, user, password),
             dir: tempfile::tempdir().unwrap(),
         }
     }
@@ -50,35 +34,25 @@ impl CloudRegistry {
         self.registry.host()
     }
 
-    /// A docker config holding `json` (`{}`: nothing), as the build's `DOCKER_CONFIG`.
     fn docker_config(&self, json: &str) -> PathBuf {
-        let dir = self.dir.path().join("docker");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("config.json"), json).unwrap();
-        dir
+        docker_dir(self.dir.path(), json)
     }
 
-    /// `kiln build` of a one-file context pushed to `HOST/app:TAG`, with `env` and the
-    /// registry's CA trusted through `SSL_CERT_FILE` (as a pod would mount it).
+    /// [`push_app`] with the registry's CA trusted through `SSL_CERT_FILE` (as a pod would
+    /// mount it).
     fn build_and_push(&self, tag: &str, config_json: &str, env: &[(&str, String)]) -> Output {
-        let ctx = context(
-            &format!(
-                "FROM {}/busybox:latest\nCOPY hello.txt /hello.txt\n",
-                self.host()
-            ),
-            &[("hello.txt", tag)],
-        );
-        let destination = format!("{}/app:{tag}", self.host());
-        let kiln_dir = self.dir.path().join("kiln");
-        let mut command = kiln_command(&self.docker_config(config_json), env);
-        command
-            .env("SSL_CERT_FILE", self.registry.ca_pem_path().unwrap())
-            .args(["build", "--context"])
-            .arg(ctx.path())
-            .args(["--destination", &destination, "--verbosity", "debug"])
-            .arg("--kiln-dir")
-            .arg(&kiln_dir);
-        command.output().expect("kiln runs")
+        let mut env = env.to_vec();
+        env.push((
+            "SSL_CERT_FILE",
+            self.registry.ca_pem_path().unwrap().display().to_string(),
+        ));
+        push_app(
+            &self.host(),
+            tag,
+            &self.docker_config(config_json),
+            &env,
+            &self.dir.path().join("kiln"),
+        )
     }
 
     /// skopeo's view of `HOST/app:TAG`, read with `user`/`password`.
@@ -90,6 +64,55 @@ impl CloudRegistry {
             password,
         )
     }
+}
+
+/// A docker config holding `json` (`{}`: nothing) in `parent`, for the build's
+/// `DOCKER_CONFIG`.
+fn docker_dir(parent: &Path, json: &str) -> PathBuf {
+    let dir = parent.join("docker");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), json).unwrap();
+    dir
+}
+
+/// `kiln build` (debug verbosity) of a one-file context `FROM HOST/busybox`, pushed to
+/// `HOST/app:TAG`.
+fn push_app(
+    host: &str,
+    tag: &str,
+    docker: &Path,
+    env: &[(&str, String)],
+    kiln_dir: &Path,
+) -> Output {
+    let ctx = context(
+        &format!("FROM {host}/busybox:latest\nCOPY hello.txt /hello.txt\n"),
+        &[("hello.txt", tag)],
+    );
+    kiln_command(docker, env)
+        .args(["build", "--context"])
+        .arg(ctx.path())
+        .args(["--destination", &format!("{host}/app:{tag}")])
+        .args(["--verbosity", "debug", "--kiln-dir"])
+        .arg(kiln_dir)
+        .output()
+        .expect("kiln runs")
+}
+
+/// `kiln build SOURCE… --no-push` (debug verbosity, an empty docker config) into the OCI layout
+/// `dir/layout`, which it returns (emptied first).
+fn build_into_layout(dir: &Path, env: &[(&str, String)], source: &[&str]) -> (Output, PathBuf) {
+    let layout = dir.join("layout");
+    let _ = std::fs::remove_dir_all(&layout);
+    let out = kiln_command(&docker_dir(dir, "{}"), env)
+        .arg("build")
+        .args(source)
+        .args(["--no-push", "--verbosity", "debug", "--oci-layout-path"])
+        .arg(&layout)
+        .arg("--kiln-dir")
+        .arg(dir.join("kiln"))
+        .output()
+        .expect("kiln runs");
+    (out, layout)
 }
 
 /// The kiln binary with a clean environment of cloud variables: only `env`, so nothing of the
@@ -243,10 +266,8 @@ fn ecr_static_keys_and_credential_helpers_flag() {
     registry.inspect("keys", "AWS", &password);
 
     // Turned off: the config's helper is then a binary that does not exist.
-    let mut off = env.to_vec();
-    off.push(("KILN_UNUSED", String::new()));
     let ctx = context("FROM scratch\n", &[]);
-    let out = kiln_command(&registry.docker_config(&config), &off)
+    let out = kiln_command(&registry.docker_config(&config), &env)
         .env("SSL_CERT_FILE", registry.registry.ca_pem_path().unwrap())
         .args(["build", "--credential-helpers", "gcr", "--context"])
         .arg(ctx.path())
@@ -324,9 +345,6 @@ fn s3_context() {
     moto.put_object("contexts", "context.tar.gz", &tarball)
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("docker");
-    std::fs::create_dir_all(&config).unwrap();
-    std::fs::write(config.join("config.json"), "{}").unwrap();
     let env = [
         ("AWS_ACCESS_KEY_ID", "AKIAKILNTESTKEY00002".to_string()),
         ("AWS_SECRET_ACCESS_KEY", "s3-secret-never-shown".to_string()),
@@ -335,16 +353,7 @@ fn s3_context() {
         ("S3_FORCE_PATH_STYLE", "true".to_string()),
     ];
     for spec in ["s3://contexts/team/app.tar.gz", "s3://contexts"] {
-        let layout = dir.path().join("layout");
-        let _ = std::fs::remove_dir_all(&layout);
-        let out = kiln_command(&config, &env)
-            .args(["build", "--context", spec, "--no-push", "--oci-layout-path"])
-            .arg(&layout)
-            .arg("--kiln-dir")
-            .arg(dir.path().join("kiln"))
-            .args(["--verbosity", "debug"])
-            .output()
-            .unwrap();
+        let (out, layout) = build_into_layout(dir.path(), &env, &["--context", spec]);
         assert_success(&out);
         assert_no_secret(&out, &["s3-secret-never-shown"]);
         assert_eq!(unpack(&layout).read("app/main.txt"), "from s3\n", "{spec}");
@@ -355,17 +364,11 @@ fn s3_context() {
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
-    let out = kiln_command(&config, &env)
-        .args([
-            "build",
-            "--context",
-            "s3://contexts/nope.tar.gz",
-            "--no-push",
-        ])
-        .arg("--kiln-dir")
-        .arg(dir.path().join("kiln"))
-        .output()
-        .unwrap();
+    let (out, _) = build_into_layout(
+        dir.path(),
+        &env,
+        &["--context", "s3://contexts/nope.tar.gz"],
+    );
     let err = stderr(&out);
     assert!(
         !out.status.success() && err.contains("s3://contexts/nope.tar.gz"),
@@ -507,9 +510,6 @@ fn gcs_context() {
     google.put_object("kiln-contexts", "team/app.tar.gz", &tarball);
     google.put_object("kiln-contexts", "context.tar.gz", &tarball);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("docker");
-    std::fs::create_dir_all(&config).unwrap();
-    std::fs::write(config.join("config.json"), "{}").unwrap();
     let env = [
         ("GCE_METADATA_HOST", google.metadata_host()),
         ("GOOGLE_BASE_URL", google.gcs_base_url()),
@@ -518,17 +518,7 @@ fn gcs_context() {
         &["--context", "gs://kiln-contexts/team/app.tar.gz"][..],
         &["--bucket", "kiln-contexts"][..],
     ] {
-        let layout = dir.path().join("layout");
-        let _ = std::fs::remove_dir_all(&layout);
-        let out = kiln_command(&config, &env)
-            .arg("build")
-            .args(args)
-            .args(["--no-push", "--oci-layout-path"])
-            .arg(&layout)
-            .arg("--kiln-dir")
-            .arg(dir.path().join("kiln"))
-            .output()
-            .unwrap();
+        let (out, layout) = build_into_layout(dir.path(), &env, args);
         assert_success(&out);
         assert_eq!(
             unpack(&layout).read("app/main.txt"),
@@ -569,21 +559,11 @@ fn acr_credentials_from_workload_identity_and_client_secret() {
     entra
         .write_federated_token_file(&token_file, subject)
         .unwrap();
-    let docker = dir.path().join("docker");
-    std::fs::create_dir_all(&docker).unwrap();
-    std::fs::write(
-        docker.join("config.json"),
-        format!(r#"{{"credHelpers": {{"{}": "acr-env"}}}}"#, front.host()),
-    )
-    .unwrap();
+    let docker = docker_dir(
+        dir.path(),
+        &format!(r#"{{"credHelpers": {{"{}": "acr-env"}}}}"#, front.host()),
+    );
     let push = |tag: &str, env: &[(&str, String)]| {
-        let ctx = context(
-            &format!(
-                "FROM {}/busybox:latest\nCOPY hello.txt /hello.txt\n",
-                front.host()
-            ),
-            &[("hello.txt", tag)],
-        );
         let mut all = vec![
             ("AZURE_AUTHORITY_HOST", entra.authority_host()),
             ("AZURE_TENANT_ID", entra.tenant_id().to_string()),
@@ -591,14 +571,7 @@ fn acr_credentials_from_workload_identity_and_client_secret() {
             ("SSL_CERT_FILE", ca_file.display().to_string()),
         ];
         all.extend(env.iter().cloned());
-        kiln_command(&docker, &all)
-            .args(["build", "--context"])
-            .arg(ctx.path())
-            .args(["--destination", &format!("{}/app:{tag}", front.host())])
-            .args(["--verbosity", "debug", "--kiln-dir"])
-            .arg(dir.path().join("kiln"))
-            .output()
-            .unwrap()
+        push_app(&front.host(), tag, &docker, &all, &dir.path().join("kiln"))
     };
     let secrets = |extra: &[&str]| {
         let mut all: Vec<String> = entra.access_tokens().into_iter().map(|t| t.token).collect();
@@ -675,30 +648,16 @@ fn azure_blob_context() {
         .put_blob("kilnctx", "contexts", "team/app.tar.gz", &tarball)
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("docker");
-    std::fs::create_dir_all(&config).unwrap();
-    std::fs::write(config.join("config.json"), "{}").unwrap();
+    let blob = [
+        "--context",
+        "https://kilnctx.blob.core.windows.net/contexts/team/app.tar.gz",
+    ];
     let env = [
         ("AZURE_STORAGE_USE_EMULATOR", "true".to_string()),
         ("AZURITE_BLOB_STORAGE_URL", azurite.blob_endpoint()),
         ("AZURE_STORAGE_ACCESS_KEY", key.clone()),
     ];
-    let layout = dir.path().join("layout");
-    let out = kiln_command(&config, &env)
-        .args([
-            "build",
-            "--context",
-            "https://kilnctx.blob.core.windows.net/contexts/team/app.tar.gz",
-            "--no-push",
-            "--verbosity",
-            "debug",
-            "--oci-layout-path",
-        ])
-        .arg(&layout)
-        .arg("--kiln-dir")
-        .arg(dir.path().join("kiln"))
-        .output()
-        .unwrap();
+    let (out, layout) = build_into_layout(dir.path(), &env, &blob);
     assert_success(&out);
     assert_no_secret(&out, &[&key]);
     assert_eq!(unpack(&layout).read("app/main.txt"), "from azure\n");
@@ -707,17 +666,7 @@ fn azure_blob_context() {
     let wrong = generate_account_key();
     let mut env = env.to_vec();
     env[2] = ("AZURE_STORAGE_ACCESS_KEY", wrong.clone());
-    let out = kiln_command(&config, &env)
-        .args([
-            "build",
-            "--context",
-            "https://kilnctx.blob.core.windows.net/contexts/team/app.tar.gz",
-            "--no-push",
-        ])
-        .arg("--kiln-dir")
-        .arg(dir.path().join("kiln"))
-        .output()
-        .unwrap();
+    let (out, _) = build_into_layout(dir.path(), &env, &blob);
     let err = stderr(&out);
     assert!(
         !out.status.success()

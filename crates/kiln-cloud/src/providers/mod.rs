@@ -292,7 +292,7 @@ pub(crate) fn oauth_error_message(body: &[u8]) -> String {
 }
 
 /// The environment variable `name`, if set and not empty.
-fn env(name: &str) -> Option<String> {
+pub(crate) fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 

@@ -10,10 +10,9 @@ use serde_json::json;
 
 use super::entra::{EntraId, Shared as EntraShared};
 use super::jwt::{random_uuid, unix_now, JwtKey};
-use super::server::{forward, loopback_tls, HttpServer, Request, Response};
+use super::server::{form_value, forward, loopback_tls, HttpServer, Request, Response};
 use crate::certs::TestCa;
 use crate::error::{Error, Result};
-use crate::http::parse_form;
 use crate::registry::Registry;
 
 /// The user name that goes with an ACR refresh token (`az acr login` runs
@@ -228,42 +227,27 @@ fn handle(shared: &Shared, request: &Request) -> Response {
             "" => "/token".to_string(),
             query => format!("/token?{query}"),
         };
-        let mut headers = request.headers.clone();
-        set_header(&mut headers, "Host", &shared.token_server.to_string());
-        forward(
-            shared.token_server,
-            &request.method,
-            &target,
-            &headers,
-            &request.body,
-        )
-        .unwrap_or_else(|e| acr_error(502, "UNAVAILABLE", &e.to_string()))
+        let host = shared.token_server.to_string();
+        forward_to(shared.token_server, request, &target, ("Host", &host))
     } else {
         let host = request.header("host").unwrap_or("").to_string();
-        let mut headers = request.headers.clone();
-        set_header(&mut headers, "X-Forwarded-Proto", "https");
-        match forward(
+        let mut response = forward_to(
             shared.registry,
-            &request.method,
+            request,
             &request.target,
-            &headers,
-            &request.body,
-        ) {
-            Ok(mut response) => {
-                for (name, value) in &mut response.headers {
-                    if name.eq_ignore_ascii_case("www-authenticate") {
-                        *value = value
-                            .replace(&shared.token_realm, &format!("https://{host}/oauth2/token"))
-                            .replace(
-                                &format!("service=\"{}\"", shared.token_service),
-                                &format!("service=\"{host}\""),
-                            );
-                    }
-                }
-                response
+            ("X-Forwarded-Proto", "https"),
+        );
+        for (name, value) in &mut response.headers {
+            if name.eq_ignore_ascii_case("www-authenticate") {
+                *value = value
+                    .replace(&shared.token_realm, &format!("https://{host}/oauth2/token"))
+                    .replace(
+                        &format!("service=\"{}\"", shared.token_service),
+                        &format!("service=\"{host}\""),
+                    );
             }
-            Err(e) => acr_error(502, "UNAVAILABLE", &e.to_string()),
         }
+        response
     };
     shared.state().requests.push(AcrRequest {
         method: request.method.clone(),
@@ -273,18 +257,24 @@ fn handle(shared: &Shared, request: &Request) -> Response {
     response
 }
 
-fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: &str) {
+/// Forwards `request` to `upstream` as `target`, with header `name: value`
+/// in place of any of that name; a failure answers 502.
+fn forward_to(
+    upstream: SocketAddr,
+    request: &Request,
+    target: &str,
+    (name, value): (&str, &str),
+) -> Response {
+    let mut headers = request.headers.clone();
     headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
     headers.push((name.to_string(), value.to_string()));
+    forward(upstream, &request.method, target, &headers, &request.body)
+        .unwrap_or_else(|e| acr_error(502, "UNAVAILABLE", &e.to_string()))
 }
 
 fn exchange(shared: &Shared, request: &Request) -> Response {
-    let form = parse_form(&String::from_utf8_lossy(&request.body));
-    let field = |name: &str| {
-        form.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.to_string())
-    };
+    let form = request.form();
+    let field = |name: &str| form_value(&form, name).map(str::to_string);
     let mut record = AcrExchange {
         grant_type: field("grant_type"),
         service: field("service"),
@@ -308,34 +298,22 @@ fn exchange_reply(
     if request.method != "POST" {
         return acr_error(405, "UNSUPPORTED", "use POST");
     }
-    if record.grant_type.as_deref() != Some("access_token") {
-        return acr_error(
-            400,
-            "UNSUPPORTED",
-            &format!(
-                "unsupported grant_type {:?}; kiln-test's ACR exchanges access_token only",
-                record.grant_type.as_deref().unwrap_or("")
-            ),
+    let grant_type = record.grant_type.as_deref().unwrap_or("");
+    if grant_type != "access_token" {
+        let message = format!(
+            "unsupported grant_type {grant_type:?}; kiln-test's ACR exchanges access_token only"
         );
+        return acr_error(400, "UNSUPPORTED", &message);
     }
     let port = request
         .header("host")
         .and_then(|h| h.rsplit_once(':'))
         .map(|(_, p)| p.to_string())
         .unwrap_or_default();
-    let service_ok = record
-        .service
-        .as_deref()
-        .is_some_and(|s| s == format!("127.0.0.1:{port}") || s == format!("localhost:{port}"));
-    if !service_ok {
-        return acr_error(
-            400,
-            "UNAUTHORIZED",
-            &format!(
-                "service {:?} is not this registry's login server",
-                record.service.as_deref().unwrap_or("")
-            ),
-        );
+    let service = record.service.as_deref().unwrap_or("");
+    if service != format!("127.0.0.1:{port}") && service != format!("localhost:{port}") {
+        let message = format!("service {service:?} is not this registry's login server");
+        return acr_error(400, "UNAUTHORIZED", &message);
     }
     let Some(token) = access_token
         .as_deref()

@@ -16,7 +16,7 @@ use super::jwt::{http_date, random_hex, unix_now};
 use super::server::https_request;
 use crate::certs::TestCa;
 use crate::error::{Error, IoContext, Result};
-use crate::http::{http_request, HttpResponse};
+use crate::http::{http_request, percent_encode_path, HttpResponse};
 
 /// Where `scripts/test.sh` installs Azurite (`npm install --prefix`).
 pub const AZURITE_DIR: &str = "/opt/kiln-test/azurite";
@@ -461,7 +461,7 @@ impl Azurite {
     /// Uploads a block blob (Put Blob), creating the container first.
     pub fn put_blob(&self, account: &str, container: &str, blob: &str, data: &[u8]) -> Result<()> {
         self.create_container(account, container)?;
-        let target = format!("/{account}/{container}/{}", encode_blob_path(blob));
+        let target = format!("/{account}/{container}/{}", percent_encode_path(blob));
         let response = self.signed_request(
             account,
             "PUT",
@@ -490,19 +490,6 @@ impl Azurite {
 
 fn main_js(install: &Path) -> PathBuf {
     install.join("node_modules/azurite/dist/src/blob/main.js")
-}
-
-/// Percent-encodes a blob name for a URL path, keeping `/`.
-pub(crate) fn encode_blob_path(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -538,6 +525,5 @@ mod tests {
             format!("SharedKey acct:{}", STANDARD.encode(expected.as_ref()))
         );
         assert_eq!(generate_account_key().len(), 88);
-        assert_eq!(encode_blob_path("ctx/a b+c.tar.gz"), "ctx/a%20b%2Bc.tar.gz");
     }
 }

@@ -9,10 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{json, Value};
 
 use super::jwt::{entra_timestamp, random_hex, random_uuid, unix_now, JwtKey, ParsedJwt};
-use super::server::{loopback_tls, HttpServer, Request, Response};
+use super::server::{form_value, loopback_tls, split_scopes, HttpServer, Request, Response};
 use crate::certs::TestCa;
 use crate::error::{IoContext, Result};
-use crate::http::parse_form;
 
 /// The `client_assertion_type` of a federated credential (RFC 7523).
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -446,20 +445,11 @@ fn token(
     record: &mut EntraRequest,
 ) -> std::result::Result<Value, EntraError> {
     let options = &shared.options;
-    let form = parse_form(&String::from_utf8_lossy(&request.body));
-    let field = |name: &str| {
-        form.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let form = request.form();
+    let field = |name: &str| form_value(&form, name);
     record.client_id = field("client_id").map(str::to_string);
     record.grant_type = field("grant_type").map(str::to_string);
-    record.scopes = field("scope")
-        .unwrap_or("")
-        .split(' ')
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
+    record.scopes = split_scopes(field("scope").unwrap_or(""));
     record.client_auth = if field("client_assertion").is_some() {
         EntraClientAuth::Assertion
     } else if field("client_secret").is_some() {

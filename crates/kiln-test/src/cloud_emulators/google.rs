@@ -11,7 +11,9 @@ use ring::digest;
 use serde_json::{json, Value};
 
 use super::jwt::{decode_path, http_date, random_hex, unix_now, JwtKey, ParsedJwt};
-use super::server::{loopback_tls, Handler, HttpServer, Request, Response};
+use super::server::{
+    form_value, loopback_tls, split_scopes, Handler, HttpServer, Request, Response,
+};
 use crate::certs::{CertUse, KeyAlgorithm, TestCa};
 use crate::error::{Error, IoContext, Result};
 use crate::http::parse_form;
@@ -660,13 +662,7 @@ fn authenticate(shared: &Shared, bearer: &str, scopes: &[&str]) -> Option<(Strin
     let email = jwt.claim("iss")?;
     let account = state.accounts.iter().find(|a| a.email == email)?;
     check_service_account_jwt(&jwt, &account.public_key, &account.key_id, &account.email).ok()?;
-    let held: Vec<String> = jwt
-        .claim("scope")
-        .unwrap_or("")
-        .split(' ')
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
+    let held = split_scopes(jwt.claim("scope").unwrap_or(""));
     held.iter()
         .any(|s| scopes.contains(&s.as_str()))
         .then(|| (account.email.clone(), held))
@@ -776,11 +772,7 @@ fn metadata(shared: &Shared, request: &Request, record: &mut GoogleRequest) -> R
                     scopes,
                     GoogleTokenSource::Metadata,
                 );
-                let body = json!({
-                    "access_token": token,
-                    "expires_in": options.token_lifetime,
-                    "token_type": "Bearer",
-                });
+                let body = token_body(&token, options.token_lifetime);
                 return answer(200, "application/json", body.to_string());
             }
             _ => {}
@@ -805,6 +797,15 @@ fn issue(shared: &Shared, account: &str, scopes: Vec<String>, source: GoogleToke
     token
 }
 
+/// What both token endpoints answer for an issued access token.
+fn token_body(token: &str, lifetime: u64) -> Value {
+    json!({
+        "access_token": token,
+        "expires_in": lifetime,
+        "token_type": "Bearer",
+    })
+}
+
 fn oauth_error(status: u16, error: &str, description: &str) -> Response {
     Response::json(
         status,
@@ -820,12 +821,8 @@ fn token_endpoint(shared: &Shared, request: &Request, record: &mut GoogleRequest
             "The token endpoint accepts POST only.",
         );
     }
-    let form = parse_form(&String::from_utf8_lossy(&request.body));
-    let field = |name: &str| {
-        form.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let form = request.form();
+    let field = |name: &str| form_value(&form, name);
     let grant_type = field("grant_type").unwrap_or("");
     record.grant_type = Some(grant_type.to_string());
     if grant_type != JWT_BEARER_GRANT {
@@ -875,13 +872,7 @@ fn token_endpoint(shared: &Shared, request: &Request, record: &mut GoogleRequest
             ),
         );
     }
-    let scopes: Vec<String> = jwt
-        .claim("scope")
-        .unwrap_or("")
-        .split(' ')
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
+    let scopes = split_scopes(jwt.claim("scope").unwrap_or(""));
     record.scopes = scopes.clone();
     if scopes.is_empty() {
         return oauth_error(
@@ -892,14 +883,7 @@ fn token_endpoint(shared: &Shared, request: &Request, record: &mut GoogleRequest
     }
     record.account = Some(email.clone());
     let token = issue(shared, &email, scopes, GoogleTokenSource::JwtBearer);
-    Response::json(
-        200,
-        &json!({
-            "access_token": token,
-            "expires_in": shared.options.token_lifetime,
-            "token_type": "Bearer",
-        }),
-    )
+    Response::json(200, &token_body(&token, shared.options.token_lifetime))
 }
 
 fn xml_error(status: u16, code: &str, message: &str, details: Option<&str>) -> Response {
@@ -986,7 +970,7 @@ fn storage(shared: &Shared, request: &Request, record: &mut GoogleRequest) -> Re
         return no_such_key();
     };
     let query = parse_form(request.query());
-    if let Some((_, generation)) = query.iter().find(|(k, _)| k == "generation") {
+    if let Some(generation) = form_value(&query, "generation") {
         if generation.parse::<i64>().ok() != Some(stored.generation) {
             return no_such_key();
         }

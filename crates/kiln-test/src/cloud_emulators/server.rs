@@ -5,10 +5,8 @@
 //! and a plain forwarder for [`super::AcrFront`].
 
 use std::io::{self, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -17,7 +15,11 @@ use serde_json::Value;
 
 use crate::certs::{IssuedCert, TestCa};
 use crate::error::{Error, IoContext, Result};
-use crate::http::{copy_body, dechunk, read_head, Framing, Head, HttpResponse};
+use crate::http::{
+    copy_body, dechunk, exchange, find_header, parse_form, read_head, request_head, Framing, Head,
+    HttpResponse,
+};
+use crate::listener::{Connections, Listener};
 
 /// Largest request body an emulator reads (registry blob uploads through the
 /// ACR front are the biggest).
@@ -25,6 +27,19 @@ const MAX_BODY: u64 = 512 * 1024 * 1024;
 
 /// How long a connection may sit idle between requests.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Headers that frame a message or manage its connection: the server and
+/// [`forward`] set their own.
+const FRAMING_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+];
+
+fn is_one_of(name: &str, names: &[&str]) -> bool {
+    names.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
 
 /// One request, body read whole.
 #[derive(Debug, Clone)]
@@ -41,10 +56,7 @@ pub(crate) struct Request {
 impl Request {
     /// The first value of header `name` (case-insensitive).
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 
     /// The path, without the query, still percent-encoded.
@@ -65,6 +77,27 @@ impl Request {
             .eq_ignore_ascii_case("bearer")
             .then_some(token.trim())
     }
+
+    /// The body as `application/x-www-form-urlencoded` pairs, decoded.
+    pub(crate) fn form(&self) -> Vec<(String, String)> {
+        parse_form(&String::from_utf8_lossy(&self.body))
+    }
+}
+
+/// The first value of `name` in decoded form or query pairs.
+pub(crate) fn form_value<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The words of a space-separated list (an OAuth `scope`), empty ones dropped.
+pub(crate) fn split_scopes(list: &str) -> Vec<String> {
+    list.split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// A response the handler returns.
@@ -103,21 +136,18 @@ impl Response {
 /// What answers requests.
 pub(crate) type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
 
-struct Shared {
+struct Emulator {
     handler: Handler,
     tls: Option<Arc<ServerConfig>>,
-    stop: AtomicBool,
-    /// Clones of every socket, so drop can shut them down and unblock threads.
-    sockets: Mutex<Vec<TcpStream>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
 }
+
+/// What every connection thread sees: the emulator, the stop flag, the sockets.
+type Shared = Connections<Emulator>;
 
 /// A running server; stops, closes every connection and joins every thread
 /// on drop.
 pub(crate) struct HttpServer {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    accept_thread: Option<JoinHandle<()>>,
+    listener: Listener<Emulator>,
 }
 
 impl HttpServer {
@@ -127,73 +157,31 @@ impl HttpServer {
         tls: Option<Arc<ServerConfig>>,
         handler: Handler,
     ) -> Result<Self> {
-        let listener =
-            TcpListener::bind("127.0.0.1:0").context(|| format!("bind {name} on 127.0.0.1"))?;
-        let addr = listener
-            .local_addr()
-            .context(|| format!("{name} address"))?;
-        let shared = Arc::new(Shared {
-            handler,
-            tls,
-            stop: AtomicBool::new(false),
-            sockets: Mutex::new(Vec::new()),
-            threads: Mutex::new(Vec::new()),
-        });
-        let accept_thread = {
-            let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name(format!("kiln-test-{name}"))
-                .spawn(move || accept_loop(listener, shared))
-                .context(|| format!("spawn {name} thread"))?
-        };
-        Ok(Self {
-            addr,
-            shared,
-            accept_thread: Some(accept_thread),
-        })
+        let listener = Listener::start(
+            name,
+            format!("kiln-test-{name}"),
+            "kiln-test-emulator-conn",
+            Emulator { handler, tls },
+            |stream, shared| {
+                // Errors end only this connection.
+                let _ = serve_connection(stream, shared);
+            },
+        )?;
+        Ok(Self { listener })
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
-        self.addr
+        self.listener.addr()
     }
 
     pub(crate) fn is_tls(&self) -> bool {
-        self.shared.tls.is_some()
+        self.listener.shared().tls.is_some()
     }
 
     /// `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT`.
     pub(crate) fn url(&self) -> String {
         let scheme = if self.is_tls() { "https" } else { "http" };
-        format!("{scheme}://{}", self.addr)
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(thread) = self.accept_thread.take() {
-            let _ = thread.join();
-        }
-        for socket in self
-            .shared
-            .sockets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            let _ = socket.shutdown(Shutdown::Both);
-        }
-        let threads: Vec<_> = self
-            .shared
-            .threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .collect();
-        for thread in threads {
-            let _ = thread.join();
-        }
+        format!("{scheme}://{}", self.addr())
     }
 }
 
@@ -216,42 +204,6 @@ pub(crate) fn tls_server_config(cert: &IssuedCert) -> Result<Arc<ServerConfig>> 
 /// A TLS server config with a new `127.0.0.1`/`localhost` certificate from `ca`.
 pub(crate) fn loopback_tls(ca: &TestCa) -> Result<Arc<ServerConfig>> {
     tls_server_config(&ca.issue_loopback_server()?)
-}
-
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    for conn in listener.incoming() {
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(stream) = conn else { continue };
-        if let Ok(clone) = stream.try_clone() {
-            shared
-                .sockets
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(clone);
-        }
-        let worker = {
-            let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name("kiln-test-emulator-conn".into())
-                .spawn(move || {
-                    // Errors end only this connection.
-                    let _ = serve_connection(stream, &shared);
-                })
-        };
-        if let Ok(handle) = worker {
-            let mut threads = shared.threads.lock().unwrap_or_else(|e| e.into_inner());
-            // Reap finished connection threads so a long test does not pile them up.
-            let (done, running): (Vec<_>, Vec<_>) =
-                threads.drain(..).partition(|t| t.is_finished());
-            for thread in done {
-                let _ = thread.join();
-            }
-            *threads = running;
-            threads.push(handle);
-        }
-    }
 }
 
 /// A plain or TLS connection, either way `Read + Write`.
@@ -336,7 +288,7 @@ fn serve_requests(reader: &mut BufReader<Conn>, shared: &Shared) -> Result<()> {
         let body = read_body(reader, &head)?;
         let close = head.header_has_token("connection", "close")
             || head.start_line.ends_with("HTTP/1.0")
-            || shared.stop.load(Ordering::SeqCst);
+            || shared.stopping();
         let request = Request {
             method,
             target,
@@ -411,33 +363,20 @@ fn write_response<W: Write>(
         (100..200).contains(&response.status) || response.status == 204 || response.status == 304;
     // A HEAD answer keeps the length a GET would have: the handler's own
     // `Content-Length` (a forwarded HEAD), else the body it built.
-    let given_length = response
-        .headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .map(|(_, v)| v.clone());
+    let given_length = find_header(&response.headers, "content-length");
     let mut text = format!(
         "HTTP/1.1 {} {}\r\n",
         response.status,
         reason(response.status)
     );
     for (name, value) in &response.headers {
-        if [
-            "content-length",
-            "transfer-encoding",
-            "connection",
-            "keep-alive",
-        ]
-        .iter()
-        .any(|h| h.eq_ignore_ascii_case(name))
-        {
-            continue;
+        if !is_one_of(name, FRAMING_HEADERS) {
+            text.push_str(&format!("{name}: {value}\r\n"));
         }
-        text.push_str(&format!("{name}: {value}\r\n"));
     }
     if !bodiless {
         let length = match (head_request, given_length) {
-            (true, Some(given)) => given,
+            (true, Some(given)) => given.to_string(),
             _ => response.body.len().to_string(),
         };
         text.push_str(&format!("Content-Length: {length}\r\n"));
@@ -463,64 +402,37 @@ pub(crate) fn forward(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Result<Response> {
-    let what = || format!("forward {method} {target} to {upstream}");
-    let stream = TcpStream::connect_timeout(&upstream, Duration::from_secs(10)).context(what)?;
+    let what = format!("forward {method} {target} to {upstream}");
+    let stream =
+        TcpStream::connect_timeout(&upstream, Duration::from_secs(10)).context(|| what.clone())?;
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
-        .context(what)?;
+        .context(|| what.clone())?;
     let mut head = format!("{method} {target} HTTP/1.1\r\n");
     for (name, value) in headers {
-        if [
-            "content-length",
-            "transfer-encoding",
-            "connection",
-            "expect",
-            "keep-alive",
-        ]
-        .iter()
-        .any(|h| h.eq_ignore_ascii_case(name))
-        {
-            continue;
+        if !is_one_of(name, FRAMING_HEADERS) && !name.eq_ignore_ascii_case("expect") {
+            head.push_str(&format!("{name}: {value}\r\n"));
         }
-        head.push_str(&format!("{name}: {value}\r\n"));
     }
     if !body.is_empty() || !matches!(method, "GET" | "HEAD" | "DELETE") {
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("Connection: close\r\n\r\n");
-    let mut writer = &stream;
-    writer.write_all(head.as_bytes()).context(what)?;
-    writer.write_all(body).context(what)?;
-    let mut reader = BufReader::new(&stream);
-    let response_head = read_head(&mut reader)?
-        .ok_or_else(|| Error::Http(format!("{}: closed without a response", what())))?;
-    let status = response_head
-        .status()
-        .ok_or_else(|| Error::Http(format!("bad status line {:?}", response_head.start_line)))?;
-    let framing = response_head.response_framing(method)?;
-    let mut raw = Vec::new();
-    copy_body(&mut reader, &mut raw, framing).context(what)?;
-    let body = if framing == Framing::Chunked {
-        dechunk(&raw)?
-    } else {
-        raw
-    };
+    let response = exchange(&stream, &head, body, method, &what)?;
+    // A HEAD answer keeps its length for `write_response` to pass on.
     let keep_length = method.eq_ignore_ascii_case("HEAD");
-    let headers = response_head
+    let headers = response
         .headers
         .into_iter()
         .filter(|(name, _)| {
-            let n = name.to_ascii_lowercase();
-            !matches!(
-                n.as_str(),
-                "transfer-encoding" | "connection" | "keep-alive"
-            ) && (keep_length || n != "content-length")
+            !is_one_of(name, FRAMING_HEADERS)
+                || (keep_length && name.eq_ignore_ascii_case("content-length"))
         })
         .collect();
     Ok(Response {
-        status,
+        status: response.status,
         headers,
-        body,
+        body: response.body,
     })
 }
 
@@ -539,7 +451,7 @@ pub fn https_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<HttpResponse> {
-    let what = || format!("{method} https://{addr}{path}");
+    let what = format!("{method} https://{addr}{path}");
     let mut roots = RootCertStore::empty();
     for der in pem_certificates(ca_pem)? {
         roots
@@ -555,40 +467,13 @@ pub fn https_request(
     let name = ServerName::IpAddress(addr.ip().into());
     let conn = ClientConnection::new(Arc::new(config), name)
         .map_err(|e| Error::Crypto(format!("TLS client: {e}")))?;
-    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).context(what)?;
+    let tcp =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(10)).context(|| what.clone())?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))
-        .context(what)?;
-    let mut stream = rustls::StreamOwned::new(conn, tcp);
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !body.is_empty() || method == "POST" || method == "PUT" {
-        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).context(what)?;
-    stream.write_all(body).context(what)?;
-    stream.flush().context(what)?;
-    let mut reader = BufReader::new(stream);
-    let head = read_head(&mut reader)?
-        .ok_or_else(|| Error::Http(format!("{}: closed without a response", what())))?;
-    let status = head
-        .status()
-        .ok_or_else(|| Error::Http(format!("bad status line {:?}", head.start_line)))?;
-    let framing = head.response_framing(method)?;
-    let mut raw = Vec::new();
-    copy_body(&mut reader, &mut raw, framing).context(what)?;
-    let body = if framing == Framing::Chunked {
-        dechunk(&raw)?
-    } else {
-        raw
-    };
-    Ok(HttpResponse {
-        status,
-        headers: head.headers,
-        body,
-    })
+        .context(|| what.clone())?;
+    let stream = rustls::StreamOwned::new(conn, tcp);
+    let head = request_head(addr, method, path, headers, body);
+    exchange(stream, &head, body, method, &what)
 }
 
 /// The DER certificates in a PEM text.

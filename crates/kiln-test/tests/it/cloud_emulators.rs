@@ -16,8 +16,17 @@ use serde_json::Value;
 
 const METADATA_TOKEN: &str = "/computeMetadata/v1/instance/service-accounts/default/token";
 
+/// Header or form pairs, for tables of requests.
+type Pairs<'a> = &'a [(&'a str, &'a str)];
+
 fn json(response: &HttpResponse) -> Value {
     serde_json::from_slice(&response.body).unwrap_or_else(|e| panic!("{e}: {}", response.text()))
+}
+
+/// The `access_token` of a token response, which must be a 200.
+fn access_token(response: &HttpResponse) -> String {
+    assert_eq!(response.status, 200, "{}", response.text());
+    json(response)["access_token"].as_str().unwrap().to_string()
 }
 
 fn basic(user: &str, password: &str) -> String {
@@ -70,11 +79,7 @@ fn metadata_token(google: &GoogleCloud) -> String {
         &[("Metadata-Flavor", "Google")],
     )
     .unwrap();
-    assert_eq!(response.status, 200, "{}", response.text());
-    json(&response)["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    access_token(&response)
 }
 
 #[test]
@@ -82,28 +87,25 @@ fn metadata_server_needs_its_header_and_issues_bearer_tokens() {
     let google = GoogleCloud::start(GoogleOptions::new().token_lifetime(1234)).unwrap();
     assert_eq!(google.metadata_host(), google.addr().to_string());
 
-    let refused = http_get(google.addr(), METADATA_TOKEN, &[]).unwrap();
+    let get =
+        |path: &str, headers: &[(&str, &str)]| http_get(google.addr(), path, headers).unwrap();
+    let metadata = |path: &str| get(path, &[("Metadata-Flavor", "Google")]);
+
+    let refused = get(METADATA_TOKEN, &[]);
     assert_eq!(refused.status, 403);
     assert!(refused
         .text()
         .contains("Missing Metadata-Flavor:Google header"));
-    let proxied = http_get(
-        google.addr(),
+    let proxied = get(
         METADATA_TOKEN,
         &[
             ("Metadata-Flavor", "Google"),
             ("X-Forwarded-For", "10.0.0.1"),
         ],
-    )
-    .unwrap();
+    );
     assert_eq!(proxied.status, 403);
 
-    let response = http_get(
-        google.addr(),
-        METADATA_TOKEN,
-        &[("Metadata-Flavor", "Google")],
-    )
-    .unwrap();
+    let response = metadata(METADATA_TOKEN);
     assert_eq!(response.status, 200);
     assert_eq!(response.header("Metadata-Flavor"), Some("Google"));
     let body = json(&response);
@@ -121,31 +123,17 @@ fn metadata_server_needs_its_header_and_issues_bearer_tokens() {
     assert_eq!(issued[0].scopes, [CLOUD_PLATFORM_SCOPE]);
 
     // Custom scopes, the email and the project, as gcp_auth and object_store read them.
-    let scoped = http_get(
-        google.addr(),
-        &format!("{METADATA_TOKEN}?scopes=https://www.googleapis.com/auth/devstorage.read_only"),
-        &[("Metadata-Flavor", "Google")],
-    )
-    .unwrap();
-    assert_eq!(scoped.status, 200);
-    let scoped_token = json(&scoped)["access_token"].as_str().unwrap().to_string();
+    let scoped = metadata(&format!(
+        "{METADATA_TOKEN}?scopes=https://www.googleapis.com/auth/devstorage.read_only"
+    ));
+    let scoped_token = access_token(&scoped);
     assert!(
         !google.accepts_bearer(&scoped_token),
         "no cloud-platform scope"
     );
-    let email = http_get(
-        google.addr(),
-        "/computeMetadata/v1/instance/service-accounts/default/email",
-        &[("Metadata-Flavor", "Google")],
-    )
-    .unwrap();
+    let email = metadata("/computeMetadata/v1/instance/service-accounts/default/email");
     assert_eq!(email.text(), GoogleOptions::new().metadata_account);
-    let project = http_get(
-        google.addr(),
-        "/computeMetadata/v1/project/project-id",
-        &[("Metadata-Flavor", "Google")],
-    )
-    .unwrap();
+    let project = metadata("/computeMetadata/v1/project/project-id");
     assert_eq!(project.text(), "kiln-test-project");
 
     let seen = google.requests();
@@ -178,12 +166,15 @@ fn token_uri_takes_the_jwt_bearer_grant_of_its_own_keys_only() {
         )
         .unwrap()
     };
+    let grant = |assertion: &str| {
+        post(&form(&[
+            ("grant_type", JWT_BEARER_GRANT),
+            ("assertion", assertion),
+        ]))
+    };
 
     let assertion = key.jwt_bearer_assertion(&[CLOUD_PLATFORM_SCOPE]).unwrap();
-    let ok = post(&form(&[
-        ("grant_type", JWT_BEARER_GRANT),
-        ("assertion", &assertion),
-    ]));
+    let ok = grant(&assertion);
     assert_eq!(ok.status, 200, "{}", ok.text());
     let body = json(&ok);
     assert_eq!(body["token_type"], "Bearer");
@@ -201,10 +192,7 @@ fn token_uri_takes_the_jwt_bearer_grant_of_its_own_keys_only() {
     let forged = stranger
         .jwt_bearer_assertion(&[CLOUD_PLATFORM_SCOPE])
         .unwrap();
-    let refused = post(&form(&[
-        ("grant_type", JWT_BEARER_GRANT),
-        ("assertion", &forged),
-    ]));
+    let refused = grant(&forged);
     assert_eq!(refused.status, 400);
     assert_eq!(json(&refused)["error"], "invalid_grant");
 
@@ -218,10 +206,7 @@ fn token_uri_takes_the_jwt_bearer_grant_of_its_own_keys_only() {
             "scope": CLOUD_PLATFORM_SCOPE, "iat": now, "exp": now + 3600,
         }))
         .unwrap();
-    let refused = post(&form(&[
-        ("grant_type", JWT_BEARER_GRANT),
-        ("assertion", &wrong_aud),
-    ]));
+    let refused = grant(&wrong_aud);
     assert_eq!(refused.status, 400);
     assert!(json(&refused)["error_description"]
         .as_str()
@@ -233,19 +218,9 @@ fn token_uri_takes_the_jwt_bearer_grant_of_its_own_keys_only() {
             "scope": CLOUD_PLATFORM_SCOPE, "iat": now, "exp": now + 7200,
         }))
         .unwrap();
-    assert_eq!(
-        post(&form(&[
-            ("grant_type", JWT_BEARER_GRANT),
-            ("assertion", &too_long)
-        ]))
-        .status,
-        400
-    );
+    assert_eq!(grant(&too_long).status, 400);
     let no_scope = key.jwt_bearer_assertion(&[]).unwrap();
-    let refused = post(&form(&[
-        ("grant_type", JWT_BEARER_GRANT),
-        ("assertion", &no_scope),
-    ]));
+    let refused = grant(&no_scope);
     assert_eq!(json(&refused)["error"], "invalid_scope");
     let refused = post(&form(&[("grant_type", "client_credentials")]));
     assert_eq!(json(&refused)["error"], "unsupported_grant_type");
@@ -315,7 +290,15 @@ fn cloud_storage_serves_objects_to_issued_credentials_as_the_xml_api() {
 
     let token = metadata_token(&google);
     let bearer = format!("Bearer {token}");
-    let got = http_get(google.addr(), &object, &[("Authorization", &bearer)]).unwrap();
+    let get =
+        |path: &str, headers: &[(&str, &str)]| http_get(google.addr(), path, headers).unwrap();
+    // A GET with the metadata server's token and `extra` headers.
+    let authorized = |path: &str, extra: &[(&str, &str)]| {
+        let mut headers = vec![("Authorization", bearer.as_str())];
+        headers.extend_from_slice(extra);
+        get(path, &headers)
+    };
+    let got = authorized(&object, &[]);
     assert_eq!(got.status, 200);
     assert_eq!(got.body, context);
     let etag = got.header("ETag").unwrap().to_string();
@@ -335,55 +318,29 @@ fn cloud_storage_serves_objects_to_issued_credentials_as_the_xml_api() {
     .unwrap();
     assert_eq!(head.status, 200);
     assert_eq!(head.header("Content-Length"), Some("100000"));
-    let part = http_get(
-        google.addr(),
-        &object,
-        &[
-            ("Authorization", &bearer),
-            ("Range", "bytes=99990-"),
-            ("If-Match", &etag),
-        ],
-    )
-    .unwrap();
+    let part = authorized(&object, &[("Range", "bytes=99990-"), ("If-Match", &etag)]);
     assert_eq!(part.status, 206);
     assert_eq!(part.body, &context[99_990..]);
     assert_eq!(
         part.header("Content-Range"),
         Some("bytes 99990-99999/100000")
     );
-    let stale = http_get(
-        google.addr(),
-        &object,
-        &[("Authorization", &bearer), ("If-Match", "\"0000\"")],
-    )
-    .unwrap();
-    assert_eq!(stale.status, 412);
-    let by_generation = http_get(
-        google.addr(),
-        &format!("{object}?generation={generation}"),
-        &[("Authorization", &bearer)],
-    )
-    .unwrap();
-    assert_eq!(by_generation.status, 200);
-    let beyond = http_get(
-        google.addr(),
-        &object,
-        &[("Authorization", &bearer), ("Range", "bytes=200000-")],
-    )
-    .unwrap();
-    assert_eq!(beyond.status, 416);
+    let by_generation = format!("{object}?generation={generation}");
+    let reads: [(&str, Pairs, u16); 3] = [
+        (&object, &[("If-Match", "\"0000\"")], 412),
+        (&by_generation, &[], 200),
+        (&object, &[("Range", "bytes=200000-")], 416),
+    ];
+    for (path, extra, status) in reads {
+        assert_eq!(authorized(path, extra).status, status, "{path} {extra:?}");
+    }
 
     // A service-account key's self-signed JWT, as object_store sends it.
     let key = google
         .service_account("ctx@kiln-test-project.iam.gserviceaccount.com")
         .unwrap();
     let jwt = key.self_signed_jwt(CLOUD_PLATFORM_SCOPE).unwrap();
-    let by_jwt = http_get(
-        google.addr(),
-        &object,
-        &[("Authorization", &format!("Bearer {jwt}"))],
-    )
-    .unwrap();
+    let by_jwt = get(&object, &[("Authorization", &format!("Bearer {jwt}"))]);
     assert_eq!(by_jwt.status, 200);
     assert_eq!(
         google.requests().last().unwrap().account.as_deref(),
@@ -391,25 +348,18 @@ fn cloud_storage_serves_objects_to_issued_credentials_as_the_xml_api() {
     );
 
     // Refusals, with Google's XML errors.
-    let anonymous = http_get(google.addr(), &object, &[]).unwrap();
+    let anonymous = get(&object, &[]);
     assert_eq!(anonymous.status, 403);
     assert!(anonymous.text().contains("<Code>AccessDenied</Code>"));
-    let forged = http_get(
-        google.addr(),
-        &object,
-        &[("Authorization", "Bearer ya29.forged")],
-    )
-    .unwrap();
+    let forged = get(&object, &[("Authorization", "Bearer ya29.forged")]);
     assert_eq!(forged.status, 401);
     assert!(forged
         .text()
         .contains("<Code>AuthenticationRequired</Code>"));
-    let missing = http_get(
-        google.addr(),
+    let missing = authorized(
         &format!("/kiln-ctx/{}", gcs_encode("team/other.tar.gz")),
-        &[("Authorization", &bearer)],
-    )
-    .unwrap();
+        &[],
+    );
     assert_eq!(missing.status, 404);
     assert!(missing.text().contains("<Code>NoSuchKey</Code>"));
     assert!(missing
@@ -419,17 +369,12 @@ fn cloud_storage_serves_objects_to_issued_credentials_as_the_xml_api() {
         missing.header("Content-Type"),
         Some("application/xml; charset=UTF-8")
     );
-    let no_bucket = http_get(google.addr(), "/nope/x", &[("Authorization", &bearer)]).unwrap();
+    let no_bucket = authorized("/nope/x", &[]);
     assert!(no_bucket.text().contains("<Code>NoSuchBucket</Code>"));
-    let empty = http_get(
-        google.addr(),
-        "/empty-bucket/x",
-        &[("Authorization", &bearer)],
-    )
-    .unwrap();
+    let empty = authorized("/empty-bucket/x", &[]);
     assert!(empty.text().contains("<Code>NoSuchKey</Code>"));
     google.revoke_tokens();
-    let revoked = http_get(google.addr(), &object, &[("Authorization", &bearer)]).unwrap();
+    let revoked = authorized(&object, &[]);
     assert_eq!(revoked.status, 401);
 
     let storage: Vec<_> = google
@@ -498,27 +443,18 @@ fn a_registry_accepts_google_access_tokens_as_oauth2accesstoken() {
     let access_token = metadata_token(&google);
 
     let realm = "/token?service=kiln-test-registry&scope=repository%3Ateam%2Fapp%3Apull%2Cpush";
-    let ok = http_get(
-        tokens.addr(),
-        realm,
-        &[("Authorization", &basic(GOOGLE_REGISTRY_USER, &access_token))],
-    )
-    .unwrap();
+    let login = |user: &str, password: &str| {
+        http_get(
+            tokens.addr(),
+            realm,
+            &[("Authorization", &basic(user, password))],
+        )
+        .unwrap()
+    };
+    let ok = login(GOOGLE_REGISTRY_USER, &access_token);
     assert_eq!(ok.status, 200, "{}", ok.text());
-    let wrong = http_get(
-        tokens.addr(),
-        realm,
-        &[("Authorization", &basic(GOOGLE_REGISTRY_USER, "ya29.nope"))],
-    )
-    .unwrap();
-    assert_eq!(wrong.status, 401);
-    let wrong_user = http_get(
-        tokens.addr(),
-        realm,
-        &[("Authorization", &basic("someone", &access_token))],
-    )
-    .unwrap();
-    assert_eq!(wrong_user.status, 401);
+    assert_eq!(login(GOOGLE_REGISTRY_USER, "ya29.nope").status, 401);
+    assert_eq!(login("someone", &access_token).status, 401);
 
     // A real client pushes with it; a key's self-signed JWT works too.
     let image = TestImage::single(b"gcr").unwrap();
@@ -558,6 +494,12 @@ fn entra_post(entra: &EntraId, ca: &TestCa, path: &str, body: &str) -> HttpRespo
     .unwrap()
 }
 
+/// The access token `entra` issues for the token request `fields`.
+fn entra_token(entra: &EntraId, ca: &TestCa, fields: &[(&str, &str)]) -> String {
+    let path = format!("/{}/oauth2/v2.0/token", entra.tenant_id());
+    access_token(&entra_post(entra, ca, &path, &form(fields)))
+}
+
 #[test]
 fn entra_issues_tokens_for_client_secrets_and_federated_tokens() {
     let ca = TestCa::new("kiln-test cloud CA").unwrap();
@@ -575,19 +517,22 @@ fn entra_issues_tokens_for_client_secrets_and_federated_tokens() {
         format!("{}{path}", entra.authority_host())
     );
     let scope = "https://management.azure.com/.default";
-
     // What azure_identity's ClientSecretCredential sends.
-    let ok = entra_post(
-        &entra,
-        &ca,
-        &path,
-        &form(&[
-            ("client_id", "app-secret"),
-            ("client_secret", "s3cret~value"),
-            ("grant_type", "client_credentials"),
-            ("scope", scope),
-        ]),
-    );
+    let secret_grant = |path: &str, client: &str, secret: &str, scope: &str| {
+        entra_post(
+            &entra,
+            &ca,
+            path,
+            &form(&[
+                ("client_id", client),
+                ("client_secret", secret),
+                ("grant_type", "client_credentials"),
+                ("scope", scope),
+            ]),
+        )
+    };
+
+    let ok = secret_grant(&path, "app-secret", "s3cret~value", scope);
     assert_eq!(ok.status, 200, "{}", ok.text());
     let body = json(&ok);
     let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
@@ -633,13 +578,9 @@ fn entra_issues_tokens_for_client_secrets_and_federated_tokens() {
             ]),
         )
     };
-    let ok = federated("app-wi", &assertion);
-    assert_eq!(ok.status, 200, "{}", ok.text());
+    let ok = access_token(&federated("app-wi", &assertion));
     assert_eq!(
-        entra
-            .access_token(json(&ok)["access_token"].as_str().unwrap())
-            .unwrap()
-            .audience,
+        entra.access_token(&ok).unwrap().audience,
         "https://containerregistry.azure.net"
     );
 
@@ -654,17 +595,7 @@ fn entra_issues_tokens_for_client_secrets_and_federated_tokens() {
     assert_eq!(code(&refused), 700_213);
     let refused = federated("app-wi", "not-a-jwt");
     assert_eq!(code(&refused), 50_027);
-    let refused = entra_post(
-        &entra,
-        &ca,
-        &path,
-        &form(&[
-            ("client_id", "app-secret"),
-            ("client_secret", "wrong"),
-            ("grant_type", "client_credentials"),
-            ("scope", scope),
-        ]),
-    );
+    let refused = secret_grant(&path, "app-secret", "wrong", scope);
     assert_eq!((refused.status, code(&refused)), (401, 7_000_215));
     let body = json(&refused);
     assert_eq!(body["error"], "invalid_client");
@@ -675,42 +606,28 @@ fn entra_issues_tokens_for_client_secrets_and_federated_tokens() {
     for key in ["timestamp", "trace_id", "correlation_id", "error_uri"] {
         assert!(body[key].is_string(), "{key}");
     }
-    let refused = entra_post(
-        &entra,
-        &ca,
-        "/another-tenant/oauth2/v2.0/token",
-        &form(&[
-            ("client_id", "app-secret"),
-            ("client_secret", "s3cret~value"),
-            ("grant_type", "client_credentials"),
-            ("scope", scope),
-        ]),
-    );
-    assert_eq!(code(&refused), 90_002);
-    let refused = entra_post(
-        &entra,
-        &ca,
-        &path,
-        &form(&[
-            ("client_id", "app-secret"),
-            ("client_secret", "s3cret~value"),
-            ("grant_type", "client_credentials"),
-            ("scope", "https://management.azure.com/user_impersonation"),
-        ]),
-    );
-    assert_eq!(code(&refused), 1_002_012);
-    let refused = entra_post(
-        &entra,
-        &ca,
-        &path,
-        &form(&[
-            ("client_id", "nobody"),
-            ("client_secret", "x"),
-            ("grant_type", "client_credentials"),
-            ("scope", scope),
-        ]),
-    );
-    assert_eq!(code(&refused), 700_016);
+    // Another tenant, a scope without `/.default`, an unknown application.
+    let impersonation = "https://management.azure.com/user_impersonation";
+    for (path, client, secret, scope, expected) in [
+        (
+            "/another-tenant/oauth2/v2.0/token",
+            "app-secret",
+            "s3cret~value",
+            scope,
+            90_002,
+        ),
+        (
+            &path,
+            "app-secret",
+            "s3cret~value",
+            impersonation,
+            1_002_012,
+        ),
+        (&path, "nobody", "x", scope, 700_016),
+    ] {
+        let refused = secret_grant(path, client, secret, scope);
+        assert_eq!(code(&refused), expected, "{path} {client} {scope}");
+    }
 
     let seen = entra.requests();
     assert_eq!(seen[0].client_auth, EntraClientAuth::Secret);
@@ -744,20 +661,16 @@ fn acr_front_exchanges_entra_tokens_and_fronts_the_registry() {
         Some(format!("Bearer realm=\"https://{host}/oauth2/token\",service=\"{host}\"").as_str())
     );
 
-    let aad = json(&entra_post(
+    let aad = entra_token(
         &entra,
         &ca,
-        &format!("/{}/oauth2/v2.0/token", entra.tenant_id()),
-        &form(&[
+        &[
             ("client_id", "kiln-sp"),
             ("client_secret", "pw"),
             ("grant_type", "client_credentials"),
             ("scope", "https://management.azure.com/.default"),
-        ]),
-    ))["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        ],
+    );
     let exchange = |fields: &[(&str, &str)]| {
         https_request(
             acr.addr(),
@@ -782,34 +695,26 @@ fn acr_front_exchanges_entra_tokens_and_fronts_the_registry() {
     assert_eq!(refresh.split('.').count(), 3);
 
     // Refusals: a token nobody issued, another tenant, another service.
-    assert_eq!(
-        exchange(&[
-            ("grant_type", "access_token"),
-            ("service", &host),
-            ("access_token", "eyJ.x.y")
-        ])
-        .status,
-        401
-    );
-    assert_eq!(
-        exchange(&[
-            ("grant_type", "access_token"),
-            ("service", &host),
-            ("tenant", "other"),
-            ("access_token", &aad)
-        ])
-        .status,
-        401
-    );
-    assert_eq!(
-        exchange(&[
-            ("grant_type", "access_token"),
-            ("service", "example.azurecr.io"),
-            ("access_token", &aad)
-        ])
-        .status,
-        400
-    );
+    let refusals: [(Pairs, u16); 3] = [
+        (&[("service", &host), ("access_token", "eyJ.x.y")], 401),
+        (
+            &[
+                ("service", &host),
+                ("tenant", "other"),
+                ("access_token", &aad),
+            ],
+            401,
+        ),
+        (
+            &[("service", "example.azurecr.io"), ("access_token", &aad)],
+            400,
+        ),
+    ];
+    for (fields, status) in refusals {
+        let mut fields = fields.to_vec();
+        fields.insert(0, ("grant_type", "access_token"));
+        assert_eq!(exchange(&fields).status, status, "{fields:?}");
+    }
     let records = acr.exchanges();
     assert_eq!(records.len(), 4);
     assert!(records[0].access_token_valid);
@@ -820,12 +725,13 @@ fn acr_front_exchanges_entra_tokens_and_fronts_the_registry() {
     // The refresh token logs in as 00000000-…, by basic auth and by the
     // refresh_token grant, at the login server's /oauth2/token.
     let scope = "repository%3Ateam%2Fapp%3Apull%2Cpush";
-    let token = get(
-        &format!("/oauth2/token?service={host}&scope={scope}"),
-        &[("Authorization", &basic(ACR_REFRESH_TOKEN_USER, &refresh))],
-    );
-    assert_eq!(token.status, 200, "{}", token.text());
-    let access = json(&token)["access_token"].as_str().unwrap().to_string();
+    let login = |password: &str| {
+        get(
+            &format!("/oauth2/token?service={host}&scope={scope}"),
+            &[("Authorization", &basic(ACR_REFRESH_TOKEN_USER, password))],
+        )
+    };
+    let access = access_token(&login(&refresh));
     let grant = https_request(
         acr.addr(),
         ca.cert_pem(),
@@ -842,11 +748,7 @@ fn acr_front_exchanges_entra_tokens_and_fronts_the_registry() {
     )
     .unwrap();
     assert_eq!(grant.status, 200, "{}", grant.text());
-    let bad = get(
-        &format!("/oauth2/token?service={host}&scope={scope}"),
-        &[("Authorization", &basic(ACR_REFRESH_TOKEN_USER, "forged"))],
-    );
-    assert_eq!(bad.status, 401);
+    assert_eq!(login("forged").status, 401);
     let v2 = get("/v2/", &[("Authorization", &format!("Bearer {access}"))]);
     assert_eq!(v2.status, 200, "{}", v2.text());
 
@@ -875,11 +777,7 @@ fn acr_front_exchanges_entra_tokens_and_fronts_the_registry() {
         && r.status == 201));
 
     acr.revoke_refresh_tokens();
-    let revoked = get(
-        &format!("/oauth2/token?service={host}&scope={scope}"),
-        &[("Authorization", &basic(ACR_REFRESH_TOKEN_USER, &refresh))],
-    );
-    assert_eq!(revoked.status, 401);
+    assert_eq!(login(&refresh).status, 401);
 }
 
 /// Azurite comes from npm (scripts/test.sh installs it), like the registry
@@ -992,21 +890,17 @@ fn azurite_accepts_entra_tokens_over_tls() {
     let assertion = entra
         .federated_token("system:serviceaccount:ci:kiln")
         .unwrap();
-    let token = json(&entra_post(
+    let token = entra_token(
         &entra,
         &ca,
-        &format!("/{}/oauth2/v2.0/token", entra.tenant_id()),
-        &form(&[
+        &[
             ("client_id", "blob-reader"),
             ("client_assertion_type", CLIENT_ASSERTION_TYPE),
             ("client_assertion", &assertion),
             ("scope", "https://storage.azure.com/.default"),
             ("grant_type", "client_credentials"),
-        ]),
-    ))["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        ],
+    );
     let got = azurite
         .request(
             "GET",
