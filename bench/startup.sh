@@ -30,7 +30,8 @@ echo '{}' >"$work/config.json"
 run=(env -i PATH="$PATH" HOME="$work" DOCKER_CONFIG="$work")
 
 for bin in "$new" "$old"; do
-    printf '%s: %s bytes stripped\n' "$bin" "$(strip -o - "$bin" | wc -c)"
+    strip -o "$work/stripped" "$bin"
+    printf '%s: %s bytes stripped\n' "$bin" "$(stat -c %s "$work/stripped")"
 done
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
@@ -42,7 +43,8 @@ for i in $(seq "$runs"); do
         "${run[@]}" "$bin" --version >/dev/null
         t1=$(now_ms)
         "${run[@]}" "$bin" build --context "$work/ctx" --no-push --oci-layout-path "$work/out-$which-$i" \
-            --kiln-dir "$work/kiln-$which-$i" >/dev/null 2>&1
+            --kiln-dir "$work/kiln-$which-$i" >/dev/null 2>"$work/err" \
+            || { echo "$bin build failed:" >&2; cat "$work/err" >&2; exit 1; }
         t2=$(now_ms)
         times[$which-version]+="$((t1 - t0)) "
         times[$which-build]+="$((t2 - t1)) "
