@@ -321,11 +321,13 @@ async fn open(
         } => {
             let emulator =
                 env("AZURE_STORAGE_USE_EMULATOR").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            // object_store's variables move the endpoint: Azurite's, or any other
+            // (`AZURE_STORAGE_ENDPOINT`, e.g. a private endpoint or a proxy).
             let endpoint = if emulator {
                 env("AZURITE_BLOB_STORAGE_URL")
                     .unwrap_or_else(|| "http://127.0.0.1:10000".to_string())
             } else {
-                format!("https://{host}")
+                env("AZURE_STORAGE_ENDPOINT").unwrap_or_else(|| format!("https://{host}"))
             };
             let mut builder = object_store::azure::MicrosoftAzureBuilder::new()
                 .with_account(account)

@@ -352,8 +352,27 @@ fn s3_context() {
         ("S3_ENDPOINT", moto.endpoint_url()),
         ("S3_FORCE_PATH_STYLE", "true".to_string()),
     ];
-    for spec in ["s3://contexts/team/app.tar.gz", "s3://contexts"] {
-        let (out, layout) = build_into_layout(dir.path(), &env, &["--context", spec]);
+    // The second read with IRSA's web identity instead of static keys (the chain ECR uses).
+    let token_file = web_identity_file(dir.path());
+    let irsa = [
+        (
+            "AWS_ROLE_ARN",
+            "arn:aws:iam::111122223333:role/kiln-read".to_string(),
+        ),
+        (
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            token_file.display().to_string(),
+        ),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL", moto.endpoint_url()),
+        ("S3_ENDPOINT", moto.endpoint_url()),
+        ("S3_FORCE_PATH_STYLE", "true".to_string()),
+    ];
+    for (spec, env) in [
+        ("s3://contexts/team/app.tar.gz", &env[..]),
+        ("s3://contexts", &irsa[..]),
+    ] {
+        let (out, layout) = build_into_layout(dir.path(), env, &["--context", spec]);
         assert_success(&out);
         assert_no_secret(&out, &["s3-secret-never-shown"]);
         assert_eq!(unpack(&layout).read("app/main.txt"), "from s3\n", "{spec}");
@@ -674,4 +693,204 @@ fn azure_blob_context() {
         "{err}"
     );
     assert_no_secret(&out, &[&wrong]);
+}
+
+/// An Azure Blob context read with AKS workload identity: an Entra token for Azure Storage,
+/// accepted by Azurite (OAuth over TLS) at the endpoint `AZURE_STORAGE_ENDPOINT` names.
+#[test]
+fn azure_blob_context_with_workload_identity() {
+    let key = generate_account_key();
+    let azurite = Azurite::start(AzuriteOptions::new().account("kilnctx", &key).oauth()).unwrap();
+    let tarball = context_tarball(
+        "FROM scratch\nCOPY app/ /app/\n",
+        &[("app/main.txt", "from azure with an identity\n")],
+    );
+    azurite
+        .put_blob("kilnctx", "contexts", "app.tar.gz", &tarball)
+        .unwrap();
+    let ca = TestCa::new("kiln cloud test CA").unwrap();
+    let client_id = "0b7d4d51-6f3c-4a9e-9c1e-2f8a7b4c5d6e";
+    let subject = "system:serviceaccount:ci:kiln";
+    let entra = EntraId::start(
+        EntraOptions::new().workload_identity(client_id, subject),
+        &ca,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("cas.pem");
+    std::fs::write(
+        &ca_file,
+        format!("{}{}", ca.cert_pem(), azurite.ca_pem().unwrap()),
+    )
+    .unwrap();
+    let token_file = dir.path().join("azure-identity-token");
+    entra
+        .write_federated_token_file(&token_file, subject)
+        .unwrap();
+    let env = [
+        (
+            "AZURE_STORAGE_ENDPOINT",
+            azurite.account_endpoint("kilnctx"),
+        ),
+        ("AZURE_AUTHORITY_HOST", entra.authority_host()),
+        ("AZURE_TENANT_ID", entra.tenant_id().to_string()),
+        ("AZURE_CLIENT_ID", client_id.to_string()),
+        (
+            "AZURE_FEDERATED_TOKEN_FILE",
+            token_file.display().to_string(),
+        ),
+        ("SSL_CERT_FILE", ca_file.display().to_string()),
+    ];
+    let (out, layout) = build_into_layout(
+        dir.path(),
+        &env,
+        &[
+            "--context",
+            "https://kilnctx.blob.core.windows.net/contexts/app.tar.gz",
+        ],
+    );
+    assert_success(&out);
+    let tokens: Vec<String> = entra.access_tokens().into_iter().map(|t| t.token).collect();
+    assert!(!tokens.is_empty(), "Entra issued no token");
+    assert_no_secret(&out, &tokens.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        unpack(&layout).read("app/main.txt"),
+        "from azure with an identity\n"
+    );
+}
+
+/// `command` run in a mount namespace of its own where `/etc/hosts` is `hosts`: the clouds'
+/// registry names then reach the local registries, and nothing else on the machine sees them.
+fn with_hosts(command: &Command, hosts: &Path) -> Command {
+    let mut wrapped = Command::new("unshare");
+    wrapped
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(r#"mount --bind "$1" /etc/hosts && shift && exec "$@""#)
+        .arg("sh")
+        .arg(hosts)
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(name, value),
+            None => wrapped.env_remove(name),
+        };
+    }
+    wrapped
+}
+
+/// With no docker config entry at all, the provider is picked by the registry's name, as
+/// kaniko's keychain picks it: an ECR host (its region taken from the name; no AWS_REGION),
+/// an Artifact Registry host and an ACR host, each resolved to a local registry.
+#[test]
+fn providers_chosen_by_registry_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        "127.0.0.1 localhost\n\
+         127.0.0.1 123456789012.dkr.ecr.eu-central-1.amazonaws.com\n\
+         127.0.0.1 europe-west1-docker.pkg.dev\n\
+         127.0.0.1 kilnreg.azurecr.io\n",
+    )
+    .unwrap();
+    let push = |host: &str, tag: &str, ca: &Path, env: &[(&str, String)]| {
+        let docker = docker_dir(dir.path(), "{}");
+        let ctx = context(
+            &format!("FROM {host}/busybox:latest\nCOPY hello.txt /hello.txt\n"),
+            &[("hello.txt", tag)],
+        );
+        let mut command = kiln_command(&docker, env);
+        command
+            .env("SSL_CERT_FILE", ca)
+            .args(["build", "--context"])
+            .arg(ctx.path())
+            .args(["--destination", &format!("{host}/app:{tag}")])
+            // The local registries' certificates name 127.0.0.1, not the clouds' hosts.
+            .args(["--skip-tls-verify-registry", host, "--verbosity", "debug"])
+            .arg("--kiln-dir")
+            .arg(dir.path().join("kiln"));
+        with_hosts(&command, &hosts).output().expect("kiln runs")
+    };
+
+    // Amazon ECR.
+    let password = Moto::ecr_password(Moto::DEFAULT_ACCOUNT);
+    let ecr = CloudRegistry::start("AWS", &password);
+    let moto = Moto::start().unwrap();
+    let ecr_host = format!(
+        "123456789012.dkr.ecr.eu-central-1.amazonaws.com:{}",
+        ecr.registry.addr().port()
+    );
+    let out = push(
+        &ecr_host,
+        "ecr",
+        ecr.registry.ca_pem_path().unwrap(),
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIAKILNTESTKEY00003".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "by-name-secret".to_string()),
+            ("AWS_ENDPOINT_URL", moto.endpoint_url()),
+        ],
+    );
+    assert_success(&out);
+    assert_no_secret(&out, &[&password, "by-name-secret"]);
+    // No AWS_REGION is set: the push worked only with the region taken from the host name.
+    ecr.inspect("ecr", "AWS", &password);
+
+    // Google Artifact Registry.
+    let google = GoogleCloud::start(GoogleOptions::new()).unwrap();
+    let gar = CloudRegistry::start("pusher", "pusher-password");
+    google.link_token_server(gar.registry.token_server().unwrap());
+    let gar_host = format!("europe-west1-docker.pkg.dev:{}", gar.registry.addr().port());
+    let out = push(
+        &gar_host,
+        "gar",
+        gar.registry.ca_pem_path().unwrap(),
+        &[("GCE_METADATA_HOST", google.metadata_host())],
+    );
+    assert_success(&out);
+    let tokens: Vec<String> = google
+        .access_tokens()
+        .into_iter()
+        .map(|t| t.token)
+        .collect();
+    assert!(!tokens.is_empty(), "no Google token was asked for");
+    assert_no_secret(&out, &tokens.iter().map(String::as_str).collect::<Vec<_>>());
+    gar.inspect("gar", "pusher", "pusher-password");
+
+    // Azure Container Registry, through its refresh-token exchange.
+    let ca = TestCa::new("kiln cloud test CA").unwrap();
+    let client_id = "9c1e2f8a-7b4c-4d51-8e6f-0b7d3c2a9e5d";
+    let secret = "by-name-entra-secret";
+    let entra = EntraId::start(EntraOptions::new().client_secret(client_id, secret), &ca).unwrap();
+    let plain = token_registry(false, "pusher", "pusher-password");
+    let front = AcrFront::start(&plain, &entra, &ca).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let acr_host = format!("kilnreg.azurecr.io:{}", front.addr().port());
+    let out = push(
+        &acr_host,
+        "acr",
+        &ca_file,
+        &[
+            ("AZURE_AUTHORITY_HOST", entra.authority_host()),
+            ("AZURE_TENANT_ID", entra.tenant_id().to_string()),
+            ("AZURE_CLIENT_ID", client_id.to_string()),
+            ("AZURE_CLIENT_SECRET", secret.to_string()),
+        ],
+    );
+    assert_success(&out);
+    let exchanges = front.exchanges();
+    assert!(
+        !exchanges.is_empty() && exchanges.iter().all(|e| e.access_token_valid),
+        "{exchanges:?}"
+    );
+    assert_no_secret(&out, &[secret]);
+    let inspected = kiln_test::skopeo_checked([
+        "inspect".to_string(),
+        "--tls-verify=false".to_string(),
+        "--creds=pusher:pusher-password".to_string(),
+        format!("docker://{}/app:acr", plain.host()),
+    ])
+    .unwrap();
+    assert!(inspected.contains("Layers"), "{inspected}");
 }

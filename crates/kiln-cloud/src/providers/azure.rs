@@ -152,9 +152,12 @@ pub(super) async fn credential(
         .await
         .map_err(|e| format!("POST {url}: reading the reply: {e}"))?;
     if !status.is_success() {
+        let hint = match status.as_u16() {
+            401 | 403 => "; the identity needs a role on the registry such as AcrPush",
+            _ => "",
+        };
         return Err(format!(
-            "POST {url} (the Entra token for an ACR refresh token): {status}: {}; the identity \
-             needs a role on the registry such as AcrPush",
+            "POST {url} (the Entra token for an ACR refresh token): {status}: {}{hint}",
             oauth_error_message(&body)
         ));
     }

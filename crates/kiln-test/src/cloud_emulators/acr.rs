@@ -36,7 +36,8 @@ const REFRESH_TOKEN_LIFETIME: i64 = 3 * 3600;
 pub struct AcrExchange {
     /// `grant_type` (ACR's is `access_token`).
     pub grant_type: Option<String>,
-    /// `service` (the registry's login server, `127.0.0.1:PORT` here).
+    /// `service` (the registry's login server: the Host it was reached by, `127.0.0.1:PORT` or
+    /// a name that resolves to it).
     pub service: Option<String>,
     /// `tenant`.
     pub tenant: Option<String>,
@@ -99,8 +100,8 @@ impl Shared {
 /// - `POST /oauth2/exchange`, form `grant_type=access_token&service=LOGIN_SERVER
 ///   &tenant=TENANT&access_token=ENTRA_TOKEN`: the access token must be an
 ///   unexpired one the given [`EntraId`] issued, for that tenant (when sent),
-///   with an audience in [`ACR_TOKEN_AUDIENCES`]; `service` must be this
-///   front's host (`127.0.0.1:PORT` or `localhost:PORT`). Answers
+///   with an audience in [`ACR_TOKEN_AUDIENCES`]; `service` must be the
+///   name the client reached the front by (its `Host`). Answers
 ///   `{"refresh_token":"…"}` (a JWT, three hours), which from then on is the
 ///   password of [`ACR_REFRESH_TOKEN_USER`] at the registry's token server
 ///   (basic auth or the password grant) and a valid `refresh_token` grant;
@@ -305,13 +306,11 @@ fn exchange_reply(
         );
         return acr_error(400, "UNSUPPORTED", &message);
     }
-    let port = request
-        .header("host")
-        .and_then(|h| h.rsplit_once(':'))
-        .map(|(_, p)| p.to_string())
-        .unwrap_or_default();
+    // The login server is the name the client reached it by (its Host), as in ACR, where
+    // that is `NAME.azurecr.io`.
+    let login_server = request.header("host").unwrap_or_default();
     let service = record.service.as_deref().unwrap_or("");
-    if service != format!("127.0.0.1:{port}") && service != format!("localhost:{port}") {
+    if service.is_empty() || !service.eq_ignore_ascii_case(login_server) {
         let message = format!("service {service:?} is not this registry's login server");
         return acr_error(400, "UNAUTHORIZED", &message);
     }
