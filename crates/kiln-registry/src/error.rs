@@ -102,6 +102,15 @@ pub enum RegistryError {
         /// The registry's message.
         message: Option<String>,
     },
+    /// A refusal (401 or 403) from a registry kiln sent no credentials to, because the built-in
+    /// provider for it could not get them.
+    #[error("{error}; no credentials were sent because {reason}")]
+    NoCredentials {
+        /// The registry's refusal.
+        error: Box<RegistryError>,
+        /// Why the provider had none (what it lacked and what to set).
+        reason: String,
+    },
     /// No answer: connection refused, TLS failure, timeout, broken transfer.
     #[error("{request}: {reason}")]
     Connection {
@@ -204,6 +213,7 @@ impl RegistryError {
     pub fn status(&self) -> Option<u16> {
         match self {
             RegistryError::Status { status, .. } => Some(*status),
+            RegistryError::NoCredentials { error, .. } => error.status(),
             _ => None,
         }
     }

@@ -836,6 +836,27 @@ fn providers_chosen_by_registry_name() {
     // No AWS_REGION is set: the push worked only with the region taken from the host name.
     ecr.inspect("ecr", "AWS", &password);
 
+    // No AWS credentials at all: the pull of the public base still works anonymously (as with
+    // kaniko's keychain), and the refused push says why no credentials were sent.
+    let out = push(
+        &ecr_host,
+        "ecr-none",
+        ecr.registry.ca_pem_path().unwrap(),
+        &[("AWS_ENDPOINT_URL", moto.endpoint_url())],
+    );
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    let last = err
+        .lines()
+        .rfind(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    assert!(
+        last.contains("401")
+            && last.contains("no credentials were sent because Amazon ECR credentials")
+            && last.contains("AWS_WEB_IDENTITY_TOKEN_FILE"),
+        "{err}"
+    );
+
     // Google Artifact Registry.
     let google = GoogleCloud::start(GoogleOptions::new()).unwrap();
     let gar = CloudRegistry::start("pusher", "pusher-password");

@@ -367,6 +367,40 @@ mod tests {
         );
     }
 
+    /// A credential is reused while it has more than `RENEW_BEFORE` left, and only then: the
+    /// cached answer comes back without the provider being asked (it would have to reach
+    /// Entra ID here, which the test does not have).
+    #[test]
+    fn credentials_are_reused_until_shortly_before_they_expire() {
+        let providers = CloudCredentials::new(ProviderSet::default(), TransportOptions::default());
+        let registry = "kilnreg.azurecr.io";
+        let cached = Credential::IdentityToken(kiln_registry::Secret::new("refresh"));
+        let put = |expires: SystemTime| {
+            providers.cache.lock().unwrap().insert(
+                registry.to_string(),
+                Fetched {
+                    credential: cached.clone(),
+                    expires,
+                },
+            );
+        };
+        put(SystemTime::now() + RENEW_BEFORE + Duration::from_secs(60));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let answer = runtime
+            .block_on(providers.credential(registry, None))
+            .unwrap();
+        assert_eq!(answer, Some(cached.clone()));
+        put(SystemTime::now() + RENEW_BEFORE - Duration::from_secs(1));
+        assert_eq!(providers.cached(registry), None, "due for renewal");
+        // Not one of a provider's registries: no answer, nothing asked.
+        let other = runtime
+            .block_on(providers.credential("registry.example.com", None))
+            .unwrap();
+        assert_eq!(other, None);
+    }
+
     #[test]
     fn ports_are_not_part_of_the_host() {
         assert_eq!(host_name("gcr.io:443"), "gcr.io");

@@ -162,6 +162,8 @@ pub struct Client {
     clients: Clients,
     docker_config: Arc<DockerConfig>,
     credentials: Mutex<BTreeMap<String, Credential>>,
+    /// Registries whose built-in provider failed (so they are tried anonymously), and why.
+    provider_failures: Mutex<BTreeMap<String, String>>,
     auth: AuthCache,
     options: RegistryOptions,
     schemes: Mutex<BTreeMap<(String, Direction), &'static str>>,
@@ -217,6 +219,7 @@ impl Client {
             clients: Clients::new(options.transport.clone()),
             docker_config: Arc::new(docker_config),
             credentials: Mutex::new(BTreeMap::new()),
+            provider_failures: Mutex::new(BTreeMap::new()),
             auth: AuthCache::default(),
             options,
             schemes: Mutex::new(BTreeMap::new()),
@@ -328,6 +331,16 @@ impl Client {
             Err(e) => {
                 self.reporter
                     .note(&format!("{e}; going on without credentials"));
+                let reason = match &e {
+                    CredentialError::Provider {
+                        provider, reason, ..
+                    } => format!("{provider} credentials could not be had: {reason}"),
+                    other => other.to_string(),
+                };
+                self.provider_failures
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(registry.to_string(), reason);
                 Ok(Credential::Anonymous)
             }
         }
@@ -509,13 +522,41 @@ impl Client {
         self.url(&target.host, target.direction, path).await
     }
 
-    /// Reads an error response's body (its first 64 KiB) into an error.
-    async fn status_error(request: RequestInfo, mut response: reqwest::Response) -> RegistryError {
+    /// Reads an error response's body (its first 64 KiB) into an error. A refusal from a
+    /// registry whose built-in provider failed says why no credentials were sent.
+    async fn status_error(
+        &self,
+        request: RequestInfo,
+        mut response: reqwest::Response,
+    ) -> RegistryError {
         let status = response.status().as_u16();
+        let host = response
+            .url()
+            .host_str()
+            .map(|h| match response.url().port() {
+                Some(port) => format!("{h}:{port}"),
+                None => h.to_string(),
+            });
         let (body, _) = read_up_to(&mut response, MAX_ERROR_BODY_BYTES)
             .await
             .unwrap_or_default();
-        RegistryError::from_status(request, status, &body)
+        let error = RegistryError::from_status(request, status, &body);
+        let reason = host
+            .filter(|_| matches!(status, 401 | 403))
+            .and_then(|host| {
+                self.provider_failures
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&host)
+                    .cloned()
+            });
+        match reason {
+            Some(reason) => RegistryError::NoCredentials {
+                error: Box::new(error),
+                reason,
+            },
+            None => error,
+        }
     }
 }
 

@@ -111,7 +111,7 @@ impl Client {
             .await?;
         let request = RequestInfo::new(&Method::GET, &url);
         if !response.status().is_success() {
-            return Err(Self::status_error(request, response).await);
+            return Err(self.status_error(request, response).await);
         }
         let content_type = response
             .headers()
@@ -241,7 +241,7 @@ impl Client {
         let request = RequestInfo::new(&Method::GET, &url);
         let response = self.send(&target, Method::GET, &url, |r| r).await?;
         if !response.status().is_success() {
-            return Err(Self::status_error(request, response).await);
+            return Err(self.status_error(request, response).await);
         }
         // No more than the descriptor's size is read: a registry sending more is cut off.
         let mut response = response;
@@ -338,7 +338,7 @@ impl Client {
                 0
             };
             if !status.is_success() {
-                return Err(Self::status_error(request.clone(), response).await);
+                return Err(self.status_error(request.clone(), response).await);
             }
             let mut response = response;
             loop {

@@ -28,7 +28,9 @@ impl Client {
         match response.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(Self::status_error(RequestInfo::new(&Method::HEAD, &url), response).await),
+            _ => Err(self
+                .status_error(RequestInfo::new(&Method::HEAD, &url), response)
+                .await),
         }
     }
 
@@ -62,7 +64,7 @@ impl Client {
             StatusCode::ACCEPTED | StatusCode::CREATED => {
                 Ok(Some(location(&url, response.headers(), &request)?))
             }
-            _ => Err(Self::status_error(request, response).await),
+            _ => Err(self.status_error(request, response).await),
         }
     }
 
@@ -180,7 +182,7 @@ impl Client {
             )
             .await?;
         if response.status() != StatusCode::CREATED && !response.status().is_success() {
-            return Err(Self::status_error(request, response).await);
+            return Err(self.status_error(request, response).await);
         }
         Ok(())
     }
@@ -221,7 +223,7 @@ impl Client {
                 )
                 .await?;
             if response.status() != StatusCode::ACCEPTED {
-                return Err(Self::status_error(request, response).await);
+                return Err(self.status_error(request, response).await);
             }
             url = location(&url, response.headers(), &request)?;
             offset += len;
@@ -239,7 +241,7 @@ impl Client {
             )
             .await?;
         if !response.status().is_success() {
-            return Err(Self::status_error(request, response).await);
+            return Err(self.status_error(request, response).await);
         }
         Ok(())
     }
@@ -269,7 +271,7 @@ impl Client {
             })
             .await?;
         if !response.status().is_success() {
-            return Err(Self::status_error(request, response).await);
+            return Err(self.status_error(request, response).await);
         }
         if let Some(served) = response
             .headers()
