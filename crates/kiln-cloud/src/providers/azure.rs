@@ -34,11 +34,13 @@ enum Source {
 }
 
 impl Source {
+    /// In the order of the Azure SDKs' default chain: a service principal's secret, then
+    /// workload identity, then managed identity.
     fn from_env() -> Source {
-        if env("AZURE_FEDERATED_TOKEN_FILE").is_some() {
-            Source::Workload
-        } else if env("AZURE_CLIENT_SECRET").is_some() {
+        if env("AZURE_CLIENT_SECRET").is_some() {
             Source::Secret
+        } else if env("AZURE_FEDERATED_TOKEN_FILE").is_some() {
+            Source::Workload
         } else {
             Source::Managed
         }
