@@ -384,16 +384,7 @@ pub async fn download(
 
 /// object_store's error with its causes, on one line.
 fn describe_store_error(error: &object_store::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
+    let text = kiln_registry::error::with_causes(error.to_string(), error);
     match error {
         object_store::Error::NotFound { .. } => format!("no such object ({text})"),
         _ => text,

@@ -239,8 +239,9 @@ fn is_docker_hub(registry: &str) -> bool {
     )
 }
 
-/// docker's `ConvertToHostname`: `https://host:5000/v2/` → `host:5000`.
-fn hostname_of_key(key: &str) -> &str {
+/// docker's `ConvertToHostname`: `https://host:5000/v2/` → `host:5000` (how docker config keys
+/// and registry URLs given by users name a registry).
+pub fn hostname_of_key(key: &str) -> &str {
     let key = key
         .strip_prefix("https://")
         .or_else(|| key.strip_prefix("http://"))

@@ -168,6 +168,15 @@ fn pem_files_in(dir: &std::path::Path) -> Vec<CertificateDer<'static>> {
         .collect()
 }
 
+/// The `host[:port]` of `url`, as [`Clients::get`] and the transport policies name hosts.
+pub fn url_host(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
+}
+
 /// The TLS configuration kiln uses for `host` under `policy` (its trusted roots, extra CAs,
 /// client certificate, or no verification), for HTTP clients beside the registry client's
 /// (gix's, for git contexts).

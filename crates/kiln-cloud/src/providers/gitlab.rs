@@ -2,23 +2,14 @@
 //! `CI_REGISTRY_PASSWORD`, or the job token.
 
 use super::{env, host_name, Fetched};
-use kiln_registry::credentials::{Credential, Secret};
+use kiln_registry::credentials::{hostname_of_key, Credential, Secret};
 use std::time::{Duration, SystemTime};
 
 /// Whether `registry` is the job's registry (`CI_REGISTRY`, compared by host name as
 /// kaniko's GitLab helper does).
 pub(super) fn is_ci_registry(registry: &str) -> bool {
-    env("CI_REGISTRY").is_some_and(|ci| {
-        let ci = ci
-            .strip_prefix("https://")
-            .or_else(|| ci.strip_prefix("http://"))
-            .unwrap_or(&ci)
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        host_name(&ci).eq_ignore_ascii_case(host_name(registry))
-    })
+    env("CI_REGISTRY")
+        .is_some_and(|ci| host_name(hostname_of_key(&ci)).eq_ignore_ascii_case(host_name(registry)))
 }
 
 pub(super) fn credential(registry: &str) -> Result<Fetched, String> {

@@ -10,7 +10,7 @@ pub(crate) use ecr::{aws_config, describe_sdk_error};
 pub(crate) use google::access_token as google_token;
 
 use kiln_registry::credentials::{Credential, CredentialError, CredentialProvider, ProviderFuture};
-use kiln_registry::transport::{Clients, Direction, TransportOptions};
+use kiln_registry::transport::{url_host, Clients, Direction, TransportOptions};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -203,13 +203,11 @@ impl CloudCredentials {
     /// An HTTP client for `url`'s host with kiln's TLS settings.
     pub(crate) fn http_for(&self, url: &str) -> Result<reqwest::Client, String> {
         let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
-        let host = match (parsed.host_str(), parsed.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_string(),
-            _ => return Err(format!("{url}: no host")),
-        };
+        if parsed.host_str().is_none() {
+            return Err(format!("{url}: no host"));
+        }
         self.clients
-            .get(&host, Direction::Pull)
+            .get(&url_host(&parsed), Direction::Pull)
             .map_err(|e| e.to_string())
     }
 

@@ -38,11 +38,9 @@ impl Client {
             reason: format!("not a valid URL: {e}"),
         })?;
         let request = RequestInfo::new(&Method::GET, &parsed);
-        let host = match parsed.port() {
-            Some(p) => format!("{}:{p}", parsed.host_str().unwrap_or_default()),
-            None => parsed.host_str().unwrap_or_default().to_owned(),
-        };
-        let client = self.clients.get(&host, Direction::Pull)?;
+        let client = self
+            .clients
+            .get(&crate::transport::url_host(&parsed), Direction::Pull)?;
         let io_err = |path: &Path, source: std::io::Error| RegistryError::Io {
             path: path.to_path_buf(),
             source,

@@ -530,26 +530,20 @@ impl Client {
         mut response: reqwest::Response,
     ) -> RegistryError {
         let status = response.status().as_u16();
-        let host = response
-            .url()
-            .host_str()
-            .map(|h| match response.url().port() {
-                Some(port) => format!("{h}:{port}"),
-                None => h.to_string(),
-            });
+        let host = crate::transport::url_host(response.url());
         let (body, _) = read_up_to(&mut response, MAX_ERROR_BODY_BYTES)
             .await
             .unwrap_or_default();
         let error = RegistryError::from_status(request, status, &body);
-        let reason = host
-            .filter(|_| matches!(status, 401 | 403))
-            .and_then(|host| {
+        let reason = matches!(status, 401 | 403)
+            .then(|| {
                 self.provider_failures
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .get(&host)
                     .cloned()
-            });
+            })
+            .flatten();
         match reason {
             Some(reason) => RegistryError::NoCredentials {
                 error: Box::new(error),
