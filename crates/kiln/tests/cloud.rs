@@ -153,7 +153,7 @@ fn stderr(out: &Output) -> String {
 }
 
 /// Asserts none of `secrets` is in the output.
-fn assert_no_secret(out: &Output, secrets: &[&str]) {
+fn assert_no_secret(out: &Output, secrets: &[impl AsRef<str>]) {
     let all = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -161,7 +161,7 @@ fn assert_no_secret(out: &Output, secrets: &[&str]) {
     );
     for secret in secrets {
         assert!(
-            !all.contains(secret),
+            !all.contains(secret.as_ref()),
             "a secret is in kiln's output:\n{all}"
         );
     }
@@ -473,7 +473,7 @@ fn google_credentials_from_metadata_server_and_key_file() {
         .map(|t| t.token)
         .collect();
     assert!(!tokens.is_empty());
-    assert_no_secret(&out, &tokens.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_no_secret(&out, &tokens);
     registry.inspect("gke", "pusher", "pusher-password");
 
     // A service-account key: the JWT-bearer grant at the key's token_uri.
@@ -504,7 +504,7 @@ fn google_credentials_from_metadata_server_and_key_file() {
         .into_iter()
         .map(|t| t.token)
         .collect();
-    assert_no_secret(&out, &tokens.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_no_secret(&out, &tokens);
     registry.inspect("key", "pusher", "pusher-password");
 
     // No credentials and no metadata server: the error names the provider and what to set.
@@ -620,23 +620,16 @@ fn acr_credentials_from_workload_identity_and_client_secret() {
     assert_eq!(exchanges[0].tenant.as_deref(), Some(entra.tenant_id()));
     let token = std::fs::read_to_string(&token_file).unwrap();
     let all = secrets(&[token.as_str()]);
-    assert_no_secret(&out, &all.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_no_secret(&out, &all);
 
     let out = push("secret", &[("AZURE_CLIENT_SECRET", secret.to_string())]);
     assert_success(&out);
     let all = secrets(&[secret]);
-    assert_no_secret(&out, &all.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_no_secret(&out, &all);
 
     // Both images, read back from the registry itself by skopeo.
     for tag in ["workload", "secret"] {
-        let inspected = kiln_test::skopeo_checked([
-            "inspect".to_string(),
-            "--tls-verify=false".to_string(),
-            "--creds=pusher:pusher-password".to_string(),
-            format!("docker://{}/app:{tag}", registry.host()),
-        ])
-        .unwrap();
-        assert!(inspected.contains("Layers"), "{inspected}");
+        assert_pushed_behind_front(&registry, tag);
     }
 
     // A wrong secret: Entra's refusal, named, and nothing of the secret.
@@ -752,7 +745,7 @@ fn azure_blob_context_with_workload_identity() {
     assert_success(&out);
     let tokens: Vec<String> = entra.access_tokens().into_iter().map(|t| t.token).collect();
     assert!(!tokens.is_empty(), "Entra issued no token");
-    assert_no_secret(&out, &tokens.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_no_secret(&out, &tokens);
     assert_eq!(
         unpack(&layout).read("app/main.txt"),
         "from azure with an identity\n"
@@ -875,7 +868,7 @@ fn providers_chosen_by_registry_name() {
         .map(|t| t.token)
         .collect();
     assert!(!tokens.is_empty(), "no Google token was asked for");
-    assert_no_secret(&out, &tokens.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_no_secret(&out, &tokens);
     gar.inspect("gar", "pusher", "pusher-password");
 
     // Azure Container Registry, through its refresh-token exchange.
@@ -906,11 +899,16 @@ fn providers_chosen_by_registry_name() {
         "{exchanges:?}"
     );
     assert_no_secret(&out, &[secret]);
+    assert_pushed_behind_front(&plain, "acr");
+}
+
+/// skopeo reads `app:TAG` from the plain registry behind an ACR front, as its pushing user.
+fn assert_pushed_behind_front(registry: &Registry, tag: &str) {
     let inspected = kiln_test::skopeo_checked([
         "inspect".to_string(),
         "--tls-verify=false".to_string(),
         "--creds=pusher:pusher-password".to_string(),
-        format!("docker://{}/app:acr", plain.host()),
+        format!("docker://{}/app:{tag}", registry.host()),
     ])
     .unwrap();
     assert!(inspected.contains("Layers"), "{inspected}");
