@@ -849,6 +849,13 @@ fn providers_chosen_by_registry_name() {
             && last.contains("AWS_WEB_IDENTITY_TOKEN_FILE"),
         "{err}"
     );
+    // The pull and the push each asked the provider; the note of going on without credentials
+    // is shown once.
+    assert_eq!(
+        err.matches("going on without credentials").count(),
+        1,
+        "{err}"
+    );
 
     // Google Artifact Registry.
     let google = GoogleCloud::start(GoogleOptions::new()).unwrap();

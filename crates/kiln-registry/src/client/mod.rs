@@ -162,6 +162,9 @@ pub struct Client {
     clients: Clients,
     docker_config: Arc<DockerConfig>,
     credentials: Mutex<BTreeMap<String, Credential>>,
+    /// Held while credentials are looked up: a build pulls and checks push access at once, and
+    /// one lookup per registry must answer both (one helper run, one provider call, one note).
+    lookup: tokio::sync::Mutex<()>,
     /// Registries whose built-in provider failed (so they are tried anonymously), and why.
     provider_failures: Mutex<BTreeMap<String, String>>,
     auth: AuthCache,
@@ -219,6 +222,7 @@ impl Client {
             clients: Clients::new(options.transport.clone()),
             docker_config: Arc::new(docker_config),
             credentials: Mutex::new(BTreeMap::new()),
+            lookup: tokio::sync::Mutex::new(()),
             provider_failures: Mutex::new(BTreeMap::new()),
             auth: AuthCache::default(),
             options,
@@ -239,13 +243,20 @@ impl Client {
     }
 
     async fn credential(&self, registry: &str) -> Result<Credential, RegistryError> {
-        if let Some(c) = self
-            .credentials
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(registry)
-        {
-            return Ok(c.clone());
+        let known = || {
+            self.credentials
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(registry)
+                .cloned()
+        };
+        if let Some(c) = known() {
+            return Ok(c);
+        }
+        let _one_at_a_time = self.lookup.lock().await;
+        // Another request may have looked it up while this one waited.
+        if let Some(c) = known() {
+            return Ok(c);
         }
         let config = self.docker_config.clone();
         let host = registry.to_string();
