@@ -58,13 +58,13 @@ pub use base::{
 pub use certs::{CertUse, IssuedCert, KeyAlgorithm, TestCa};
 pub use cloud_emulators::{
     azurite_dir, generate_account_key, https_request, shared_key_authorization,
-    verify_self_signed_jwt, AcrExchange, AcrFront, AcrRequest, Azurite, AzuriteOptions,
-    EntraAccessToken, EntraApp, EntraClientAuth, EntraId, EntraOptions, EntraRequest,
-    GoogleAccessToken, GoogleCloud, GoogleEndpoint, GoogleOptions, GoogleRequest,
-    GoogleTokenSource, ServiceAccountKey, ACR_REFRESH_TOKEN_USER, ACR_TOKEN_AUDIENCES,
-    AZURE_STORAGE_VERSION, AZURITE_DEV_ACCOUNT, AZURITE_DEV_KEY, AZURITE_DIR, AZURITE_DIR_ENV,
-    CLIENT_ASSERTION_TYPE, CLOUD_PLATFORM_SCOPE, FEDERATED_TOKEN_AUDIENCE, GOOGLE_REGISTRY_USER,
-    JWT_BEARER_GRANT,
+    verify_self_signed_jwt, AcrExchange, AcrFront, AcrRequest, AwsContainerCredentials, Azurite,
+    AzuriteOptions, ContainerCredentialsRequest, EntraAccessToken, EntraApp, EntraClientAuth,
+    EntraId, EntraOptions, EntraRequest, GoogleAccessToken, GoogleCloud, GoogleEndpoint,
+    GoogleOptions, GoogleRequest, GoogleTokenSource, ServiceAccountKey, ACR_REFRESH_TOKEN_USER,
+    ACR_TOKEN_AUDIENCES, AZURE_STORAGE_VERSION, AZURITE_DEV_ACCOUNT, AZURITE_DEV_KEY, AZURITE_DIR,
+    AZURITE_DIR_ENV, CLIENT_ASSERTION_TYPE, CLOUD_PLATFORM_SCOPE, FEDERATED_TOKEN_AUDIENCE,
+    GOOGLE_REGISTRY_USER, JWT_BEARER_GRANT,
 };
 pub use error::{Error, Result};
 pub use http::{http_get, http_request, HttpResponse};

@@ -8,9 +8,9 @@ mod common;
 
 use common::{assert_success, context, unpack};
 use kiln_test::{
-    generate_account_key, AcrFront, Azurite, AzuriteOptions, BaseImage, EntraId, EntraOptions,
-    GoogleCloud, GoogleEndpoint, GoogleOptions, LayerTar, ManifestFormat, Moto, PushOptions,
-    Registry, RegistryOptions, TestCa, TokenAuthOptions, JWT_BEARER_GRANT,
+    generate_account_key, AcrFront, AwsContainerCredentials, Azurite, AzuriteOptions, BaseImage,
+    EntraId, EntraOptions, GoogleCloud, GoogleEndpoint, GoogleOptions, LayerTar, ManifestFormat,
+    Moto, PushOptions, Registry, RegistryOptions, TestCa, TokenAuthOptions, JWT_BEARER_GRANT,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -239,6 +239,114 @@ fn ecr_credentials_from_web_identity_push() {
         format!("docker://{}/app:ecr-none", registry.host()),
     ]);
     assert!(!missing.status.success(), "nothing was pushed");
+}
+
+/// The two other ways a pod or a laptop gets AWS keys: a named profile in the shared config
+/// files (keys and region from the files alone), and EKS Pod Identity's container credentials
+/// endpoint (the role's keys behind an authorization token). The registry admits only the
+/// password of the account the keys belong to.
+#[test]
+fn ecr_credentials_from_profile_and_pod_identity() {
+    let moto = Moto::start().unwrap();
+
+    // A profile: AWS_PROFILE names it; the region is the profile's.
+    let password = Moto::ecr_password(Moto::DEFAULT_ACCOUNT);
+    let registry = CloudRegistry::start("AWS", &password);
+    let config = format!(
+        r#"{{"credHelpers": {{"{}": "ecr-login"}}}}"#,
+        registry.host()
+    );
+    let aws = registry.dir.path().join("aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    std::fs::write(
+        aws.join("config"),
+        "[default]\nregion = us-west-2\n\n[profile ci]\nregion = eu-north-1\n",
+    )
+    .unwrap();
+    let profile_secret = "kiln-profile-secret-key";
+    std::fs::write(
+        aws.join("credentials"),
+        format!(
+            "[ci]\naws_access_key_id = AKIAKILNTESTKEY00005\naws_secret_access_key = {profile_secret}\n"
+        ),
+    )
+    .unwrap();
+    let env = [
+        ("AWS_PROFILE", "ci".to_string()),
+        ("AWS_CONFIG_FILE", aws.join("config").display().to_string()),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            aws.join("credentials").display().to_string(),
+        ),
+        ("AWS_ENDPOINT_URL", moto.endpoint_url()),
+    ];
+    let out = registry.build_and_push("profile", &config, &env);
+    assert_success(&out);
+    assert_no_secret(&out, &[&password, profile_secret]);
+    registry.inspect("profile", "AWS", &password);
+
+    // EKS Pod Identity: the agent hands out the role's keys (here moto's STS keys for a role
+    // in another account, so only they can unlock that account's registry).
+    let account = "210987654321";
+    let role_keys = moto
+        .assume_role_with_web_identity(
+            &format!("arn:aws:iam::{account}:role/kiln-pod-identity"),
+            "kiln",
+            &Moto::web_identity_token("system:serviceaccount:ci:kiln"),
+        )
+        .unwrap();
+    let password = Moto::ecr_password(account);
+    let registry = CloudRegistry::start("AWS", &password);
+    let config = format!(
+        r#"{{"credHelpers": {{"{}": "ecr-login"}}}}"#,
+        registry.host()
+    );
+    let agent_token = "kiln-pod-identity-agent-token";
+    let agent = AwsContainerCredentials::start(role_keys.clone(), agent_token).unwrap();
+    let token_file = registry.dir.path().join("eks-pod-identity-token");
+    std::fs::write(&token_file, agent_token).unwrap();
+    let env = [
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", agent.full_uri()),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            token_file.display().to_string(),
+        ),
+        ("AWS_REGION", "eu-west-1".to_string()),
+        ("AWS_ENDPOINT_URL", moto.endpoint_url()),
+    ];
+    let out = registry.build_and_push("pod-identity", &config, &env);
+    assert_success(&out);
+    assert_no_secret(
+        &out,
+        &[
+            password.as_str(),
+            agent_token,
+            role_keys.secret_access_key.as_str(),
+            role_keys.session_token.as_str(),
+        ],
+    );
+    registry.inspect("pod-identity", "AWS", &password);
+    let requests = agent.requests();
+    assert!(
+        !requests.is_empty()
+            && requests
+                .iter()
+                .all(|r| r.method == "GET" && r.authorization.as_deref() == Some(agent_token)),
+        "{requests:?}"
+    );
+
+    // A token the agent refuses: the build fails naming the provider, and pushes nothing.
+    std::fs::write(&token_file, "a-stale-token").unwrap();
+    let out = registry.build_and_push("pod-identity-refused", &config, &env);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("Amazon ECR credentials")
+            && err.contains("401")
+            && err.contains("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"),
+        "{err}"
+    );
+    assert!(!err.contains("a-stale-token"), "{err}");
 }
 
 /// Static keys from the environment, and `--credential-helpers` turning the built-in off.

@@ -2,7 +2,6 @@
 
 use super::Fetched;
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_ecr::error::DisplayErrorContext;
 use base64::Engine;
 use kiln_registry::credentials::{Credential, Secret};
 use std::time::{Duration, SystemTime};
@@ -60,13 +59,23 @@ pub(crate) const NO_AWS_CREDENTIALS_HINT: &str =
      AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE), or set AWS_ACCESS_KEY_ID and \
      AWS_SECRET_ACCESS_KEY";
 
-/// An SDK error as one line, with the hint where the credentials were missing.
+/// An SDK error as one line (its causes' messages, not the SDK's debug dump of them), with the
+/// hint where the credentials were missing, or the variables to check where the container
+/// credentials endpoint (EKS Pod Identity, ECS task roles) refused.
 pub(crate) fn describe_sdk_error(error: &dyn std::error::Error) -> String {
-    let text = DisplayErrorContext(error).to_string();
+    let text = kiln_registry::error::with_causes(error.to_string(), error);
+    // The chain's kinds (CredentialsNotLoaded) show only in the debug form; it is matched,
+    // never shown.
+    let detail = format!("{error:?}");
     if text.contains("no providers in chain provided credentials")
-        || text.contains("CredentialsNotLoaded")
+        || detail.contains("CredentialsNotLoaded")
     {
         NO_AWS_CREDENTIALS_HINT.to_string()
+    } else if text.contains("HTTP credential provider") {
+        format!(
+            "{text} (the container credentials endpoint: check AWS_CONTAINER_CREDENTIALS_FULL_URI \
+             and the token in AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)"
+        )
     } else {
         text
     }

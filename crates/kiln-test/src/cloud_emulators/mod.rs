@@ -1,4 +1,5 @@
-//! Google's and Azure's side of kiln's cloud steps, on `127.0.0.1`: small
+//! Google's and Azure's side of kiln's cloud steps (and AWS's container
+//! credentials endpoint, which moto does not serve), on `127.0.0.1`: small
 //! servers that follow each provider's documented protocol for exactly the
 //! requests kiln's libraries send (object_store 0.14, azure_identity 1.0,
 //! gcp_auth 0.12), and the real Azurite for Blob storage.
@@ -8,6 +9,7 @@
 //! | GCE/GKE metadata server | [`GoogleCloud`] | `GCE_METADATA_HOST=`[`GoogleCloud::metadata_host`] (object_store; gcp_auth's metadata URL is fixed) |
 //! | a service-account key's `token_uri` | [`GoogleCloud`], [`ServiceAccountKey`] | the key file ([`GoogleCloud::service_account`], [`ServiceAccountKey::write`]) via `GOOGLE_APPLICATION_CREDENTIALS` |
 //! | Cloud Storage (XML API reads) | [`GoogleCloud`] | `gcs_base_url` in a key file given as `GOOGLE_SERVICE_ACCOUNT`, or `GOOGLE_BASE_URL`; `GOOGLE_ALLOW_HTTP=true` for plain HTTP |
+//! | AWS container credentials (EKS Pod Identity agent, ECS task role) | [`AwsContainerCredentials`] | `AWS_CONTAINER_CREDENTIALS_FULL_URI=`[`AwsContainerCredentials::full_uri`], `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` |
 //! | Entra ID token endpoint | [`EntraId`] (TLS) | `AZURE_AUTHORITY_HOST=`[`EntraId::authority_host`], `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET` or `AZURE_FEDERATED_TOKEN_FILE`; `SSL_CERT_FILE` = the [`crate::TestCa`] PEM |
 //! | ACR login server (`/oauth2/exchange`, `/oauth2/token`) | [`AcrFront`] (TLS) in front of a token-auth [`crate::Registry`] | the image reference's host [`AcrFront::host`] |
 //! | Azure Blob storage | [`Azurite`] (npm `azurite`) | `AZURE_STORAGE_USE_EMULATOR=true`, `AZURITE_BLOB_STORAGE_URL=`[`Azurite::blob_endpoint`], `AZURE_STORAGE_ACCESS_KEY` |
@@ -47,6 +49,7 @@
 //!   `x-ms-version: 2023-11-03`).
 
 mod acr;
+mod aws_container;
 mod azurite;
 mod entra;
 mod google;
@@ -54,6 +57,7 @@ mod jwt;
 mod server;
 
 pub use acr::{AcrExchange, AcrFront, AcrRequest, ACR_REFRESH_TOKEN_USER, ACR_TOKEN_AUDIENCES};
+pub use aws_container::{AwsContainerCredentials, ContainerCredentialsRequest};
 pub use azurite::{
     azurite_dir, generate_account_key, shared_key_authorization, Azurite, AzuriteOptions,
     AZURE_STORAGE_VERSION, AZURITE_DEV_ACCOUNT, AZURITE_DEV_KEY, AZURITE_DIR, AZURITE_DIR_ENV,
