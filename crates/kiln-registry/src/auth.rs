@@ -178,12 +178,20 @@ impl AuthCache {
         }
     }
 
-    /// Forgets the token for (registry, scope): the registry refused it.
-    pub fn invalidate(&self, registry: &str, scope: &str) {
-        self.tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(registry.to_string(), scope.to_string()));
+    /// Forgets the token for (registry, scope) if it is `refused`, the header the registry
+    /// just refused. A request sent without one, or with a token another request has since
+    /// replaced, leaves the cache alone: with requests in parallel, a refusal of an old or
+    /// missing token must not drop the fresh token a concurrent request just fetched.
+    pub fn invalidate(&self, registry: &str, scope: &str, refused: Option<&AuthHeader>) {
+        let Some(refused) = refused else { return };
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (registry.to_string(), scope.to_string());
+        if tokens
+            .get(&key)
+            .is_some_and(|cached| cached.header.value() == refused.value())
+        {
+            tokens.remove(&key);
+        }
     }
 
     /// Answers a 401 from `registry`: records its challenge and returns the header to retry
@@ -373,6 +381,42 @@ pub(crate) fn without_url(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_forgets_only_the_token_refused() {
+        let cache = AuthCache::default();
+        cache.challenges.lock().unwrap().insert(
+            "r".into(),
+            Challenge::Bearer {
+                realm: "https://auth/token".into(),
+                service: None,
+                scope: None,
+            },
+        );
+        let token = |t: &str| AuthHeader(Secret::new(format!("Bearer {t}")));
+        let store = |t: &str| {
+            cache.tokens.lock().unwrap().insert(
+                ("r".into(), "s".into()),
+                CachedToken {
+                    header: token(t),
+                    expires: Instant::now() + Duration::from_secs(60),
+                },
+            );
+        };
+        let cached = || {
+            cache
+                .cached("r", "s", &Credential::Anonymous)
+                .map(|h| h.value().to_string())
+        };
+        store("fresh");
+        // Refused without a token, or with one already replaced: the fresh one stays.
+        cache.invalidate("r", "s", None);
+        cache.invalidate("r", "s", Some(&token("old")));
+        assert_eq!(cached().as_deref(), Some("Bearer fresh"));
+        // Refused with the cached token itself: it goes.
+        cache.invalidate("r", "s", Some(&token("fresh")));
+        assert_eq!(cached(), None);
+    }
 
     #[test]
     fn parses_docker_hub_challenges() {

@@ -14,7 +14,7 @@ pub use download::Download;
 pub use pull::BlobSink;
 pub use push::is_foreign;
 
-use crate::auth::{without_url, AuthCache};
+use crate::auth::{without_url, AuthCache, AuthHeader};
 use crate::credentials::{ConfigAnswer, Credential, CredentialError, DockerConfig};
 use crate::error::{RegistryError, RequestInfo};
 use crate::reference::Reference;
@@ -449,12 +449,17 @@ impl Client {
         let retries = self.retries(target.direction);
         let mut attempt = 0u32;
         let mut answered_challenge = false;
+        // The header got by answering this request's own challenge: the next attempt sends it,
+        // even if a concurrent request has meanwhile changed the cache.
+        let mut answer: Option<AuthHeader> = None;
         loop {
             let mut request = build(client.request(method.clone(), url.clone()));
-            let mut authorized = false;
-            if let Some(header) = self.auth.cached(&target.host, &target.scope, &credential) {
+            let sent = answer
+                .take()
+                .or_else(|| self.auth.cached(&target.host, &target.scope, &credential));
+            let authorized = sent.is_some();
+            if let Some(header) = &sent {
                 request = request.header(reqwest::header::AUTHORIZATION, header.value());
-                authorized = true;
             }
             let (retry_reason, retry_after) = match request.send().await {
                 Err(e) => {
@@ -479,22 +484,26 @@ impl Client {
                             .get(reqwest::header::WWW_AUTHENTICATE)
                             .and_then(|v| v.to_str().ok())
                             .map(str::to_string);
-                        self.auth.invalidate(&target.host, &target.scope);
                         self.auth
-                            .respond(
-                                &client,
-                                &target.host,
-                                challenge.as_deref(),
-                                &target.scope,
-                                &credential,
-                            )
-                            .await?;
+                            .invalidate(&target.host, &target.scope, sent.as_ref());
+                        answer = Some(
+                            self.auth
+                                .respond(
+                                    &client,
+                                    &target.host,
+                                    challenge.as_deref(),
+                                    &target.scope,
+                                    &credential,
+                                )
+                                .await?,
+                        );
                         continue;
                     }
                     let retryable = retry_busy && is_busy(status.as_u16());
                     if !retryable || attempt >= retries {
                         if status == StatusCode::UNAUTHORIZED {
-                            self.auth.invalidate(&target.host, &target.scope);
+                            self.auth
+                                .invalidate(&target.host, &target.scope, sent.as_ref());
                         }
                         return Ok(response);
                     }
