@@ -3,7 +3,8 @@
 //! - **Registry credentials** from the pod's identity ([`CloudCredentials`], a
 //!   [`kiln_registry::credentials::CredentialProvider`]): Amazon ECR through the AWS credential
 //!   chain and `GetAuthorizationToken`; Google's registries through application default
-//!   credentials or the metadata server; Azure Container Registry through Microsoft Entra
+//!   credentials (key files, user credentials, workload identity federation) or the metadata
+//!   server; Azure Container Registry through Microsoft Entra
 //!   credentials and ACR's refresh-token exchange; GitLab CI's registry through the job's
 //!   variables. The docker config is asked first; a provider is asked only for its own
 //!   registries (or when the config names the helper it stands in for), so a build that needs

@@ -60,11 +60,11 @@ pub use cloud_emulators::{
     azurite_dir, generate_account_key, https_request, shared_key_authorization,
     verify_self_signed_jwt, AcrExchange, AcrFront, AcrRequest, AwsContainerCredentials, Azurite,
     AzuriteOptions, ContainerCredentialsRequest, EntraAccessToken, EntraApp, EntraClientAuth,
-    EntraId, EntraOptions, EntraRequest, GoogleAccessToken, GoogleCloud, GoogleEndpoint,
-    GoogleOptions, GoogleRequest, GoogleTokenSource, ServiceAccountKey, ACR_REFRESH_TOKEN_USER,
-    ACR_TOKEN_AUDIENCES, AZURE_STORAGE_VERSION, AZURITE_DEV_ACCOUNT, AZURITE_DEV_KEY, AZURITE_DIR,
-    AZURITE_DIR_ENV, CLIENT_ASSERTION_TYPE, CLOUD_PLATFORM_SCOPE, FEDERATED_TOKEN_AUDIENCE,
-    GOOGLE_REGISTRY_USER, JWT_BEARER_GRANT,
+    EntraId, EntraOptions, EntraRequest, FederationPool, GoogleAccessToken, GoogleCloud,
+    GoogleEndpoint, GoogleOptions, GoogleRequest, GoogleTokenSource, ServiceAccountKey,
+    ACR_REFRESH_TOKEN_USER, ACR_TOKEN_AUDIENCES, AZURE_STORAGE_VERSION, AZURITE_DEV_ACCOUNT,
+    AZURITE_DEV_KEY, AZURITE_DIR, AZURITE_DIR_ENV, CLIENT_ASSERTION_TYPE, CLOUD_PLATFORM_SCOPE,
+    FEDERATED_TOKEN_AUDIENCE, GOOGLE_REGISTRY_USER, JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT,
 };
 pub use error::{Error, Result};
 pub use http::{http_get, http_request, HttpResponse};

@@ -9,8 +9,9 @@ mod common;
 use common::{assert_success, context, unpack};
 use kiln_test::{
     generate_account_key, AcrFront, AwsContainerCredentials, Azurite, AzuriteOptions, BaseImage,
-    EntraId, EntraOptions, GoogleCloud, GoogleEndpoint, GoogleOptions, LayerTar, ManifestFormat,
-    Moto, PushOptions, Registry, RegistryOptions, TestCa, TokenAuthOptions, JWT_BEARER_GRANT,
+    EntraId, EntraOptions, GoogleCloud, GoogleEndpoint, GoogleOptions, GoogleTokenSource, LayerTar,
+    ManifestFormat, Moto, PushOptions, Registry, RegistryOptions, TestCa, TokenAuthOptions,
+    JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -621,6 +622,131 @@ fn google_credentials_from_metadata_server_and_key_file() {
     assert!(!out.status.success(), "{err}");
     assert!(
         err.contains("Google credentials") && err.contains("GOOGLE_APPLICATION_CREDENTIALS"),
+        "{err}"
+    );
+}
+
+/// Workload identity federation: an `external_account` file as `gcloud iam
+/// workload-identity-pools create-cred-config` writes it for a CI job, whose subject token (the
+/// job's ID token, in a file) STS exchanges for a federated token, which then impersonates a
+/// service account; and the same without impersonation, the token read from a JSON file.
+#[test]
+fn google_workload_identity_federation() {
+    let audience = "//iam.googleapis.com/projects/123456789012/locations/global/\
+                    workloadIdentityPools/gitlab/providers/gitlab-com";
+    let id_token = "eyJhbGciOiJSUzI1NiJ9.kiln-gitlab-job-id-token.c2lnbmF0dXJl";
+    let google = GoogleCloud::start(GoogleOptions::new().federation(audience, id_token)).unwrap();
+    let registry = CloudRegistry::start("pusher", "pusher-password");
+    google.link_token_server(registry.registry.token_server().unwrap());
+    let config = format!(r#"{{"credHelpers": {{"{}": "gcr"}}}}"#, registry.host());
+    let account = "kiln-builder@kiln-test-project.iam.gserviceaccount.com";
+
+    let token_file = registry.dir.path().join("gitlab-id-token");
+    std::fs::write(&token_file, format!("{id_token}\n")).unwrap();
+    let external = registry.dir.path().join("federation.json");
+    let write_external = |source: serde_json::Value, impersonate: bool| {
+        let mut file = serde_json::json!({
+            "type": "external_account",
+            "audience": audience,
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "token_url": google.sts_token_url(),
+            "credential_source": source,
+        });
+        if impersonate {
+            file["service_account_impersonation_url"] = google.impersonation_url(account).into();
+        }
+        std::fs::write(&external, file.to_string()).unwrap();
+    };
+    let env = [(
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        external.display().to_string(),
+    )];
+    let all_secrets = |google: &GoogleCloud| {
+        let mut secrets: Vec<String> = google
+            .access_tokens()
+            .into_iter()
+            .map(|t| t.token)
+            .collect();
+        secrets.push(id_token.to_string());
+        secrets
+    };
+
+    write_external(
+        serde_json::json!({"file": token_file, "format": {"type": "text"}}),
+        true,
+    );
+    let out = registry.build_and_push("federated-sa", &config, &env);
+    assert_success(&out);
+    let seen = google.requests();
+    let exchange: Vec<_> = seen
+        .iter()
+        .filter(|r| r.endpoint == GoogleEndpoint::Sts)
+        .collect();
+    assert!(
+        !exchange.is_empty()
+            && exchange
+                .iter()
+                .all(|r| r.grant_type.as_deref() == Some(TOKEN_EXCHANGE_GRANT) && r.status == 200),
+        "{seen:?}"
+    );
+    let impersonations: Vec<_> = seen
+        .iter()
+        .filter(|r| r.endpoint == GoogleEndpoint::IamCredentials)
+        .collect();
+    assert!(
+        !impersonations.is_empty()
+            && impersonations
+                .iter()
+                .all(|r| r.status == 200 && r.account.as_deref() == Some(account)),
+        "{seen:?}"
+    );
+    assert!(google
+        .access_tokens()
+        .iter()
+        .any(|t| t.source == GoogleTokenSource::Impersonated && t.account == account));
+    assert_no_secret(&out, &all_secrets(&google));
+    registry.inspect("federated-sa", "pusher", "pusher-password");
+
+    // Without impersonation (the pool's principal has the registry role itself), the subject
+    // token a field of a JSON document.
+    google.clear_requests();
+    let json_token = registry.dir.path().join("token.json");
+    std::fs::write(
+        &json_token,
+        serde_json::json!({"id_token": id_token}).to_string(),
+    )
+    .unwrap();
+    write_external(
+        serde_json::json!({
+            "file": json_token,
+            "format": {"type": "json", "subject_token_field_name": "id_token"},
+        }),
+        false,
+    );
+    let out = registry.build_and_push("federated", &config, &env);
+    assert_success(&out);
+    let seen = google.requests();
+    assert!(
+        seen.iter().any(|r| r.endpoint == GoogleEndpoint::Sts)
+            && !seen
+                .iter()
+                .any(|r| r.endpoint == GoogleEndpoint::IamCredentials),
+        "{seen:?}"
+    );
+    assert_no_secret(&out, &all_secrets(&google));
+    registry.inspect("federated", "pusher", "pusher-password");
+
+    // A subject token the pool refuses: STS's refusal, named, and nothing pushed.
+    std::fs::write(&token_file, "an-expired-job-token").unwrap();
+    write_external(serde_json::json!({"file": token_file}), true);
+    let out = registry.build_and_push("refused", &config, &env);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("Google credentials")
+            && err.contains("token exchange")
+            && err.contains("invalid_grant")
+            && !err.contains("an-expired-job-token"),
         "{err}"
     );
 }

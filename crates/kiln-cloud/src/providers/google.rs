@@ -4,8 +4,9 @@
 //! Written here rather than taken from a crate: `gcp_auth` ignores `GCE_METADATA_HOST` and
 //! runs the `gcloud` command as a fallback, and `object_store`'s chain signs its own JWTs for
 //! service accounts instead of getting the access token the registries take. What is needed
-//! is three documented requests: the JWT-bearer grant for a service-account key, the
-//! refresh-token grant for gcloud's user credentials, and the metadata server's token.
+//! is a few documented requests: the JWT-bearer grant for a service-account key, the
+//! refresh-token grant for gcloud's user credentials, the metadata server's token, and for
+//! workload identity federation the token exchange of `google_external`.
 
 use super::{env, oauth_error_message, CloudCredentials, Fetched};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -98,10 +99,20 @@ pub(crate) async fn access_token(
             match file.kind.as_str() {
                 "service_account" => service_account_token(providers, &file, &origin).await,
                 "authorized_user" => authorized_user_token(providers, &file, &origin).await,
+                "external_account" => {
+                    let external = serde_json::from_slice(&text).map_err(|e| {
+                        format!(
+                            "external account {origin}: {e} (line {}, column {})",
+                            e.line(),
+                            e.column()
+                        )
+                    })?;
+                    super::google_external::access_token(providers, &external, SCOPE, &origin).await
+                }
                 other => Err(format!(
                     "credentials file {origin} is of type {other:?}; kiln reads service_account \
-                     keys and gcloud's authorized_user credentials (for workload identity \
-                     federation outside Google Cloud, not supported yet, use a service-account key)"
+                     keys, gcloud's authorized_user credentials and external_account \
+                     (workload identity federation) files"
                 )),
             }
         }

@@ -4,6 +4,7 @@ mod azure;
 mod ecr;
 mod gitlab;
 mod google;
+mod google_external;
 
 pub(crate) use azure::entra_token;
 pub(crate) use ecr::{aws_config, describe_sdk_error};
@@ -271,6 +272,15 @@ pub(crate) fn oauth_error_message(body: &[u8]) -> String {
         }) => {
             let error = match error {
                 serde_json::Value::String(s) => s,
+                // Google's JSON APIs (IAM Credentials, STS errors of some kinds):
+                // {"error": {"code": 403, "message": "...", "status": "PERMISSION_DENIED"}}.
+                serde_json::Value::Object(o) if o.get("message").is_some_and(|m| m.is_string()) => {
+                    let message = o["message"].as_str().unwrap_or_default();
+                    match o.get("status").and_then(serde_json::Value::as_str) {
+                        Some(status) => format!("{status}: {message}"),
+                        None => message.to_string(),
+                    }
+                }
                 other => other.to_string(),
             };
             match error_description {
@@ -362,6 +372,13 @@ mod tests {
         assert_eq!(
             oauth_error_message(b"<html>nope</html>"),
             "<html>nope</html>"
+        );
+        // Google's JSON APIs (IAM Credentials).
+        assert_eq!(
+            oauth_error_message(
+                br#"{"error":{"code":403,"message":"Permission 'iam.serviceAccounts.getAccessToken' denied","status":"PERMISSION_DENIED"}}"#
+            ),
+            "PERMISSION_DENIED: Permission 'iam.serviceAccounts.getAccessToken' denied"
         );
     }
 

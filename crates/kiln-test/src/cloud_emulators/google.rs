@@ -1,7 +1,9 @@
 //! Google: the GCE/GKE metadata server's token endpoints, the OAuth 2.0
 //! token endpoint of a service-account key (`token_uri`, the JWT-bearer
-//! grant), and Cloud Storage's XML API for reading objects; one server, on
-//! plain HTTP and optionally also HTTPS.
+//! grant), Security Token Service's token exchange and IAM Credentials'
+//! `generateAccessToken` (workload identity federation), and Cloud Storage's
+//! XML API for reading objects; one server, on plain HTTP and optionally also
+//! HTTPS.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -25,6 +27,9 @@ pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-pl
 
 /// The OAuth 2.0 grant type of a service account's token request (RFC 7523).
 pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// The grant type of Security Token Service's token exchange (RFC 8693).
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 /// The registry user name that goes with a Google access token
 /// (`docker login -u oauth2accesstoken`).
@@ -51,6 +56,21 @@ pub struct GoogleOptions {
     /// Whether Cloud Storage serves objects to requests without credentials
     /// (a public bucket; what object_store's `disable_oauth` sends).
     pub anonymous_reads: bool,
+    /// The workload identity pool provider STS trusts, if any.
+    pub federation: Option<FederationPool>,
+}
+
+/// A workload identity pool provider: its `audience`
+/// (`//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/R`)
+/// and the one subject token it accepts (a real provider checks an OIDC
+/// token's issuer and signature; which token is good is the test's choice
+/// here).
+#[derive(Debug, Clone)]
+pub struct FederationPool {
+    /// The provider's audience.
+    pub audience: String,
+    /// The subject token it accepts.
+    pub subject_token: String,
 }
 
 impl Default for GoogleOptions {
@@ -60,6 +80,7 @@ impl Default for GoogleOptions {
             metadata_account: "kiln-builder@kiln-test-project.iam.gserviceaccount.com".into(),
             token_lifetime: 3599,
             anonymous_reads: false,
+            federation: None,
         }
     }
 }
@@ -93,6 +114,16 @@ impl GoogleOptions {
         self.anonymous_reads = true;
         self
     }
+
+    /// Makes STS exchange `subject_token` for a federated token of the pool
+    /// provider `audience`.
+    pub fn federation(mut self, audience: &str, subject_token: &str) -> Self {
+        self.federation = Some(FederationPool {
+            audience: audience.into(),
+            subject_token: subject_token.into(),
+        });
+        self
+    }
 }
 
 /// Which of Google's services a request went to.
@@ -102,6 +133,10 @@ pub enum GoogleEndpoint {
     Metadata,
     /// The OAuth 2.0 token endpoint (`POST /token`).
     Token,
+    /// Security Token Service (`POST /v1/token`).
+    Sts,
+    /// IAM Credentials (`POST /v1/projects/-/serviceAccounts/EMAIL:generateAccessToken`).
+    IamCredentials,
     /// Cloud Storage's XML API (`/{bucket}/{object}`).
     Storage,
 }
@@ -138,6 +173,10 @@ pub enum GoogleTokenSource {
     Metadata,
     /// From the token endpoint, for a service-account key's signed JWT.
     JwtBearer,
+    /// From STS, for a federated identity's subject token.
+    Federated,
+    /// From IAM Credentials, for a federated token impersonating a service account.
+    Impersonated,
 }
 
 /// An access token a [`GoogleCloud`] issued.
@@ -553,6 +592,21 @@ impl GoogleCloud {
         format!("{}/token", self.base_url())
     }
 
+    /// `http(s)://127.0.0.1:PORT/v1/token`: STS's token exchange, the
+    /// `token_url` of an `external_account` file.
+    pub fn sts_token_url(&self) -> String {
+        format!("{}/v1/token", self.base_url())
+    }
+
+    /// `http(s)://…/v1/projects/-/serviceAccounts/EMAIL:generateAccessToken`:
+    /// the `service_account_impersonation_url` of an `external_account` file.
+    pub fn impersonation_url(&self, email: &str) -> String {
+        format!(
+            "{}/v1/projects/-/serviceAccounts/{email}:generateAccessToken",
+            self.base_url()
+        )
+    }
+
     /// `http(s)://127.0.0.1:PORT`: Cloud Storage's base URL for object_store
     /// (`gcs_base_url` in a key file, or `GOOGLE_BASE_URL`).
     pub fn gcs_base_url(&self) -> String {
@@ -690,6 +744,12 @@ fn handle(shared: &Shared, request: &Request, tls: bool) -> Response {
     } else if path == "/token" {
         record.endpoint = GoogleEndpoint::Token;
         token_endpoint(shared, request, &mut record)
+    } else if path == "/v1/token" {
+        record.endpoint = GoogleEndpoint::Sts;
+        sts(shared, request, &mut record)
+    } else if path.starts_with("/v1/projects/") && path.ends_with(":generateAccessToken") {
+        record.endpoint = GoogleEndpoint::IamCredentials;
+        generate_access_token(shared, request, &mut record)
     } else {
         storage(shared, request, &mut record)
     };
@@ -884,6 +944,138 @@ fn token_endpoint(shared: &Shared, request: &Request, record: &mut GoogleRequest
     record.account = Some(email.clone());
     let token = issue(shared, &email, scopes, GoogleTokenSource::JwtBearer);
     Response::json(200, &token_body(&token, shared.options.token_lifetime))
+}
+
+/// STS's token exchange, as for a workload identity pool provider: the
+/// subject token for a federated access token of the pool's principal.
+fn sts(shared: &Shared, request: &Request, record: &mut GoogleRequest) -> Response {
+    if request.method != "POST" {
+        return oauth_error(405, "invalid_request", "STS accepts POST only.");
+    }
+    let form = request.form();
+    let field = |name: &str| form_value(&form, name).unwrap_or("");
+    let grant_type = field("grant_type");
+    record.grant_type = Some(grant_type.to_string());
+    if grant_type != TOKEN_EXCHANGE_GRANT {
+        return oauth_error(
+            400,
+            "unsupported_grant_type",
+            &format!("Invalid value for \"grant_type\": {grant_type}"),
+        );
+    }
+    if field("requested_token_type") != "urn:ietf:params:oauth:token-type:access_token" {
+        return oauth_error(
+            400,
+            "invalid_request",
+            "Invalid value for \"requested_token_type\".",
+        );
+    }
+    let subject_token_type = field("subject_token_type");
+    if !subject_token_type.starts_with("urn:ietf:params:oauth:token-type:") {
+        return oauth_error(
+            400,
+            "invalid_request",
+            &format!("Invalid value for \"subject_token_type\": {subject_token_type}"),
+        );
+    }
+    let Some(pool) = &shared.options.federation else {
+        return oauth_error(
+            400,
+            "invalid_target",
+            "The target service indicated by the \"audience\" parameters is invalid.",
+        );
+    };
+    if field("audience") != pool.audience {
+        return oauth_error(
+            400,
+            "invalid_target",
+            "The target service indicated by the \"audience\" parameters is invalid. This might either be because the pool or provider is disabled or deleted or because it doesn't exist.",
+        );
+    }
+    if field("subject_token") != pool.subject_token {
+        return oauth_error(
+            400,
+            "invalid_grant",
+            "The audience in ID Token does not match the expected audience.",
+        );
+    }
+    let scopes = split_scopes(field("scope"));
+    record.scopes = scopes.clone();
+    let principal = format!("principal:{}", pool.audience);
+    record.account = Some(principal.clone());
+    let token = issue(shared, &principal, scopes, GoogleTokenSource::Federated);
+    let mut body = token_body(&token, shared.options.token_lifetime);
+    body["issued_token_type"] = "urn:ietf:params:oauth:token-type:access_token".into();
+    Response::json(200, &body)
+}
+
+/// Google's JSON API error body.
+fn api_error(code: u16, status: &str, message: &str) -> Response {
+    Response::json(
+        code,
+        &json!({"error": {"code": code, "message": message, "status": status}}),
+    )
+}
+
+/// IAM Credentials' `generateAccessToken`: a federated token (STS's) for an
+/// access token of the service account named in the path.
+fn generate_access_token(
+    shared: &Shared,
+    request: &Request,
+    record: &mut GoogleRequest,
+) -> Response {
+    if request.method != "POST" {
+        return api_error(
+            405,
+            "METHOD_NOT_ALLOWED",
+            "generateAccessToken accepts POST only.",
+        );
+    }
+    let Some(email) = request
+        .path()
+        .strip_prefix("/v1/projects/-/serviceAccounts/")
+        .and_then(|rest| rest.strip_suffix(":generateAccessToken"))
+        .map(decode_path)
+    else {
+        return api_error(404, "NOT_FOUND", "Requested entity was not found.");
+    };
+    let now = unix_now();
+    let federated = request.bearer().and_then(|bearer| {
+        let state = shared.state();
+        state
+            .tokens
+            .get(bearer)
+            .filter(|t| t.expires_at > now && t.source == GoogleTokenSource::Federated)
+            .cloned()
+    });
+    if federated.is_none() {
+        return api_error(
+            401,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+        );
+    }
+    let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+    let scopes: Vec<String> = body["scope"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    record.scopes = scopes.clone();
+    if scopes.is_empty() {
+        return api_error(400, "INVALID_ARGUMENT", "Scope required.");
+    }
+    record.account = Some(email.clone());
+    let token = issue(shared, &email, scopes, GoogleTokenSource::Impersonated);
+    let expires_at = unix_now() + shared.options.token_lifetime as i64;
+    Response::json(
+        200,
+        &json!({"accessToken": token, "expireTime": kiln_oci::time::rfc3339(expires_at)}),
+    )
 }
 
 fn xml_error(status: u16, code: &str, message: &str, details: Option<&str>) -> Response {

@@ -67,8 +67,8 @@ pub use entra::{
     CLIENT_ASSERTION_TYPE, FEDERATED_TOKEN_AUDIENCE,
 };
 pub use google::{
-    verify_self_signed_jwt, GoogleAccessToken, GoogleCloud, GoogleEndpoint, GoogleOptions,
-    GoogleRequest, GoogleTokenSource, ServiceAccountKey, CLOUD_PLATFORM_SCOPE,
-    GOOGLE_REGISTRY_USER, JWT_BEARER_GRANT,
+    verify_self_signed_jwt, FederationPool, GoogleAccessToken, GoogleCloud, GoogleEndpoint,
+    GoogleOptions, GoogleRequest, GoogleTokenSource, ServiceAccountKey, CLOUD_PLATFORM_SCOPE,
+    GOOGLE_REGISTRY_USER, JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT,
 };
 pub use server::https_request;
