@@ -437,6 +437,54 @@ fn gitlab_ci_variables_push() {
     let out = registry.build_and_push("elsewhere", "{}", &env);
     assert!(!out.status.success(), "{}", stderr(&out));
     assert_no_secret(&out, &[token]);
+
+    // The group's dependency proxy (a registry whose every pull needs the proxy's login): the
+    // base named with CI_DEPENDENCY_PROXY_SERVER's prefix pulls with the proxy's variables.
+    let proxy_password = "dependency-proxy-password-7";
+    let proxy = Registry::start(
+        RegistryOptions::plain()
+            .tls()
+            .token_auth(TokenAuthOptions::new().user("gitlab-ci-token", proxy_password)),
+    )
+    .unwrap();
+    BaseImage::busybox()
+        .unwrap()
+        .push(
+            &proxy,
+            "group/dependency_proxy/containers/busybox:latest",
+            &PushOptions::new(ManifestFormat::V2s2).creds("gitlab-ci-token", proxy_password),
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(
+        &format!(
+            "FROM {}/group/dependency_proxy/containers/busybox:latest\nRUN true\n",
+            proxy.addr()
+        ),
+        &[],
+    );
+    let ctx_arg = ["--context", ctx.path().to_str().unwrap()];
+    let mut env = vec![
+        ("CI_DEPENDENCY_PROXY_SERVER", format!("{}", proxy.addr())),
+        ("CI_DEPENDENCY_PROXY_USER", "gitlab-ci-token".to_string()),
+        ("CI_DEPENDENCY_PROXY_PASSWORD", proxy_password.to_string()),
+        (
+            "SSL_CERT_FILE",
+            proxy.ca_pem_path().unwrap().display().to_string(),
+        ),
+    ];
+    let (out, layout) = build_into_layout(dir.path(), &env, &ctx_arg);
+    assert_success(&out);
+    assert_no_secret(&out, &[proxy_password]);
+    assert!(layout.join("index.json").is_file());
+    // Without the proxy's variables the pull is refused.
+    env.retain(|(name, _)| {
+        !["CI_DEPENDENCY_PROXY_USER", "CI_DEPENDENCY_PROXY_PASSWORD"].contains(name)
+    });
+    let (out, _) = build_into_layout(dir.path(), &env, &ctx_arg);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("CI_DEPENDENCY_PROXY_USER"), "{err}");
 }
 
 /// A tar.gz context in moto's S3, with kaniko's `S3_ENDPOINT`/`S3_FORCE_PATH_STYLE`; a

@@ -1,32 +1,54 @@
 //! GitLab CI: the job's own registry from `CI_REGISTRY`, with `CI_REGISTRY_USER` and
-//! `CI_REGISTRY_PASSWORD`, or the job token.
+//! `CI_REGISTRY_PASSWORD`, or the job token; and the group's dependency proxy from
+//! `CI_DEPENDENCY_PROXY_SERVER`, with `CI_DEPENDENCY_PROXY_USER` and
+//! `CI_DEPENDENCY_PROXY_PASSWORD` (what the runner's own `docker login` to it uses), so
+//! `FROM ${CI_DEPENDENCY_PROXY_GROUP_IMAGE_PREFIX}/alpine` pulls with no docker config.
 
 use super::{env, host_name, Fetched};
 use kiln_registry::credentials::{hostname_of_key, Credential, Secret};
 use std::time::{Duration, SystemTime};
 
-/// Whether `registry` is the job's registry (`CI_REGISTRY`, compared by host name as
-/// kaniko's GitLab helper does).
-pub(super) fn is_ci_registry(registry: &str) -> bool {
-    env("CI_REGISTRY")
-        .is_some_and(|ci| host_name(hostname_of_key(&ci)).eq_ignore_ascii_case(host_name(registry)))
+/// Whether `registry` is the host in variable `name` (compared by host name, as kaniko's
+/// GitLab helper compares `CI_REGISTRY`: `gitlab.com:443` and `gitlab.com` are one).
+fn names(name: &str, registry: &str) -> bool {
+    env(name).is_some_and(|value| {
+        host_name(hostname_of_key(&value)).eq_ignore_ascii_case(host_name(registry))
+    })
+}
+
+/// Whether `registry` is the job's registry or its group's dependency proxy.
+pub(super) fn is_gitlab_registry(registry: &str) -> bool {
+    names("CI_REGISTRY", registry) || names("CI_DEPENDENCY_PROXY_SERVER", registry)
 }
 
 pub(super) fn credential(registry: &str) -> Result<Fetched, String> {
-    let (username, password) = match (
-        env("CI_REGISTRY_USER"),
-        env("CI_REGISTRY_PASSWORD"),
-        env("CI_JOB_TOKEN"),
-    ) {
-        (Some(user), Some(password), _) => (user, password),
-        (_, _, Some(token)) => ("gitlab-ci-token".to_string(), token),
-        _ => {
-            return Err(format!(
-                "{registry} is the job's CI_REGISTRY, but neither CI_REGISTRY_USER and \
-                 CI_REGISTRY_PASSWORD nor CI_JOB_TOKEN is set"
-            ))
-        }
+    let user_and_password = |user: &str, password: &str| match (env(user), env(password)) {
+        (Some(user), Some(password)) => Some((user, password)),
+        _ => None,
     };
+    let job_token = || env("CI_JOB_TOKEN").map(|token| ("gitlab-ci-token".to_string(), token));
+    let found = if !names("CI_REGISTRY", registry) && names("CI_DEPENDENCY_PROXY_SERVER", registry)
+    {
+        user_and_password("CI_DEPENDENCY_PROXY_USER", "CI_DEPENDENCY_PROXY_PASSWORD")
+            .or_else(job_token)
+            .ok_or_else(|| {
+                format!(
+                    "{registry} is the job's CI_DEPENDENCY_PROXY_SERVER, but neither \
+                     CI_DEPENDENCY_PROXY_USER and CI_DEPENDENCY_PROXY_PASSWORD nor CI_JOB_TOKEN \
+                     is set"
+                )
+            })
+    } else {
+        user_and_password("CI_REGISTRY_USER", "CI_REGISTRY_PASSWORD")
+            .or_else(job_token)
+            .ok_or_else(|| {
+                format!(
+                    "{registry} is the job's CI_REGISTRY, but neither CI_REGISTRY_USER and \
+                     CI_REGISTRY_PASSWORD nor CI_JOB_TOKEN is set"
+                )
+            })
+    };
+    let (username, password) = found?;
     Ok(Fetched {
         credential: Credential::Basic {
             username,

@@ -63,7 +63,8 @@ impl ProviderKind {
     }
 
     /// The provider whose registries `registry` (a host, maybe with a port) is one of.
-    /// GitLab's registry is known from `CI_REGISTRY`, read by the caller.
+    /// GitLab's registries are known from `CI_REGISTRY` and `CI_DEPENDENCY_PROXY_SERVER`, read
+    /// by the caller.
     fn for_host(registry: &str) -> Option<ProviderKind> {
         let host = host_name(registry);
         if ecr::region_of(host).is_some() {
@@ -189,7 +190,7 @@ impl CloudCredentials {
     fn provider_for(&self, registry: &str, helper: Option<&str>) -> Option<ProviderKind> {
         let kind = match helper {
             Some(helper) => ProviderKind::for_helper(helper),
-            None if gitlab::is_ci_registry(registry) => Some(ProviderKind::GitLab),
+            None if gitlab::is_gitlab_registry(registry) => Some(ProviderKind::GitLab),
             None => ProviderKind::for_host(registry),
         }?;
         self.enabled.contains(kind).then_some(kind)
