@@ -16,8 +16,32 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// The Azure Resource Manager scope ACR's exchange accepts tokens of.
-const ARM_SCOPE: &str = "https://management.azure.com/.default";
+/// The Azure Resource Manager scope ACR's exchange accepts tokens of, per cloud: by the
+/// `AZURE_ENVIRONMENT` name kaniko's ACR helper reads, else by the registry's suffix
+/// (`.azurecr.cn` is Azure China's, `.azurecr.us` US Government's), else the public cloud's.
+fn arm_scope(registry: &str, environment: Option<&str>) -> &'static str {
+    const PUBLIC: &str = "https://management.azure.com/.default";
+    const CHINA: &str = "https://management.chinacloudapi.cn/.default";
+    const US_GOVERNMENT: &str = "https://management.usgovcloudapi.net/.default";
+    const GERMANY: &str = "https://management.microsoftazure.de/.default";
+    match environment.map(str::to_ascii_lowercase).as_deref() {
+        Some("azurechinacloud") => return CHINA,
+        Some("azureusgovernmentcloud" | "azureusgovernment") => return US_GOVERNMENT,
+        Some("azuregermancloud") => return GERMANY,
+        Some("azurepubliccloud" | "azurecloud") => return PUBLIC,
+        _ => {}
+    }
+    let host = super::host_name(registry);
+    if host.ends_with(".azurecr.cn") {
+        CHINA
+    } else if host.ends_with(".azurecr.us") {
+        US_GOVERNMENT
+    } else if host.ends_with(".azurecr.de") {
+        GERMANY
+    } else {
+        PUBLIC
+    }
+}
 
 /// ACR's hosts in the public, China, Germany and US Government clouds.
 pub(super) fn is_acr(host: &str) -> bool {
@@ -127,7 +151,8 @@ pub(super) async fn credential(
     providers: &CloudCredentials,
     registry: &str,
 ) -> Result<Fetched, String> {
-    let (access_token, _) = entra_token(providers, ARM_SCOPE).await?;
+    let scope = arm_scope(registry, env("AZURE_ENVIRONMENT").as_deref());
+    let (access_token, _) = entra_token(providers, scope).await?;
     let url = format!("https://{registry}/oauth2/exchange");
     let tenant = env("AZURE_TENANT_ID").unwrap_or_default();
     let mut form = vec![
@@ -174,7 +199,25 @@ pub(super) async fn credential(
 
 #[cfg(test)]
 mod tests {
-    use super::is_acr;
+    use super::{arm_scope, is_acr};
+
+    #[test]
+    fn arm_scopes_of_sovereign_clouds() {
+        let public = "https://management.azure.com/.default";
+        let china = "https://management.chinacloudapi.cn/.default";
+        let us = "https://management.usgovcloudapi.net/.default";
+        assert_eq!(arm_scope("r.azurecr.io", None), public);
+        assert_eq!(arm_scope("r.azurecr.cn", None), china);
+        assert_eq!(arm_scope("r.azurecr.us:443", None), us);
+        assert_eq!(arm_scope("127.0.0.1:5000", None), public);
+        // kaniko's ACR helper's variable wins over the name.
+        assert_eq!(arm_scope("acr.example.com", Some("AzureChinaCloud")), china);
+        assert_eq!(
+            arm_scope("r.azurecr.io", Some("AzureUSGovernmentCloud")),
+            us
+        );
+        assert_eq!(arm_scope("r.azurecr.cn", Some("something-else")), china);
+    }
 
     #[test]
     fn acr_hosts() {
