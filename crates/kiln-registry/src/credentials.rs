@@ -86,6 +86,12 @@ pub enum CredentialError {
         /// What is wrong (never includes secret values).
         reason: String,
     },
+    /// The `DOCKER_AUTH_CONFIG` variable is not a docker auth config.
+    #[error("{AUTH_CONFIG_VARIABLE} is not a valid docker auth config: {reason}")]
+    MalformedVariable {
+        /// What is wrong (never includes secret values).
+        reason: String,
+    },
     /// A credential helper named by the config is not installed (no `docker-credential-NAME`
     /// on `PATH`).
     #[error(
@@ -188,12 +194,28 @@ pub enum ConfigAnswer {
     NoEntry,
 }
 
+/// The variable docker (from 28) and the kaniko fork read registry logins from: a JSON document
+/// with a docker config's `auths`, which come before the config file for their registries.
+pub const AUTH_CONFIG_VARIABLE: &str = "DOCKER_AUTH_CONFIG";
+
+/// What [`DockerConfig::add_variable_auths`] took from the variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VariableAuths {
+    /// How many `auths` entries.
+    pub registries: usize,
+    /// Whether it also had `credHelpers` or `credsStore`, which are not read from it (docker
+    /// reads only `auths` there; a GitLab runner's variable may have them for its own pulls).
+    pub ignored_helpers: bool,
+}
+
 /// A loaded docker `config.json`.
 #[derive(Default)]
 pub struct DockerConfig {
     /// Where it was read from (`None`: no config file found).
     pub path: Option<PathBuf>,
     file: ConfigFile,
+    /// `auths` from [`AUTH_CONFIG_VARIABLE`], asked before `file`.
+    variable_auths: BTreeMap<String, AuthEntry>,
     helper_dir: Option<PathBuf>,
     provider: Option<Arc<dyn CredentialProvider>>,
 }
@@ -203,6 +225,10 @@ impl fmt::Debug for DockerConfig {
         f.debug_struct("DockerConfig")
             .field("path", &self.path)
             .field("file", &self.file)
+            .field(
+                "variable_auths",
+                &self.variable_auths.keys().collect::<Vec<_>>(),
+            )
             .field("helper_dir", &self.helper_dir)
             .field("provider", &self.provider.is_some())
             .finish()
@@ -237,6 +263,25 @@ fn is_docker_hub(registry: &str) -> bool {
         registry,
         "docker.io" | "index.docker.io" | "registry-1.docker.io"
     )
+}
+
+/// The entry of `auths` for `registry`: its own key, else a key that names it as a URL
+/// (`https://host/v1/`), with Docker Hub's several keys.
+fn auth_entry<'a>(auths: &'a BTreeMap<String, AuthEntry>, registry: &str) -> Option<&'a AuthEntry> {
+    if is_docker_hub(registry) {
+        if let Some(entry) = DOCKER_HUB_KEYS.iter().find_map(|k| auths.get(*k)) {
+            return Some(entry);
+        }
+    }
+    auths.get(registry).or_else(|| {
+        auths
+            .iter()
+            .find(|(k, _)| {
+                hostname_of_key(k) == registry
+                    || (is_docker_hub(registry) && is_docker_hub(hostname_of_key(k)))
+            })
+            .map(|(_, v)| v)
+    })
 }
 
 /// docker's `ConvertToHostname`: `https://host:5000/v2/` → `host:5000` (how docker config keys
@@ -292,9 +337,35 @@ impl DockerConfig {
         Ok(DockerConfig {
             path: Some(path.to_path_buf()),
             file,
+            variable_auths: BTreeMap::new(),
             helper_dir: None,
             provider: None,
         })
+    }
+
+    /// Puts the `auths` of `value`, the [`AUTH_CONFIG_VARIABLE`] variable's, before the file's
+    /// entries: for a registry they name, they win over the file's `auths`, `credHelpers` and
+    /// `credsStore`, as docker's. A value that is not one (bad JSON, an `auth` that is not
+    /// base64 of `user:password`) is an error naming the variable and the place, never a value;
+    /// nothing of it is then used.
+    pub fn add_variable_auths(&mut self, value: &str) -> Result<VariableAuths, CredentialError> {
+        let parsed: ConfigFile =
+            serde_json::from_str(value).map_err(|e| CredentialError::MalformedVariable {
+                reason: json_error_reason(&e),
+            })?;
+        for (key, entry) in &parsed.auths {
+            if let Some(auth) = &entry.auth {
+                decode_auth(auth).map_err(|reason| CredentialError::MalformedVariable {
+                    reason: format!("auths[{key:?}].auth: {reason}"),
+                })?;
+            }
+        }
+        let taken = VariableAuths {
+            registries: parsed.auths.len(),
+            ignored_helpers: !parsed.cred_helpers.is_empty() || parsed.creds_store.is_some(),
+        };
+        self.variable_auths = parsed.auths;
+        Ok(taken)
     }
 
     /// Asks `provider` for what the config does not give (see [`CredentialProvider`]).
@@ -318,7 +389,8 @@ impl DockerConfig {
     pub fn has_entry_for(&self, registry: &str) -> bool {
         self.file.creds_store.is_some()
             || self.helper_for(registry).is_some()
-            || self.auth_entry(registry).is_some()
+            || auth_entry(&self.file.auths, registry).is_some()
+            || auth_entry(&self.variable_auths, registry).is_some()
     }
 
     fn helper_for(&self, registry: &str) -> Option<&str> {
@@ -330,24 +402,6 @@ impl DockerConfig {
         keys.iter()
             .find_map(|k| self.file.cred_helpers.get(*k))
             .map(String::as_str)
-    }
-
-    fn auth_entry(&self, registry: &str) -> Option<&AuthEntry> {
-        if is_docker_hub(registry) {
-            if let Some(entry) = DOCKER_HUB_KEYS.iter().find_map(|k| self.file.auths.get(*k)) {
-                return Some(entry);
-            }
-        }
-        self.file.auths.get(registry).or_else(|| {
-            self.file
-                .auths
-                .iter()
-                .find(|(k, _)| {
-                    hostname_of_key(k) == registry
-                        || (is_docker_hub(registry) && is_docker_hub(hostname_of_key(k)))
-                })
-                .map(|(_, v)| v)
-        })
     }
 
     /// The credential for `registry` (a host, `docker.io` for Docker Hub), with docker's
@@ -368,6 +422,9 @@ impl DockerConfig {
     /// [`DockerConfig::credential_for`]); a named helper that is not installed is
     /// [`ConfigAnswer::MissingHelper`], for a [`CredentialProvider`] to stand in for.
     pub fn lookup(&self, registry: &str) -> Result<ConfigAnswer, CredentialError> {
+        if let Some(entry) = auth_entry(&self.variable_auths, registry) {
+            return Ok(ConfigAnswer::Found(Self::entry_credential(entry)));
+        }
         let helper = match self.helper_for(registry) {
             Some(helper) => Some((helper, true)),
             None => self.file.creds_store.as_deref().map(|store| (store, false)),
@@ -381,7 +438,7 @@ impl DockerConfig {
                 }),
             };
         }
-        Ok(match self.auth_entry(registry) {
+        Ok(match auth_entry(&self.file.auths, registry) {
             Some(entry) => ConfigAnswer::Found(Self::entry_credential(entry)),
             None => ConfigAnswer::NoEntry,
         })
@@ -527,6 +584,77 @@ mod tests {
 
     fn config(json: &str) -> DockerConfig {
         DockerConfig::from_bytes(Path::new("config.json"), json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_variable_s_auths_come_before_the_file() {
+        let mut config = config(
+            r#"{"auths": {"a.example": {"auth": "ZmlsZTpwdw=="}, "b.example": {"auth": "ZmlsZTpwdw=="}},
+                "credHelpers": {"c.example": "absent-helper"}}"#,
+        );
+        let taken = config
+            .add_variable_auths(
+                r#"{"auths": {"https://a.example/v1/": {"auth": "ZW52OnNlY3JldA=="},
+                              "c.example": {"username": "env", "password": "pw2"},
+                              "https://index.docker.io/v1/": {"auth": "aHViOmh1YnB3"}},
+                    "credHelpers": {"d.example": "gcr"}}"#,
+            )
+            .unwrap();
+        assert_eq!(
+            taken,
+            VariableAuths {
+                registries: 3,
+                ignored_helpers: true
+            }
+        );
+        assert_eq!(
+            config.credential_for("a.example").unwrap(),
+            basic("env", "secret")
+        );
+        // The file still answers for what the variable does not name.
+        assert_eq!(
+            config.credential_for("b.example").unwrap(),
+            basic("file", "pw")
+        );
+        // Over a credHelpers entry too (its helper is never run).
+        assert_eq!(
+            config.credential_for("c.example").unwrap(),
+            basic("env", "pw2")
+        );
+        assert_eq!(
+            config.credential_for("docker.io").unwrap(),
+            basic("hub", "hubpw")
+        );
+        // Its credHelpers are not read.
+        assert!(matches!(
+            config.lookup("d.example").unwrap(),
+            ConfigAnswer::NoEntry
+        ));
+    }
+
+    #[test]
+    fn a_malformed_variable_is_named_without_its_value() {
+        let mut config = DockerConfig::default();
+        for (value, expected) in [
+            ("{\"auths\": ", "EOF"),
+            (
+                r#"{"auths": {"r.example": {"auth": "not base64 s3cret!"}}}"#,
+                "auths[\"r.example\"].auth",
+            ),
+            (r#"{"auths": []}"#, "wrong type"),
+        ] {
+            let err = config.add_variable_auths(value).unwrap_err().to_string();
+            assert!(
+                err.starts_with("DOCKER_AUTH_CONFIG is not a valid docker auth config")
+                    && err.contains(expected)
+                    && !err.contains("s3cret"),
+                "{err}"
+            );
+        }
+        assert!(matches!(
+            config.lookup("r.example").unwrap(),
+            ConfigAnswer::NoEntry
+        ));
     }
 
     fn basic(user: &str, pass: &str) -> Credential {

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Args};
 use kiln_cloud::{CloudCredentials, ProviderSet};
-use kiln_registry::credentials::default_config_paths;
+use kiln_registry::credentials::{default_config_paths, AUTH_CONFIG_VARIABLE};
 use kiln_registry::{DockerConfig, RegistryOptions};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -152,10 +152,32 @@ impl RegistryFlags {
 /// The docker config kiln uses: `$DOCKER_CONFIG/config.json`, `/kaniko/.docker/config.json`,
 /// `~/.docker/config.json`, the first that exists, with `providers` (the clouds' built-in
 /// credentials) for what it does not give. A malformed file stops kiln before any work.
+/// `DOCKER_AUTH_CONFIG`'s `auths` come first; a malformed value is warned of and left out, as
+/// docker does (a GitLab runner's variable for its own pulls may reach the job).
 pub(crate) fn docker_config(providers: Arc<CloudCredentials>) -> Result<DockerConfig> {
-    Ok(DockerConfig::locate(&default_config_paths())
-        .context("reading registry credentials")?
-        .with_provider(providers))
+    let mut config =
+        DockerConfig::locate(&default_config_paths()).context("reading registry credentials")?;
+    if let Some(value) = std::env::var(AUTH_CONFIG_VARIABLE)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        match config.add_variable_auths(&value) {
+            Ok(taken) => {
+                tracing::debug!(
+                    "{AUTH_CONFIG_VARIABLE}: logins for {} registries, before the docker config's",
+                    taken.registries
+                );
+                if taken.ignored_helpers {
+                    tracing::info!(
+                        "{AUTH_CONFIG_VARIABLE}: its credHelpers and credsStore are not read \
+                         (only its auths, as docker does)"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("{e}; going on without it"),
+        }
+    }
+    Ok(config.with_provider(providers))
 }
 
 /// The clouds' built-in credential providers in `enabled`, reaching the clouds with

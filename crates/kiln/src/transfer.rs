@@ -78,7 +78,9 @@ pub(crate) fn pull(args: PullArgs) -> Result<()> {
     };
     let options = args.registry.options()?;
     let providers = cloud_credentials(ProviderSet::default(), &options);
-    let client = Client::new(options, docker_config(providers)?).with_reporter(printer());
+    // The printer first: reading the docker config may warn.
+    let printer = printer();
+    let client = Client::new(options, docker_config(providers)?).with_reporter(printer);
     for path in args.oci_layout_path.iter().chain(&args.tar_path) {
         let parent = parent_dir(path);
         if !parent.is_dir() {
@@ -169,7 +171,9 @@ pub(crate) fn push(args: PushArgs) -> Result<()> {
     let manifests = manifest_tree(&layout, &entry)?;
     let options = args.registry.options()?;
     let providers = cloud_credentials(ProviderSet::default(), &options);
-    let client = Client::new(options, docker_config(providers)?).with_reporter(printer());
+    // The printer first: reading the docker config may warn.
+    let printer = printer();
+    let client = Client::new(options, docker_config(providers)?).with_reporter(printer);
     runtime()?.block_on(async {
         if !args.skip_push_permission_check {
             for destination in &destinations {

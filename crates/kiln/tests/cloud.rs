@@ -130,6 +130,8 @@ fn kiln_command(docker_config: &Path, env: &[(&str, String)]) -> Command {
             "CI_",
             "S3_",
             "CLOUDSDK_",
+            "KANIKO_",
+            "DOCKER_AUTH_CONFIG",
         ]
         .iter()
         .any(|p| name.starts_with(p))
@@ -485,6 +487,86 @@ fn gitlab_ci_variables_push() {
     let err = stderr(&out);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("CI_DEPENDENCY_PROXY_USER"), "{err}");
+}
+
+/// The kaniko fork's two variables: `DOCKER_AUTH_CONFIG`'s `auths` before the docker config
+/// (a malformed value warned of and left out, as docker does), and its `env` helper's
+/// `KANIKO_<HOST>_USER`/`_PASSWORD`, off with `--credential-helpers` not naming `env`.
+#[test]
+fn docker_auth_config_and_kaniko_host_variables() {
+    let password = "variable-password-31";
+    let registry = CloudRegistry::start("pusher", password);
+    let basic = |user: &str, password: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    };
+    // The config file's login for the registry is wrong: only the variable's can push.
+    let stale = format!(
+        r#"{{"auths": {{"{}": {{"auth": "{}"}}}}}}"#,
+        registry.host(),
+        basic("pusher", "stale-password")
+    );
+    let variable = format!(
+        r#"{{"auths": {{"https://{}/v1/": {{"auth": "{}"}}}}}}"#,
+        registry.host(),
+        basic("pusher", password)
+    );
+    let out = registry.build_and_push(
+        "auth-config",
+        &stale,
+        &[("DOCKER_AUTH_CONFIG", variable.clone())],
+    );
+    assert_success(&out);
+    assert_no_secret(&out, &[password, &basic("pusher", password)]);
+    registry.inspect("auth-config", "pusher", password);
+
+    // Malformed: a warning naming the variable (never its value), and the file's login used.
+    let good = format!(
+        r#"{{"auths": {{"{}": {{"auth": "{}"}}}}}}"#,
+        registry.host(),
+        basic("pusher", password)
+    );
+    let out = registry.build_and_push(
+        "auth-config-bad",
+        &good,
+        &[(
+            "DOCKER_AUTH_CONFIG",
+            r#"{"auths": {"x": {"auth": "not-base64-secret!"}}}"#.to_string(),
+        )],
+    );
+    assert_success(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("DOCKER_AUTH_CONFIG is not a valid docker auth config")
+            && !err.contains("not-base64-secret"),
+        "{err}"
+    );
+
+    // KANIKO_<HOST>_USER/_PASSWORD: the host 127.0.0.1 without its port, from its last three
+    // labels (`0.0.1`).
+    let variables = [
+        ("KANIKO_0_0_1_USER", "pusher".to_string()),
+        ("KANIKO_0_0_1_PASSWORD", password.to_string()),
+    ];
+    let out = registry.build_and_push("host-variables", "{}", &variables);
+    assert_success(&out);
+    assert_no_secret(&out, &[password]);
+    registry.inspect("host-variables", "pusher", password);
+
+    // The `env` helper off: the variables are not read and the push is refused.
+    let ctx = context("FROM scratch\nCOPY f /f\n", &[("f", "x")]);
+    let out = kiln_command(&registry.docker_config("{}"), &variables)
+        .env("SSL_CERT_FILE", registry.registry.ca_pem_path().unwrap())
+        .args(["build", "--credential-helpers", "ecr,gcr", "--context"])
+        .arg(ctx.path())
+        .args(["--destination", &format!("{}/app:env-off", registry.host())])
+        .arg("--kiln-dir")
+        .arg(registry.dir.path().join("kiln"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("401") || err.contains("UNAUTHORIZED"), "{err}");
 }
 
 /// A tar.gz context in moto's S3, with kaniko's `S3_ENDPOINT`/`S3_FORCE_PATH_STYLE`; a

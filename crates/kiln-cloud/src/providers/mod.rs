@@ -2,6 +2,7 @@
 
 mod azure;
 mod ecr;
+mod env_vars;
 mod gitlab;
 mod google;
 mod google_external;
@@ -21,6 +22,8 @@ use std::time::{Duration, SystemTime};
 /// One built-in provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ProviderKind {
+    /// The kaniko fork's `env` helper: `KANIKO_<HOST>_USER` and `KANIKO_<HOST>_PASSWORD`.
+    Env,
     /// Amazon ECR.
     Ecr,
     /// Google Container Registry and Artifact Registry.
@@ -33,7 +36,8 @@ pub enum ProviderKind {
 
 impl ProviderKind {
     /// Every provider, in the order kaniko's keychain asks them.
-    pub const ALL: [ProviderKind; 4] = [
+    pub const ALL: [ProviderKind; 5] = [
+        ProviderKind::Env,
         ProviderKind::Google,
         ProviderKind::Ecr,
         ProviderKind::Azure,
@@ -43,6 +47,7 @@ impl ProviderKind {
     /// The name users know it by, for messages.
     pub fn title(self) -> &'static str {
         match self {
+            ProviderKind::Env => "KANIKO_<HOST>_USER/PASSWORD variables",
             ProviderKind::Ecr => "Amazon ECR",
             ProviderKind::Google => "Google",
             ProviderKind::Azure => "Azure Container Registry",
@@ -118,8 +123,7 @@ impl ProviderSet {
     }
 
     /// The set `--credential-helpers` values name (repeated, or comma lists). No value: all;
-    /// an empty value or `none`: none. `env` is accepted and adds nothing: the docker config
-    /// and the environment are always read.
+    /// an empty value or `none`: none.
     pub fn from_flag_values(values: &[String]) -> Result<Self, HelperNameError> {
         if values.is_empty() {
             return Ok(ProviderSet::default());
@@ -127,7 +131,8 @@ impl ProviderSet {
         let mut kinds = Vec::new();
         for name in values.iter().flat_map(|v| v.split(',')).map(str::trim) {
             let kind = match name {
-                "" | "none" | "env" => continue,
+                "" | "none" => continue,
+                "env" => ProviderKind::Env,
                 "ecr" | "aws" => ProviderKind::Ecr,
                 "google" => ProviderKind::Google,
                 "azure" => ProviderKind::Azure,
@@ -190,6 +195,12 @@ impl CloudCredentials {
     fn provider_for(&self, registry: &str, helper: Option<&str>) -> Option<ProviderKind> {
         let kind = match helper {
             Some(helper) => ProviderKind::for_helper(helper),
+            // The variables, when set for the registry, come first (the fork's keychain order).
+            None if self.enabled.contains(ProviderKind::Env)
+                && env_vars::lookup(registry).is_some() =>
+            {
+                Some(ProviderKind::Env)
+            }
             None if gitlab::is_gitlab_registry(registry) => Some(ProviderKind::GitLab),
             None => ProviderKind::for_host(registry),
         }?;
@@ -215,6 +226,7 @@ impl CloudCredentials {
 
     async fn fetch(&self, kind: ProviderKind, registry: &str) -> Result<Fetched, String> {
         match kind {
+            ProviderKind::Env => env_vars::credential(registry),
             ProviderKind::Ecr => ecr::credential(registry).await,
             ProviderKind::Google => google::credential(self).await,
             ProviderKind::Azure => azure::credential(self, registry).await,
