@@ -33,7 +33,8 @@ assert!(digest.starts_with("sha256:"));
 ```
 
 This is a dev-dependency only (`publish = false`). Must not depend on: any
-kiln crate (it sits below all of them, so any of them may use it in tests).
+kiln crate but kiln-oci, for its RFC 3339 times (it sits below all the others, so
+any of them may use it in tests; kiln-oci's own tests do not).
 */
 #![deny(missing_docs)]
 

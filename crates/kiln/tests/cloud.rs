@@ -56,6 +56,27 @@ impl CloudRegistry {
         )
     }
 
+    /// `kiln build --credential-helpers HELPERS` of a one-file scratch image, pushed to
+    /// `HOST/app:TAG`.
+    fn push_scratch_with_helpers(
+        &self,
+        tag: &str,
+        config_json: &str,
+        env: &[(&str, String)],
+        helpers: &str,
+    ) -> Output {
+        let ctx = context("FROM scratch\nCOPY f /f\n", &[("f", tag)]);
+        kiln_command(&self.docker_config(config_json), env)
+            .env("SSL_CERT_FILE", self.registry.ca_pem_path().unwrap())
+            .args(["build", "--credential-helpers", helpers, "--context"])
+            .arg(ctx.path())
+            .args(["--destination", &format!("{}/app:{tag}", self.host())])
+            .arg("--kiln-dir")
+            .arg(self.dir.path().join("kiln"))
+            .output()
+            .unwrap()
+    }
+
     /// skopeo's view of `HOST/app:TAG`, read with `user`/`password`.
     fn inspect(&self, tag: &str, user: &str, password: &str) -> serde_json::Value {
         common::inspect_remote(
@@ -377,16 +398,7 @@ fn ecr_static_keys_and_credential_helpers_flag() {
     registry.inspect("keys", "AWS", &password);
 
     // Turned off: the config's helper is then a binary that does not exist.
-    let ctx = context("FROM scratch\n", &[]);
-    let out = kiln_command(&registry.docker_config(&config), &env)
-        .env("SSL_CERT_FILE", registry.registry.ca_pem_path().unwrap())
-        .args(["build", "--credential-helpers", "gcr", "--context"])
-        .arg(ctx.path())
-        .args(["--destination", &format!("{}/app:off", registry.host())])
-        .arg("--kiln-dir")
-        .arg(registry.dir.path().join("kiln"))
-        .output()
-        .unwrap();
+    let out = registry.push_scratch_with_helpers("off", &config, &env, "gcr");
     let err = stderr(&out);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("docker-credential-ecr-login"), "{err}");
@@ -554,16 +566,7 @@ fn docker_auth_config_and_kaniko_host_variables() {
     registry.inspect("host-variables", "pusher", password);
 
     // The `env` helper off: the variables are not read and the push is refused.
-    let ctx = context("FROM scratch\nCOPY f /f\n", &[("f", "x")]);
-    let out = kiln_command(&registry.docker_config("{}"), &variables)
-        .env("SSL_CERT_FILE", registry.registry.ca_pem_path().unwrap())
-        .args(["build", "--credential-helpers", "ecr,gcr", "--context"])
-        .arg(ctx.path())
-        .args(["--destination", &format!("{}/app:env-off", registry.host())])
-        .arg("--kiln-dir")
-        .arg(registry.dir.path().join("kiln"))
-        .output()
-        .unwrap();
+    let out = registry.push_scratch_with_helpers("env-off", "{}", &variables, "ecr,gcr");
     let err = stderr(&out);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("401") || err.contains("UNAUTHORIZED"), "{err}");

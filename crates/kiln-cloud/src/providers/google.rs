@@ -217,10 +217,22 @@ async fn post_token_form(
     .await
 }
 
-async fn read_token_reply(
+/// An OAuth 2.0 token reply's access token and when it expires; an error reply's status and
+/// message as an error about `what`.
+pub(super) async fn read_token_reply(
     reply: reqwest::Response,
     what: &str,
 ) -> Result<(String, SystemTime), String> {
+    let body = success_body(reply, what).await?;
+    let parsed: TokenReply = serde_json::from_slice(&body)
+        .map_err(|_| format!("{what}: the reply has no access_token"))?;
+    let expires = SystemTime::now() + Duration::from_secs(parsed.expires_in.unwrap_or(3600));
+    Ok((parsed.access_token, expires))
+}
+
+/// The body of a successful reply; otherwise an error about `what` with the status and the
+/// service's message.
+pub(super) async fn success_body(reply: reqwest::Response, what: &str) -> Result<Vec<u8>, String> {
     let status = reply.status();
     let body = reply
         .bytes()
@@ -229,10 +241,7 @@ async fn read_token_reply(
     if !status.is_success() {
         return Err(format!("{what}: {status}: {}", oauth_error_message(&body)));
     }
-    let parsed: TokenReply = serde_json::from_slice(&body)
-        .map_err(|_| format!("{what}: the reply has no access_token"))?;
-    let expires = SystemTime::now() + Duration::from_secs(parsed.expires_in.unwrap_or(3600));
-    Ok((parsed.access_token, expires))
+    Ok(body.to_vec())
 }
 
 /// The GCE/GKE metadata server's token for the default service account (GKE Workload

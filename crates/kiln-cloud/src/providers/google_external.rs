@@ -13,7 +13,8 @@
 //! AWS-sourced (`environment_id`) and executable-sourced credentials are not read: on AWS, a
 //! service-account key or Google's own tooling is needed.
 
-use super::{oauth_error_message, CloudCredentials};
+use super::google::{read_token_reply, success_body};
+use super::CloudCredentials;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -59,13 +60,6 @@ struct SourceFormat {
     #[serde(rename = "type")]
     kind: Option<String>,
     subject_token_field_name: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct StsReply {
-    access_token: String,
-    #[serde(default)]
-    expires_in: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -123,12 +117,10 @@ pub(super) async fn access_token(
         .send()
         .await
         .map_err(|e| format!("{what} failed: {e}"))?;
-    let body = success_body(reply, &what).await?;
-    let federated: StsReply = serde_json::from_slice(&body)
-        .map_err(|_| format!("{what}: the reply has no access_token"))?;
+    // STS answers as an OAuth 2.0 token endpoint does.
+    let (federated_token, expires) = read_token_reply(reply, &what).await?;
     let Some(impersonation_url) = file.service_account_impersonation_url.as_deref() else {
-        let expires = SystemTime::now() + Duration::from_secs(federated.expires_in.unwrap_or(3600));
-        return Ok((federated.access_token, expires));
+        return Ok((federated_token, expires));
     };
 
     let what = format!("service account impersonation at {impersonation_url} (for {origin})");
@@ -140,7 +132,7 @@ pub(super) async fn access_token(
     let reply = providers
         .http_for(impersonation_url)?
         .post(impersonation_url)
-        .bearer_auth(&federated.access_token)
+        .bearer_auth(&federated_token)
         .json(&serde_json::json!({"scope": [scope], "lifetime": format!("{lifetime}s")}))
         .timeout(Duration::from_secs(30))
         .send()
@@ -160,20 +152,6 @@ pub(super) async fn access_token(
         })?;
     let expires = UNIX_EPOCH + Duration::from_secs(u64::try_from(expires.as_second()).unwrap_or(0));
     Ok((impersonated.access_token, expires))
-}
-
-/// The body of a successful reply; otherwise an error with the status and the service's
-/// message.
-async fn success_body(reply: reqwest::Response, what: &str) -> Result<Vec<u8>, String> {
-    let status = reply.status();
-    let body = reply
-        .bytes()
-        .await
-        .map_err(|e| format!("{what}: reading the reply: {e}"))?;
-    if !status.is_success() {
-        return Err(format!("{what}: {status}: {}", oauth_error_message(&body)));
-    }
-    Ok(body.to_vec())
 }
 
 /// The token from the other identity provider, as `credential_source` says where it is.
