@@ -284,6 +284,18 @@ fn auth_entry<'a>(auths: &'a BTreeMap<String, AuthEntry>, registry: &str) -> Opt
     })
 }
 
+/// A docker config's JSON, with every `auth` checked to be base64 of `user:password`; the
+/// error says what is wrong and where, never a value.
+fn parse_config(bytes: &[u8]) -> Result<ConfigFile, String> {
+    let file: ConfigFile = serde_json::from_slice(bytes).map_err(|e| json_error_reason(&e))?;
+    for (key, entry) in &file.auths {
+        if let Some(auth) = &entry.auth {
+            decode_auth(auth).map_err(|reason| format!("auths[{key:?}].auth: {reason}"))?;
+        }
+    }
+    Ok(file)
+}
+
 /// docker's `ConvertToHostname`: `https://host:5000/v2/` → `host:5000` (how docker config keys
 /// and registry URLs given by users name a registry).
 pub fn hostname_of_key(key: &str) -> &str {
@@ -321,19 +333,10 @@ impl DockerConfig {
 
     /// Parses a config file's bytes.
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<DockerConfig, CredentialError> {
-        let file: ConfigFile =
-            serde_json::from_slice(bytes).map_err(|e| CredentialError::Malformed {
-                path: path.to_path_buf(),
-                reason: json_error_reason(&e),
-            })?;
-        for (key, entry) in &file.auths {
-            if let Some(auth) = &entry.auth {
-                decode_auth(auth).map_err(|reason| CredentialError::Malformed {
-                    path: path.to_path_buf(),
-                    reason: format!("auths[{key:?}].auth: {reason}"),
-                })?;
-            }
-        }
+        let file = parse_config(bytes).map_err(|reason| CredentialError::Malformed {
+            path: path.to_path_buf(),
+            reason,
+        })?;
         Ok(DockerConfig {
             path: Some(path.to_path_buf()),
             file,
@@ -349,17 +352,8 @@ impl DockerConfig {
     /// base64 of `user:password`) is an error naming the variable and the place, never a value;
     /// nothing of it is then used.
     pub fn add_variable_auths(&mut self, value: &str) -> Result<VariableAuths, CredentialError> {
-        let parsed: ConfigFile =
-            serde_json::from_str(value).map_err(|e| CredentialError::MalformedVariable {
-                reason: json_error_reason(&e),
-            })?;
-        for (key, entry) in &parsed.auths {
-            if let Some(auth) = &entry.auth {
-                decode_auth(auth).map_err(|reason| CredentialError::MalformedVariable {
-                    reason: format!("auths[{key:?}].auth: {reason}"),
-                })?;
-            }
-        }
+        let parsed = parse_config(value.as_bytes())
+            .map_err(|reason| CredentialError::MalformedVariable { reason })?;
         let taken = VariableAuths {
             registries: parsed.auths.len(),
             ignored_helpers: !parsed.cred_helpers.is_empty() || parsed.creds_store.is_some(),

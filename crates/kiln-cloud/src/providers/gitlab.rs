@@ -22,32 +22,27 @@ pub(super) fn is_gitlab_registry(registry: &str) -> bool {
 }
 
 pub(super) fn credential(registry: &str) -> Result<Fetched, String> {
-    let user_and_password = |user: &str, password: &str| match (env(user), env(password)) {
+    // The dependency proxy's variables for its host, unless that is also CI_REGISTRY's.
+    let (server_var, user_var, password_var) =
+        if !names("CI_REGISTRY", registry) && names("CI_DEPENDENCY_PROXY_SERVER", registry) {
+            (
+                "CI_DEPENDENCY_PROXY_SERVER",
+                "CI_DEPENDENCY_PROXY_USER",
+                "CI_DEPENDENCY_PROXY_PASSWORD",
+            )
+        } else {
+            ("CI_REGISTRY", "CI_REGISTRY_USER", "CI_REGISTRY_PASSWORD")
+        };
+    let found = match (env(user_var), env(password_var)) {
         (Some(user), Some(password)) => Some((user, password)),
-        _ => None,
-    };
-    let job_token = || env("CI_JOB_TOKEN").map(|token| ("gitlab-ci-token".to_string(), token));
-    let found = if !names("CI_REGISTRY", registry) && names("CI_DEPENDENCY_PROXY_SERVER", registry)
-    {
-        user_and_password("CI_DEPENDENCY_PROXY_USER", "CI_DEPENDENCY_PROXY_PASSWORD")
-            .or_else(job_token)
-            .ok_or_else(|| {
-                format!(
-                    "{registry} is the job's CI_DEPENDENCY_PROXY_SERVER, but neither \
-                     CI_DEPENDENCY_PROXY_USER and CI_DEPENDENCY_PROXY_PASSWORD nor CI_JOB_TOKEN \
-                     is set"
-                )
-            })
-    } else {
-        user_and_password("CI_REGISTRY_USER", "CI_REGISTRY_PASSWORD")
-            .or_else(job_token)
-            .ok_or_else(|| {
-                format!(
-                    "{registry} is the job's CI_REGISTRY, but neither CI_REGISTRY_USER and \
-                     CI_REGISTRY_PASSWORD nor CI_JOB_TOKEN is set"
-                )
-            })
-    };
+        _ => env("CI_JOB_TOKEN").map(|token| ("gitlab-ci-token".to_string(), token)),
+    }
+    .ok_or_else(|| {
+        format!(
+            "{registry} is the job's {server_var}, but neither {user_var} and {password_var} nor \
+             CI_JOB_TOKEN is set"
+        )
+    });
     let (username, password) = found?;
     Ok(Fetched {
         credential: Credential::Basic {
