@@ -6,8 +6,6 @@
 //! and then without it, since no shell can set a variable with `:` in its name.
 
 use super::{host_name, Fetched};
-use kiln_registry::credentials::{Credential, Secret};
-use std::time::{Duration, SystemTime};
 
 /// The user and password the variables give for `registry`, if any pair is set.
 pub(super) fn lookup(registry: &str) -> Option<(String, String)> {
@@ -44,14 +42,7 @@ pub(super) fn credential(registry: &str) -> Result<Fetched, String> {
     let (username, password) = lookup(registry).ok_or_else(|| {
         format!("no KANIKO_<HOST>_USER and KANIKO_<HOST>_PASSWORD variables for {registry}")
     })?;
-    Ok(Fetched {
-        credential: Credential::Basic {
-            username,
-            password: Secret::new(password),
-        },
-        // Variables do not change while kiln runs.
-        expires: SystemTime::now() + Duration::from_secs(365 * 24 * 3600),
-    })
+    Ok(Fetched::from_variables(username, password))
 }
 
 #[cfg(test)]

@@ -5,8 +5,7 @@
 //! `FROM ${CI_DEPENDENCY_PROXY_GROUP_IMAGE_PREFIX}/alpine` pulls with no docker config.
 
 use super::{env, host_name, Fetched};
-use kiln_registry::credentials::{hostname_of_key, Credential, Secret};
-use std::time::{Duration, SystemTime};
+use kiln_registry::credentials::hostname_of_key;
 
 /// Whether `registry` is the host in variable `name` (compared by host name, as kaniko's
 /// GitLab helper compares `CI_REGISTRY`: `gitlab.com:443` and `gitlab.com` are one).
@@ -44,12 +43,5 @@ pub(super) fn credential(registry: &str) -> Result<Fetched, String> {
         )
     });
     let (username, password) = found?;
-    Ok(Fetched {
-        credential: Credential::Basic {
-            username,
-            password: Secret::new(password),
-        },
-        // The variables last as long as the job.
-        expires: SystemTime::now() + Duration::from_secs(365 * 24 * 3600),
-    })
+    Ok(Fetched::from_variables(username, password))
 }
